@@ -1,0 +1,8 @@
+"""Forcing: how feedback moves the network state during training (SPEC §2)."""
+
+from ._base import AbstractForcing, NoForcing, forcing_strength, readout_pinv
+from ._forcings import ErrorForcing, KalmanErrorForcing, TeacherForcing
+from ._simulate import process_noise, rollout, simulate
+
+__all__ = ["AbstractForcing", "NoForcing", "TeacherForcing", "ErrorForcing", "KalmanErrorForcing",
+           "forcing_strength", "readout_pinv", "rollout", "simulate", "process_noise"]

@@ -1,0 +1,120 @@
+"""Teacher forcing, error forcing and its Kalman (stochastic) variant (SPEC §2)."""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._types import Array, Float
+
+from ._base import AbstractForcing, forcing_strength, readout_pinv, require_linear_readout
+
+
+def _check_alpha(name, alpha, upper=1.0):
+    # alpha may be a traced/vmapped array inside jit; only check concrete Python numbers.
+    if isinstance(alpha, (int, float)) and not 0.0 <= alpha <= upper:
+        raise ValueError(f"{name}.alpha must be in [0, {upper}], got {alpha}")
+
+
+class TeacherForcing(AbstractForcing):
+    """Generalized teacher forcing (Hess et al. 2023; EF paper eq. 2):
+
+        h̃_t = (1 - c_t) h_t + c_t W⁺ (y*_t - b_out),   W⁺ = W_outᵀ (W_out W_outᵀ + ε I)⁻¹
+
+    With c_t = 1 the readout equals the target exactly (up to ε). The teacher state's
+    gradient flows through W⁺ as in the reference code; `stop_gradient=True` stops it.
+    """
+
+    alpha: float | jax.Array = 0.5
+    eps: float = 1e-7
+    stop_gradient: bool = False
+
+    def __check_init__(self):
+        _check_alpha("TeacherForcing", self.alpha)
+
+    def init(self, cell):
+        require_linear_readout(cell, self)
+        return readout_pinv(cell.W_out, self.eps)
+
+    def __call__(self, h, y, target, mask, cell, carry):
+        teacher = carry @ (target - cell.b_out)
+        if self.stop_gradient:
+            teacher = jax.lax.stop_gradient(teacher)
+        c = forcing_strength(self.alpha, mask)
+        return (1 - c) * h + c * teacher, carry
+
+
+class _AdditiveErrorForcing(AbstractForcing):
+    """h̃_t = h_t + c_t sg(G e_t) with e_t = (y*_t - y_t) ⊙ m_t and a gain G (N × n_out).
+
+    `causal=True` applies the previous step's correction c_{t-1} G e_{t-1} instead (needed by
+    online rules, where e_t is not yet known when h_t is formed).
+    """
+
+    alpha: eqx.AbstractVar[float | jax.Array]
+    stop_gradient: eqx.AbstractVar[bool]
+    causal: eqx.AbstractVar[bool]
+
+    @abc.abstractmethod
+    def gain(self, cell) -> Float[Array, "N n_out"]: ...
+
+    def init(self, cell):
+        require_linear_readout(cell, self)
+        gain = self.gain(cell)
+        return (gain, jnp.zeros((cell.n_rec,), gain.dtype)) if self.causal else (gain, None)
+
+    def __call__(self, h, y, target, mask, cell, carry):
+        gain, previous = carry
+        correction = forcing_strength(self.alpha, mask) * (gain @ ((target - y) * mask))
+        if self.stop_gradient:
+            correction = jax.lax.stop_gradient(correction)
+        if self.causal:
+            return h + previous, (gain, correction)
+        return h + correction, carry
+
+
+class ErrorForcing(_AdditiveErrorForcing):
+    """Error forcing (Sağtekin, Bredenberg & Savin; EF paper eq. 4):
+
+        h̃_t = h_t + c_t sg(W⁺ e_t),   e_t = (y*_t - y_t) ⊙ m_t,   W⁺ = W_outᵀ (W_out W_outᵀ + ε I)⁻¹
+
+    the orthogonal projection of h_t onto the zero-error manifold when c_t = 1. The correction
+    is stopped (sg) as in the reference code; `stop_gradient=False` lets gradients flow.
+    """
+
+    alpha: float | jax.Array = 0.5
+    eps: float = 1e-7
+    stop_gradient: bool = True
+    causal: bool = False
+
+    def __check_init__(self):
+        _check_alpha("ErrorForcing", self.alpha)
+
+    def gain(self, cell):
+        return readout_pinv(cell.W_out, self.eps)
+
+
+class KalmanErrorForcing(_AdditiveErrorForcing):
+    """Stochastic error forcing (EF paper eq. 5), the MAP / Kalman-gain correction:
+
+        h̃_t = h_t + c_t W_outᵀ (W_out W_outᵀ + (σ_o² / σ²) I)⁻¹ e_t
+
+    `ratio` = σ_o² / σ² (observation over process noise variance). Train it with process
+    noise σ (`TrainConfig.model.noise_std`). As ratio → 0 it becomes ErrorForcing.
+    """
+
+    alpha: float | jax.Array = 1.0
+    ratio: float = 1.0
+    stop_gradient: bool = True
+    causal: bool = False
+
+    def __check_init__(self):
+        _check_alpha("KalmanErrorForcing", self.alpha)
+        if isinstance(self.ratio, (int, float)) and self.ratio < 0:
+            raise ValueError(f"KalmanErrorForcing.ratio must be >= 0, got {self.ratio}")
+
+    def gain(self, cell):
+        return readout_pinv(cell.W_out, self.ratio)

@@ -1,0 +1,72 @@
+"""Forced rollouts: run a cell over a trial with a forcing method acting after each step."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .._types import Array, Float
+from ..models import AbstractCell
+from ..tasks import Trials
+from ._base import AbstractForcing, NoForcing
+
+
+def rollout(
+    cell: AbstractCell,
+    forcing: AbstractForcing,
+    inputs: Float[Array, "T n_in"],
+    targets: Float[Array, "T n_out"],
+    mask: Float[Array, "T n_out"],
+    noise: Float[Array, "T N"] | None = None,
+    *,
+    checkpoint: bool = False,
+) -> tuple[Float[Array, "T N"], Float[Array, "T n_out"]]:
+    """One trial. Returns the forced states h̃_t and the outputs y_t = readout(h_t).
+
+    h_t = cell(h̃_{t-1}, x_t) [+ noise_t];  y_t = readout(h_t);  h̃_t = forcing(h_t, y_t, ...).
+    `checkpoint=True` rematerialises each step in the backward pass (memory O(T·N)).
+    """
+    carry0 = forcing.init(cell)
+
+    def step(state, xs):
+        h_prev, fcarry = state
+        x, target, m, xi = xs
+        h = cell(h_prev, x)
+        if xi is not None:
+            h = h + xi
+        y = cell.readout(h)
+        h_forced, fcarry = forcing(h, y, target, m, cell, fcarry)
+        return (h_forced, fcarry), (h_forced, y)
+
+    if checkpoint:
+        step = jax.checkpoint(step)
+    _, (states, outputs) = jax.lax.scan(step, (cell.init_state(), carry0), (inputs, targets, mask, noise))
+    return states, outputs
+
+
+def simulate(
+    cell: AbstractCell,
+    trials: Trials,
+    forcing: AbstractForcing | None = None,
+    *,
+    noise_std: float = 0.0,
+    key=None,
+) -> tuple[Float[Array, "B T N"], Float[Array, "B T n_out"]]:
+    """Forced rollout of a batch of trials: states [B, T, N] (after forcing), outputs [B, T, n_out].
+
+    `forcing=None` means `NoForcing()`. Process noise σ ξ_t (ξ ~ N(0, I)) is added to h_t when
+    `noise_std > 0`, which needs `key`.
+    """
+    forcing = NoForcing() if forcing is None else forcing
+    noise = process_noise(trials, cell.n_rec, noise_std, key)
+    return jax.vmap(lambda x, y, m, n: rollout(cell, forcing, x, y, m, n))(
+        trials.inputs, trials.targets, trials.mask, noise)
+
+
+def process_noise(trials: Trials, n_rec: int, noise_std, key) -> Float[Array, "B T N"] | None:
+    if isinstance(noise_std, (int, float)) and noise_std == 0:
+        return None
+    if key is None:
+        raise ValueError("process noise needs an explicit key")
+    B, T = trials.inputs.shape[:2]
+    return noise_std * jax.random.normal(key, (B, T, n_rec), trials.inputs.dtype)

@@ -1,0 +1,68 @@
+"""The cell interface: one unbatched step of a recurrent network and its readout."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._types import Input, Output, State
+
+
+class AbstractCell(eqx.Module):
+    """`h = cell(h, x)` advances one step; `y = cell.readout(h)` reads the output out.
+
+    `trainable` names the fields that learn; the others keep their initial values
+    (`frozen_grads` zeros their gradients). `n_rec` is the size of the state vector.
+    """
+
+    trainable: eqx.AbstractVar[tuple[str, ...]]
+    forcing_geometry: ClassVar[str] = "linear"  # "linear": y = W_out h + b_out (state readout)
+
+    @property
+    @abc.abstractmethod
+    def n_rec(self) -> int: ...
+
+    @abc.abstractmethod
+    def init_state(self) -> State: ...
+
+    @abc.abstractmethod
+    def __call__(self, h: State, x: Input) -> State: ...
+
+    @abc.abstractmethod
+    def readout(self, h: State) -> Output: ...
+
+    def mask_grads(self, grads: "AbstractCell") -> "AbstractCell":
+        """Zero the gradients of what must not learn (fields not in `trainable`)."""
+        return frozen_grads(grads, self)
+
+
+def frozen_grads(grads: AbstractCell, cell: AbstractCell) -> AbstractCell:
+    """Zero the gradient of every array field not named in `cell.trainable`."""
+
+    def zero(name):
+        leaf = getattr(grads, name)
+        return None if leaf is None else jnp.zeros_like(leaf)
+
+    frozen = [f for f in _array_fields(cell) if f not in cell.trainable]
+    if not frozen:
+        return grads
+    return eqx.tree_at(lambda g: [getattr(g, f) for f in frozen], grads, [zero(f) for f in frozen],
+                       is_leaf=lambda x: x is None)
+
+
+def _array_fields(cell: AbstractCell) -> list[str]:
+    return [f.name for f in cell.__dataclass_fields__.values()
+            if isinstance(getattr(cell, f.name), jax.Array)]
+
+
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "softplus": jax.nn.softplus,
+    "identity": lambda x: x,
+    "logistic": jax.nn.sigmoid,
+}

@@ -1,0 +1,109 @@
+"""The leaky rate RNN of the Error Forcing reference code (SPEC §1.1)."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._types import Array, Float, Input, Key, Output, State
+from ._base import ACTIVATIONS, AbstractCell
+
+DEFAULT_TRAINABLE = ("W_rec", "b", "W_out", "b_out")
+
+
+class LeakyRNN(AbstractCell):
+    """Leaky rate RNN with a linear readout.
+
+        h_t = (1 - a) h_{t-1} + a (W_rec φ(h_{t-1}) + W_in x_t + b),    a = dt / τ
+        y_t = W_out h_t + b_out          readout = "state" (default, Error Forcing code)
+        y_t = W_out φ(h_t) + b_out       readout = "rate"  (Liu et al.; Kaleb et al.)
+
+    Initialisation (reference defaults): W_rec ~ N(0, g²/(p N)) on a random fraction p of
+    connections (p = 1: dense), W_in ~ N(0, 1), W_out ~ N(0, 1/N²), b = 0, b_out = 0.
+    W_in does not train by default. `W_rec` holds the effective (already masked) weights;
+    `rec_mask` keeps absent connections at zero during learning.
+    """
+
+    W_rec: Float[Array, "N N"]
+    W_in: Float[Array, "N n_in"]
+    b: Float[Array, " N"]
+    W_out: Float[Array, "n_out N"]
+    b_out: Float[Array, " n_out"]
+    rec_mask: Float[Array, "N N"] | None
+    leak: float = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+    readout_mode: str = eqx.field(static=True)
+    trainable: tuple[str, ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        n_in: int,
+        n_rec: int,
+        n_out: int,
+        *,
+        key: Key,
+        gain: float = 1.5,
+        tau: float = 10.0,
+        dt: float = 1.0,
+        activation: str = "tanh",
+        readout: str = "state",
+        density: float = 1.0,
+        trainable: tuple[str, ...] = DEFAULT_TRAINABLE,
+        dtype=None,
+    ):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if readout not in ("state", "rate"):
+            raise ValueError(f"readout must be 'state' or 'rate', got {readout!r}")
+        if not 0.0 < density <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        if not 0.0 < dt <= tau:
+            raise ValueError(f"need 0 < dt <= tau, got dt={dt}, tau={tau}")
+        unknown = set(trainable) - {"W_rec", "W_in", "b", "W_out", "b_out"}
+        if unknown:
+            raise ValueError(f"trainable has unknown fields {sorted(unknown)}")
+        dtype = dtype or jnp.zeros(()).dtype
+        k_rec, k_in, k_out, k_mask = jax.random.split(key, 4)
+        w_rec = gain / math.sqrt(density * n_rec) * jax.random.normal(k_rec, (n_rec, n_rec), dtype)
+        if density < 1.0:
+            mask = jax.random.bernoulli(k_mask, density, (n_rec, n_rec)).astype(dtype)
+            self.rec_mask = mask
+            w_rec = w_rec * mask
+        else:
+            self.rec_mask = None
+        self.W_rec = w_rec
+        self.W_in = jax.random.normal(k_in, (n_rec, n_in), dtype)
+        self.b = jnp.zeros((n_rec,), dtype)
+        self.W_out = jax.random.normal(k_out, (n_out, n_rec), dtype) / n_rec
+        self.b_out = jnp.zeros((n_out,), dtype)
+        self.leak = dt / tau
+        self.activation = activation
+        self.readout_mode = readout
+        self.trainable = tuple(trainable)
+
+    @property
+    def n_rec(self) -> int:
+        return self.W_rec.shape[0]
+
+    def phi(self, h):
+        return ACTIVATIONS[self.activation](h)
+
+    def init_state(self) -> State:
+        return jnp.zeros((self.n_rec,), self.W_rec.dtype)
+
+    def __call__(self, h: State, x: Input) -> State:
+        a = self.leak
+        return (1 - a) * h + a * (self.W_rec @ self.phi(h) + self.W_in @ x + self.b)
+
+    def mask_grads(self, grads: "LeakyRNN") -> "LeakyRNN":
+        grads = super().mask_grads(grads)
+        if self.rec_mask is None:
+            return grads
+        return eqx.tree_at(lambda g: g.W_rec, grads, grads.W_rec * self.rec_mask)
+
+    def readout(self, h: State) -> Output:
+        r = h if self.readout_mode == "state" else self.phi(h)
+        return self.W_out @ r + self.b_out

@@ -1,0 +1,27 @@
+"""The learning-rule interface: a rule owns the time loop and returns a gradient pytree."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import equinox as eqx
+
+from .._types import Key, Scalar
+from ..forcing import AbstractForcing
+from ..models import AbstractCell
+from ..tasks import Trials
+from ._loss import Objective
+
+
+class AbstractLearningRule(eqx.Module):
+    """`loss, grads, aux = rule.value_and_grad(cell, forcing, trials, key=key)`.
+
+    `trials` is a batch. `grads` has the cell's pytree structure (None or zeros where nothing
+    learns) and goes straight to optax. `aux` is a dict of diagnostics (at least "states" and
+    "outputs" of the forced rollout are not required; rules return what they have cheaply).
+    """
+
+    @abc.abstractmethod
+    def value_and_grad(self, cell: AbstractCell, forcing: AbstractForcing, trials: Trials, *,
+                       key: Key, objective: Objective = Objective()) -> tuple[Scalar, AbstractCell, dict[str, Any]]: ...
