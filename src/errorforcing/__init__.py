@@ -1,9 +1,11 @@
 """errorforcing: train recurrent networks with error forcing, teacher forcing and local
 learning rules, as seed × α ensembles in one compiled JAX program."""
 
-from . import forcing, models, rules, tasks
+from ._version import __version__
+from . import forcing, models, rules, tasks, training
 from .forcing import simulate
+from . import experiments, store
+from .experiments import TrainConfig, TrainResult, train
 
-__version__ = "0.1.0"
-
-__all__ = ["forcing", "models", "rules", "tasks", "simulate", "__version__"]
+__all__ = ["forcing", "models", "rules", "tasks", "training", "experiments", "store", "simulate",
+           "train", "TrainConfig", "TrainResult", "__version__"]

@@ -1,0 +1,91 @@
+"""Jacobian norms along a trajectory and the adaptive forcing strength (SPEC §2, §6).
+
+Kaleb et al. (2024) report ‖∂h_t/∂h_{t-1}‖ during adaptation; Hess et al. (2023) choose the
+generalized-teacher-forcing strength from it: forcing with α scales the forced map's
+Jacobian by (1 − α), so α* = 1 − 1/‖J‖ is the least forcing that keeps it from expanding.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .._types import Array, Float, Int
+from ..models import AbstractCell
+
+
+def jacobian_norms(
+    cell: AbstractCell,
+    states: Float[Array, "T N"] | Float[Array, "B T N"],
+    inputs: Float[Array, "T n_in"] | Float[Array, "B T n_in"],
+    *,
+    h0: Float[Array, " N"] | None = None,
+) -> Float[Array, " T"] | Float[Array, "B T"]:
+    """‖J_t‖₂ = ‖∂cell(h_{t-1}, x_t)/∂h_{t-1}‖₂ (largest singular value) for every step.
+
+    `states[t]` is the state after consuming `inputs[t]` (what `rollout`/`simulate` return,
+    forced states included), so J_t is evaluated at h_{t-1} = states[t-1], and at
+    h_{-1} = `h0` (default `cell.init_state()`) for t = 0. This is the Jacobian of the cell
+    step itself; a forcing's own factor (e.g. 1 − α for teacher forcing) is not included.
+    """
+    h_init = cell.init_state() if h0 is None else h0
+
+    def one(states, inputs):
+        prev = jnp.concatenate([h_init[None], states[:-1]], axis=0)
+
+        def norm(h, x):
+            jac = jax.jacfwd(lambda s: cell(s, x))(h)
+            return jnp.linalg.svd(jac, compute_uv=False)[0]
+
+        return jax.vmap(norm)(prev, inputs)
+
+    if states.ndim == 2:
+        return one(states, inputs)
+    return jax.vmap(one)(states, inputs)
+
+
+def adaptive_alpha(norms: Float[Array, " T"] | Float[Array, "B T"]) -> Float[Array, ""]:
+    """α* = max(0, 1 − 1/‖J‖) (Hess et al. 2023).
+
+    ‖J‖ = exp(mean_t log ‖J_t‖₂), the geometric mean over time (the per-step growth rate of
+    a product of Jacobians), taken per trial and then maximised over the batch.
+    """
+    log_growth = jnp.mean(jnp.log(norms), axis=-1)
+    growth = jnp.exp(jnp.max(log_growth))
+    return jnp.maximum(0.0, 1.0 - 1.0 / growth)
+
+
+def update_alpha(alpha: Float[Array, ""], alpha_star: Float[Array, ""], *,
+                 decay: float = 0.999) -> Float[Array, ""]:
+    """α ← α* if α* > α, else decay · α + (1 − decay) · α* (decay = 0.999, Hess et al.).
+
+    Forcing rises at once when the dynamics need more of it and relaxes slowly otherwise.
+    """
+    return jnp.where(alpha_star > alpha, alpha_star, decay * alpha + (1.0 - decay) * alpha_star)
+
+
+class AdaptiveAlpha(NamedTuple):
+    """State of the adaptive forcing strength: the current α and the batches seen.
+
+    Start with `AdaptiveAlpha.init()` (α = 1); call `state.update(norms)` after every batch
+    with that batch's `jacobian_norms`: α changes by `update_alpha` on every `every`-th batch
+    (5 in Hess et al.) and stays put otherwise. A pytree, so it lives inside `jit` and can be
+    `vmap`ped over ensemble members.
+    """
+
+    alpha: Float[Array, ""]
+    count: Int[Array, ""]
+
+    @classmethod
+    def init(cls, alpha: float = 1.0, dtype=None) -> "AdaptiveAlpha":
+        dtype = dtype or jnp.zeros(()).dtype
+        return cls(jnp.asarray(alpha, dtype), jnp.asarray(0, jnp.int32))
+
+    def update(self, norms: Float[Array, " T"] | Float[Array, "B T"], *, every: int = 5,
+               decay: float = 0.999) -> "AdaptiveAlpha":
+        count = self.count + 1
+        due = count % every == 0
+        new = update_alpha(self.alpha, adaptive_alpha(norms).astype(self.alpha.dtype), decay=decay)
+        return AdaptiveAlpha(jnp.where(due, new, self.alpha), count)

@@ -1,0 +1,9 @@
+"""Configs, the name registry, and the jobs built from them."""
+
+from ._config import ALPHA_GRID, ForcingConfig, ModelConfig, OptimConfig, RuleConfig, TaskConfig, TrainConfig
+from ._registry import FORCINGS, MODELS, RULES, TASKS
+from ._train import TrainResult, build_task, build_trainer, train
+
+__all__ = ["ALPHA_GRID", "ForcingConfig", "ModelConfig", "OptimConfig", "RuleConfig", "TaskConfig",
+           "TrainConfig", "FORCINGS", "MODELS", "RULES", "TASKS", "TrainResult", "build_task",
+           "build_trainer", "train"]

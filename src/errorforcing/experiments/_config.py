@@ -1,0 +1,184 @@
+"""Typed, validated run configuration (pydantic v2; JSON and TOML round-trip)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ALPHA_GRID = (0.0, 0.01, 0.05, 0.1, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(_Strict):
+    """Which task. `delay` applies to delayed-xor and evidence-integration, `shift` to sine;
+    `options` passes further keyword arguments to the task class."""
+
+    name: str = "delayed-xor"
+    delay: int = Field(100, ge=0)
+    shift: float = 0.0
+    options: dict = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, v):
+        from ._registry import TASKS
+
+        if v not in TASKS:
+            raise ValueError(f"unknown task {v!r}; choose one of: {', '.join(sorted(TASKS))}")
+        return v
+
+
+class ModelConfig(_Strict):
+    """The network (SPEC §1.1 reference defaults)."""
+
+    kind: str = "leaky"
+    hidden: int = Field(50, ge=1)
+    gain: float = Field(1.5, ge=0)
+    tau: float = Field(10.0, gt=0)
+    dt: float = Field(1.0, gt=0)
+    activation: Literal["tanh", "relu", "softplus", "identity", "logistic"] = "tanh"
+    readout: Literal["state", "rate"] = "state"
+    density: float = Field(1.0, gt=0, le=1)
+    trainable: list[str] = Field(default_factory=lambda: ["W_rec", "b", "W_out", "b_out"])
+    noise_std: float = Field(0.0, ge=0)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_model(cls, v):
+        from ._registry import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; choose one of: {', '.join(sorted(MODELS))}")
+        return v
+
+
+class ForcingConfig(_Strict):
+    """How feedback moves the state during training. `alpha` is a list: every value becomes
+    a member of the same compiled ensemble."""
+
+    kind: str = "ef"
+    alpha: list[float] = Field(default_factory=lambda: [0.5])
+    stop_gradient: bool | None = None  # None: the method's reference default
+    causal: bool = False
+    ratio: float = Field(1.0, ge=0)  # Kalman EF: σ_o² / σ²
+    eps: float = Field(1e-7, gt=0)
+    options: dict = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_forcing(cls, v):
+        from ._registry import FORCINGS
+
+        if v not in FORCINGS:
+            raise ValueError(f"unknown forcing {v!r}; choose one of: {', '.join(sorted(FORCINGS))}")
+        return v
+
+    @field_validator("alpha", mode="before")
+    @classmethod
+    def _listify(cls, v):
+        return [v] if isinstance(v, (int, float)) else v
+
+    @model_validator(mode="after")
+    def _alpha_range(self):
+        if not self.alpha:
+            raise ValueError("alpha: give at least one value")
+        for a in self.alpha:
+            if not 0.0 <= a <= 1.0:
+                raise ValueError(f"alpha must be in [0, 1] for forcing {self.kind!r}, got {a}")
+        if self.kind == "none":
+            self.__dict__["alpha"] = [0.0]
+        return self
+
+
+class RuleConfig(_Strict):
+    """How weights learn."""
+
+    kind: str = "bptt"
+    checkpoint: bool = False
+    truncation: int = Field(50, ge=1)
+    feedback: Literal["symmetric", "random"] = "symmetric"
+    online: bool = False
+    options: dict = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_rule(cls, v):
+        from ._registry import RULES
+
+        if v not in RULES:
+            raise ValueError(f"unknown rule {v!r}; choose one of: {', '.join(sorted(RULES))}")
+        return v
+
+
+class OptimConfig(_Strict):
+    """Any optax optimizer that takes `learning_rate`; `lr` may be a list (vmapped members)."""
+
+    name: str = "adam"
+    lr: list[float] = Field(default_factory=lambda: [3e-4])
+    clip_norm: float | None = Field(None, gt=0)
+    options: dict = Field(default_factory=dict)
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _listify(cls, v):
+        return [v] if isinstance(v, (int, float)) else v
+
+    @field_validator("lr")
+    @classmethod
+    def _positive(cls, v):
+        if not v or any(x <= 0 for x in v):
+            raise ValueError("lr must be a non-empty list of positive numbers")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _optax_name(cls, v):
+        import optax
+
+        if not callable(getattr(optax, v, None)):
+            raise ValueError(f"unknown optax optimizer {v!r} (e.g. adam, adamw, sgd, rmsprop)")
+        return v
+
+
+class TrainConfig(_Strict):
+    """Everything that defines one ensemble job. Members = seeds × forcing.alpha × optim.lr."""
+
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    forcing: ForcingConfig = Field(default_factory=ForcingConfig)
+    rule: RuleConfig = Field(default_factory=RuleConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    seeds: int = Field(20, ge=1)
+    seed: int = Field(0, ge=0)
+    epochs: int = Field(200, ge=1)
+    batch: int = Field(128, ge=1)
+    data: Literal["fresh", "fixed"] = "fresh"
+    train_trials: int = Field(461, ge=1)
+    val_trials: int = Field(51, ge=1)
+    dataset_size: int | None = Field(None, ge=2)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    threshold: float | None = Field(None, gt=0)
+    patience: int = Field(10, ge=1)
+    divergence: float = Field(1e4, gt=0)
+    rate_reg: float = Field(1e-5, ge=0)
+    readout_reg: float = Field(1e-6, ge=0)
+    out: str | None = None
+
+    @property
+    def n_members(self) -> int:
+        return self.seeds * len(self.forcing.alpha) * len(self.optim.lr)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.model_dump(exclude_none=True))
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "TrainConfig":
+        return cls.model_validate(tomllib.loads(Path(path).read_text()))

@@ -1,0 +1,168 @@
+"""`train(config)`: build an ensemble from a TrainConfig, train it, record it in the store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import optax
+
+from .._version import __version__
+from ..rules import Objective
+from ..training import EnsembleResult, EnsembleTrainer, Member, Schedule
+from ._config import TrainConfig
+from ._registry import FORCINGS, MODELS, RULES, TASKS
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training job produced: one row per member (the store's `members` columns)."""
+
+    run_id: str
+    config: TrainConfig
+    rows: list[dict[str, Any]]
+    ensemble: EnsembleResult
+
+    @property
+    def fraction_learned(self) -> float:
+        return float(np.mean([r["converged"] for r in self.rows]))
+
+
+def build_task(config: TrainConfig):
+    return TASKS[config.task.name].build(config.task)
+
+
+def build_trainer(config: TrainConfig) -> EnsembleTrainer:
+    task = build_task(config)
+    model_entry, forcing_entry = MODELS[config.model.kind], FORCINGS[config.forcing.kind]
+    rule_key = jax.random.fold_in(jax.random.key(config.seed), 10_000)  # e.g. random feedback B
+    rule = RULES[config.rule.kind].build(config.rule, rule_key)
+    members = [Member(seed=config.seed + s, alpha=a, lr=lr)
+               for lr in config.optim.lr for a in config.forcing.alpha for s in range(config.seeds)]
+    schedule = Schedule(
+        epochs=config.epochs, batch_size=config.batch, data=config.data,
+        train_trials=config.train_trials, val_trials=config.val_trials,
+        dataset_size=config.dataset_size or type(task).dataset_size, val_fraction=config.val_fraction,
+        threshold=config.threshold or type(task).threshold, patience=config.patience,
+        divergence=config.divergence, clip_norm=config.optim.clip_norm)
+    optimizer = _optimizer(config.optim)
+    objective = Objective(config.rate_reg, config.readout_reg, config.model.noise_std)
+    return EnsembleTrainer(task, lambda key: model_entry.build(config.model, task, key),
+                           lambda alpha: forcing_entry.build(config.forcing, alpha), rule, optimizer,
+                           members, schedule, objective)
+
+
+def _optimizer(cfg) -> Callable[..., optax.GradientTransformation]:
+    alias = getattr(optax, cfg.name)
+    return lambda learning_rate: alias(learning_rate=learning_rate, **cfg.options)
+
+
+def member_rows(config: TrainConfig, result: EnsembleResult, run_id: str) -> list[dict[str, Any]]:
+    task_cls = type(build_task(config))
+    rows = []
+    tr = result.tracker
+    for i, m in enumerate(result.members):
+        n = int(tr.epochs_run[i])
+        val = result.val_curves[i, :n]
+        acc = result.val_accuracy[i, :n]
+        rows.append(dict(
+            run_id=run_id, member=i, seed=m.seed, task=config.task.name, rule=config.rule.kind,
+            forcing=config.forcing.kind, alpha=float(m.alpha), lr=float(m.lr),
+            converged=int(tr.converged[i]),
+            converged_epoch=int(tr.converged_epoch[i]) if tr.converged[i] else None,
+            diverged=int(tr.diverged[i]), epochs_run=n,
+            final_val_loss=float(val[-1]) if n else None,
+            final_val_accuracy=float(acc[-1]) if (n and task_cls.classification) else None,
+            curves=json.dumps({"train_loss": _clean(result.train_curves[i, :n]),
+                               "val_loss": _clean(val),
+                               **({"val_accuracy": _clean(acc)} if task_cls.classification else {}),
+                               **{k: _clean(v[i, :n]) for k, v in result.extra_curves.items()}}),
+        ))
+    return rows
+
+
+def _clean(values) -> list[float | None]:
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, np.float64)]
+
+
+def config_record(config: TrainConfig) -> str:
+    return json.dumps({"config": config.model_dump(), "version": __version__, "git_commit": _git_commit()})
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def train(config: TrainConfig, *, progress: bool = True, run_id: str | None = None) -> TrainResult:
+    """Train the ensemble `config` describes; if `config.out` is set, record it in `out/runs.sqlite`
+    (and the trained parameters in `out/params/RUN_ID.eqx`)."""
+    from ..store import RunStore
+
+    run_id = run_id or new_run_id()
+    trainer = build_trainer(config)
+    store = RunStore(config.out) if config.out else None
+    if store:
+        store.begin_run(run_id, config_record(config))
+    try:
+        with _progress(progress, config) as on_epoch:
+            result = trainer.run(on_epoch=on_epoch)
+    except BaseException:
+        if store:
+            store.fail_run(run_id)
+        raise
+    rows = member_rows(config, result, run_id)
+    if store:
+        store.save_params(run_id, result.cells)
+        store.finish_run(run_id, rows)
+    return TrainResult(run_id, config, rows, result)
+
+
+class _progress:
+    """A rich progress bar on stderr: epochs, converged/diverged counts, median val loss."""
+
+    def __init__(self, enabled: bool, config: TrainConfig):
+        self.enabled, self.config = enabled, config
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        c = self.config
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+                            console=Console(stderr=True), transient=False)
+        label = f"{c.rule.kind}/{c.forcing.kind} {c.task.name}"
+        self.bar.start()
+        self.task = self.bar.add_task(label, total=c.epochs, status="compiling…")
+
+        def on_epoch(epoch, tracker, val_loss):
+            live = val_loss[tracker.active | (tracker.epochs_run == epoch)]
+            med = float(np.nanmedian(live)) if live.size and np.isfinite(live).any() else float("nan")
+            self.bar.update(self.task, completed=epoch,
+                            status=f"converged {int(tracker.converged.sum())}/{len(val_loss)} "
+                                   f"diverged {int(tracker.diverged.sum())} val {med:.4f}")
+
+        return on_epoch
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False

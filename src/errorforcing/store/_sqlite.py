@@ -1,0 +1,134 @@
+"""The embedded results store: `DIR/runs.sqlite` (SQLite, WAL) plus `DIR/params/RUN_ID.eqx`.
+
+Contract (DESIGN.md): table `runs` (run_id, created, config JSON, status running|done|failed)
+and table `members` (one row per ensemble member, with its learning curves as JSON). A run's
+members and its `done` status are written in one transaction, so a killed process never
+leaves a run marked done without its members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import equinox as eqx
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id  TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    config  TEXT NOT NULL,
+    status  TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed'))
+);
+CREATE TABLE IF NOT EXISTS members (
+    run_id             TEXT NOT NULL REFERENCES runs(run_id),
+    member             INTEGER NOT NULL,
+    seed               INTEGER NOT NULL,
+    task               TEXT NOT NULL,
+    rule               TEXT NOT NULL,
+    forcing            TEXT NOT NULL,
+    alpha              REAL,
+    lr                 REAL,
+    converged          INTEGER NOT NULL,
+    converged_epoch    INTEGER,
+    diverged           INTEGER NOT NULL,
+    epochs_run         INTEGER NOT NULL,
+    final_val_loss     REAL,
+    final_val_accuracy REAL,
+    curves             TEXT NOT NULL,
+    PRIMARY KEY (run_id, member)
+);
+"""
+
+MEMBER_COLUMNS = ("run_id", "member", "seed", "task", "rule", "forcing", "alpha", "lr", "converged",
+                  "converged_epoch", "diverged", "epochs_run", "final_val_loss", "final_val_accuracy",
+                  "curves")
+
+
+class RunStore:
+    """Reads and writes one results directory. Safe for concurrent readers while one writer
+    writes (WAL; readers never block the writer)."""
+
+    def __init__(self, directory: str | Path, *, create: bool = True):
+        self.directory = Path(directory)
+        self.path = self.directory / "runs.sqlite"
+        if not create and not self.path.exists():
+            raise FileNotFoundError(f"no results store at {self.path}")
+        if create:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=60.0)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=60000")
+        try:
+            with db:  # one transaction: commit on success, roll back on error
+                yield db
+        finally:
+            db.close()
+
+    # ----- writes -----
+    def begin_run(self, run_id: str, config_json: str) -> None:
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self._connect() as db:
+            db.execute("INSERT INTO runs VALUES (?, ?, ?, 'running')", (run_id, created, config_json))
+
+    def finish_run(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM members WHERE run_id = ?", (run_id,))
+            db.executemany(
+                f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)}) VALUES ({', '.join('?' * len(MEMBER_COLUMNS))})",
+                [tuple(row.get(c) for c in MEMBER_COLUMNS) for row in rows])
+            db.execute("UPDATE runs SET status = 'done' WHERE run_id = ?", (run_id,))
+
+    def fail_run(self, run_id: str) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status = 'failed' WHERE run_id = ?", (run_id,))
+
+    def params_path(self, run_id: str) -> Path:
+        return self.directory / "params" / f"{run_id}.eqx"
+
+    def save_params(self, run_id: str, cells) -> Path:
+        path = self.params_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".eqx.tmp")
+        eqx.tree_serialise_leaves(tmp, cells)
+        tmp.replace(path)  # atomic: a reader never sees half a file
+        return path
+
+    def load_params(self, run_id: str, like):
+        """Parameters of a run, into a pytree shaped `like` (e.g. a freshly built ensemble)."""
+        return eqx.tree_deserialise_leaves(self.params_path(run_id), like)
+
+    # ----- reads -----
+    def runs(self, status: str | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT * FROM runs", ()
+        if status:
+            query, args = query + " WHERE status = ?", (status,)
+        with self._connect() as db:
+            return [dict(r) for r in db.execute(query + " ORDER BY created, run_id", args)]
+
+    def members(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT m.* FROM members m JOIN runs r USING (run_id) WHERE r.status = 'done'", ()
+        if run_id:
+            query, args = query + " AND m.run_id = ?", (run_id,)
+        with self._connect() as db:
+            rows = [dict(r) for r in db.execute(query + " ORDER BY m.run_id, m.member", args)]
+        for r in rows:
+            r["curves"] = json.loads(r["curves"])
+        return rows
+
+    def config(self, run_id: str) -> dict[str, Any]:
+        with self._connect() as db:
+            row = db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no run {run_id!r} in {self.path}")
+        return json.loads(row["config"])

@@ -1,0 +1,227 @@
+"""One compiled program that trains an ensemble of networks (seeds × α × lr) at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..forcing import AbstractForcing, NoForcing, simulate
+from ..models import AbstractCell
+from ..rules import AbstractLearningRule, Objective, masked_mse, sign_correct
+from ..tasks import AbstractTask, Trials, sample_batch
+from ._convergence import ConvergenceTracker
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How much data an epoch sees and when training stops (SPEC §5 reference values).
+
+    data = "fresh": every epoch draws `train_trials` new training and `val_trials` new
+    validation trials (what the reference code effectively does). data = "fixed": one data set
+    of `dataset_size` trials per seed, `val_fraction` of it held out, reshuffled every epoch.
+    """
+
+    epochs: int = 200
+    batch_size: int = 128
+    data: str = "fresh"
+    train_trials: int = 461
+    val_trials: int = 51
+    dataset_size: int = 512
+    val_fraction: float = 0.1
+    threshold: float = 0.01
+    patience: int = 10
+    divergence: float = 1e4
+    clip_norm: float | None = None
+
+    @property
+    def n_train(self) -> int:
+        if self.data == "fresh":
+            return self.train_trials
+        return self.dataset_size - self.n_val
+
+    @property
+    def n_val(self) -> int:
+        if self.data == "fresh":
+            return self.val_trials
+        return max(1, int(round(self.val_fraction * self.dataset_size)))
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(self.n_train / self.batch_size)
+
+
+@dataclasses.dataclass
+class Member:
+    """One ensemble member: what differs between members of one compiled program."""
+
+    seed: int
+    alpha: float
+    lr: float
+
+
+@dataclasses.dataclass
+class EnsembleResult:
+    members: list[Member]
+    cells: AbstractCell  # batched over members (leading axis)
+    tracker: ConvergenceTracker
+    train_curves: np.ndarray  # [M, epochs_done] (NaN after a member froze)
+    val_curves: np.ndarray
+    val_accuracy: np.ndarray  # [M, epochs_done] fraction of validation trials with no sign error
+    extra_curves: dict[str, np.ndarray]
+    epochs_done: int
+    seconds: float
+
+
+def _tree_where(flag, new, old):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(flag, a, b), new, old)
+
+
+def member_keys(seed: int):
+    """init, data and noise keys of a member, all derived from its seed alone (so members that
+    differ only in α or lr start from the same network and see the same trials)."""
+    base = jax.random.key(seed)
+    return jax.random.fold_in(base, 0), jax.random.fold_in(base, 1), jax.random.fold_in(base, 2)
+
+
+class EnsembleTrainer:
+    """Trains `len(members)` networks in one `vmap`ped, jitted epoch function.
+
+    `make_cell(key)` builds one network; `make_forcing(alpha)` one forcing (α is vmapped);
+    `optimizer(learning_rate)` is an optax alias (wrapped in `inject_hyperparams` so lr can
+    differ per member).
+    """
+
+    def __init__(self, task: AbstractTask, make_cell: Callable[..., AbstractCell],
+                 make_forcing: Callable[[Any], AbstractForcing], rule: AbstractLearningRule,
+                 optimizer: Callable[..., optax.GradientTransformation], members: list[Member],
+                 schedule: Schedule, objective: Objective = Objective()):
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.task, self.rule, self.schedule, self.objective = task, rule, schedule, objective
+        self.members = members
+        self.make_cell, self.make_forcing = make_cell, make_forcing
+        self.optimizer = optax.inject_hyperparams(optimizer)(learning_rate=members[0].lr)
+        seeds = [m.seed for m in members]
+        keys = [member_keys(s) for s in seeds]
+        self.init_keys = jnp.stack([k[0] for k in keys])
+        self.data_keys = jnp.stack([k[1] for k in keys])
+        self.noise_keys = jnp.stack([k[2] for k in keys])
+        self.alphas = jnp.asarray([m.alpha for m in members])
+        self.lrs = jnp.asarray([m.lr for m in members])
+        self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch))
+
+    # ----- building the ensemble -----
+    def init(self):
+        cells = eqx.filter_vmap(self.make_cell)(self.init_keys)
+        forcings = eqx.filter_vmap(self.make_forcing)(self.alphas)
+        params = eqx.filter(cells, eqx.is_inexact_array)
+        opt_states = eqx.filter_vmap(self.optimizer.init)(params)
+        opt_states.hyperparams["learning_rate"] = self.lrs.astype(opt_states.hyperparams["learning_rate"].dtype)
+        fixed = None
+        if self.schedule.data == "fixed":
+            fixed = eqx.filter_vmap(self._fixed_dataset)(self.data_keys)
+        return cells, forcings, opt_states, fixed
+
+    def _fixed_dataset(self, data_key) -> Trials:
+        return sample_batch(self.task, self.schedule.dataset_size, key=jax.random.fold_in(data_key, -1))
+
+    # ----- data for one epoch of one member -----
+    def _epoch_data(self, data_key, epoch, fixed: Trials | None) -> tuple[Trials, Trials]:
+        s = self.schedule
+        k_train, k_val = jax.random.split(jax.random.fold_in(data_key, epoch))
+        if fixed is None:
+            train = sample_batch(self.task, s.n_train, key=k_train)
+            val = sample_batch(self.task, s.n_val, key=k_val)
+        else:
+            val = jax.tree_util.tree_map(lambda x: x[: s.n_val], fixed)
+            order = jax.random.permutation(k_train, s.n_train) + s.n_val
+            train = jax.tree_util.tree_map(lambda x: x[order], fixed)
+        return _pad_into_batches(train, s.n_batches, s.batch_size), val
+
+    # ----- one epoch of one member (vmapped over members, then jitted) -----
+    def _member_epoch(self, cell, opt_state, forcing, active, data_key, noise_key, epoch, fixed):
+        batches, val = self._epoch_data(data_key, epoch, fixed)
+        batch_keys = jax.random.split(jax.random.fold_in(noise_key, epoch), self.schedule.n_batches)
+
+        def batch_step(carry, xs):
+            cell, opt_state = carry
+            batch, key = xs
+            loss, grads, aux = self.rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
+            grads = cell.mask_grads(grads)
+            if self.schedule.clip_norm is not None:
+                grads = _clip(grads, self.schedule.clip_norm)
+            params = eqx.filter(cell, eqx.is_inexact_array)
+            updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
+            new_cell = eqx.apply_updates(cell, updates)
+            cell = _tree_where(active, new_cell, cell)
+            opt_state = _tree_where(active, new_opt_state, opt_state)
+            return (cell, opt_state), (loss, jnp.sum(batch.info["weight"]))
+
+        (cell, opt_state), (losses, sizes) = jax.lax.scan(batch_step, (cell, opt_state), (batches, batch_keys))
+        train_loss = jnp.sum(losses * sizes) / jnp.sum(sizes)
+        _, outputs = simulate(cell, val, NoForcing())
+        val_loss = masked_mse(outputs, val.targets, val.mask)
+        accuracy = jnp.mean(sign_correct(outputs, val.targets, val.mask))
+        return cell, opt_state, train_loss, val_loss, accuracy
+
+    def run(self, *, on_epoch: Callable[[int, ConvergenceTracker, np.ndarray], None] | None = None,
+            state=None) -> EnsembleResult:
+        import time
+
+        s = self.schedule
+        cells, forcings, opt_states, fixed = self.init() if state is None else state
+        tracker = ConvergenceTracker(len(self.members), s.threshold, s.patience, s.divergence)
+        train_curves, val_curves, acc_curves = [], [], []
+        start = time.perf_counter()
+        epoch = 0
+        for epoch in range(1, s.epochs + 1):
+            active = jnp.asarray(tracker.active)
+            cells, opt_states, train_loss, val_loss, acc = self._epoch(
+                cells, opt_states, forcings, active, self.data_keys, self.noise_keys,
+                jnp.full(len(self.members), epoch), fixed)
+            was_active = tracker.active
+            train_loss, val_loss, acc = (np.asarray(v, np.float64) for v in (train_loss, val_loss, acc))
+            tracker.update(epoch, val_loss, train_loss)
+            nan = np.full_like(val_loss, np.nan)
+            train_curves.append(np.where(was_active, train_loss, nan))
+            val_curves.append(np.where(was_active, val_loss, nan))
+            acc_curves.append(np.where(was_active, acc, nan))
+            if on_epoch is not None:
+                on_epoch(epoch, tracker, val_loss)
+            if not tracker.active.any():
+                break
+        seconds = time.perf_counter() - start
+        stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
+        return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),
+                              stack(acc_curves), {}, epoch, seconds)
+
+
+def _clip(grads, max_norm):
+    norm = optax.global_norm(grads)
+    scale = jnp.minimum(1.0, max_norm / (norm + 1e-12))
+    return jax.tree_util.tree_map(lambda g: g * scale, grads)
+
+
+def _pad_into_batches(trials: Trials, n_batches: int, batch_size: int) -> Trials:
+    """[n, ...] trials → [n_batches, batch_size, ...], padding the last batch with weight-0,
+    mask-0 trials so that every batch has one shape (one compiled step) and the padding
+    neither enters the loss nor the gradient."""
+    n = trials.inputs.shape[0]
+    pad = n_batches * batch_size - n
+    weight = jnp.ones(n, trials.inputs.dtype)
+
+    def pad_leaf(x):
+        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+        return x.reshape((n_batches, batch_size) + x.shape[1:])
+
+    info = dict(trials.info)
+    info["weight"] = weight
+    padded = Trials(trials.inputs, trials.targets, trials.mask, info)
+    return jax.tree_util.tree_map(pad_leaf, padded)

@@ -1,0 +1,16 @@
+import itertools
+
+import jax
+import pytest
+
+# Gradient comparisons need float64; every test runs in it (the library itself takes its
+# dtype from the arrays it is given, float32 by default).
+jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def getkey():
+    """A fresh, deterministic key per call: `getkey()`."""
+    counter = itertools.count()
+    base = jax.random.key(1234)
+    return lambda: jax.random.fold_in(base, next(counter))
