@@ -11,8 +11,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Int
 
-from .._types import Array, Float, Int
+from .._types import Array, Float
 from ..models import AbstractCell
 
 

@@ -84,13 +84,18 @@ class ForcingConfig(_Strict):
     def _listify(cls, v):
         return [v] if isinstance(v, (int, float)) else v
 
-    @model_validator(mode="after")
-    def _alpha_range(self):
-        if not self.alpha:
-            raise ValueError("alpha: give at least one value")
-        for a in self.alpha:
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_range(cls, v):
+        if not v:
+            raise ValueError("give at least one value")
+        for a in v:
             if not 0.0 <= a <= 1.0:
-                raise ValueError(f"alpha must be in [0, 1] for forcing {self.kind!r}, got {a}")
+                raise ValueError(f"forcing strength must be in [0, 1], got {a}")
+        return v
+
+    @model_validator(mode="after")
+    def _no_alpha_without_forcing(self):
         if self.kind == "none":
             self.__dict__["alpha"] = [0.0]
         return self

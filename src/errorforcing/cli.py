@@ -1,0 +1,256 @@
+"""The `errorforcing` command line: parses flags into a TrainConfig and calls experiments."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Train RNNs with error forcing, teacher forcing and "
+                  "local learning rules, in seed × α ensembles.")
+
+DEFAULT_OUT = "errorforcing-runs"
+
+
+class BadInput(Exception):
+    """Invalid user input: reported as one line on stderr, exit code 2, nothing written."""
+
+
+def _fail(message: str) -> None:
+    raise BadInput(message)
+
+
+def _floats(text: str | None, field: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"{field}: expected a number or a comma-separated list of numbers, got {text!r}")
+
+
+def _set(d: dict, dotted: str, value: Any) -> None:
+    if value is None:
+        return
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[leaf] = value
+
+
+def build_config(config_file: Optional[Path], overrides: dict[str, Any]):
+    """TOML file (if any) first, then every flag that was given; validated once."""
+    from pydantic import ValidationError
+
+    from .experiments import TrainConfig
+
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        if not config_file.exists():
+            _fail(f"--config: no such file {str(config_file)!r}")
+        try:
+            data = tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as e:
+            _fail(f"--config: {config_file} is not valid TOML ({e})")
+    for dotted, value in overrides.items():
+        _set(data, dotted, value)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        _fail(f"{field}: {msg}")
+
+
+def _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain, out, data,
+                      checkpoint, threshold, noise, readout, activation, clip) -> dict[str, Any]:
+    return {
+        "task.name": task, "task.delay": delay, "task.shift": shift, "rule.kind": rule,
+        "seeds": seeds, "seed": seed, "epochs": epochs, "optim.lr": _floats(lr, "lr"), "batch": batch,
+        "model.hidden": hidden, "model.gain": gain, "out": out, "data": data,
+        "rule.checkpoint": checkpoint, "threshold": threshold, "model.noise_std": noise,
+        "model.readout": readout, "model.activation": activation, "optim.clip_norm": clip,
+    }
+
+
+# Shared options (typer wants them spelled out per command).
+TaskOpt = typer.Option(None, "--task", help="task name (see `errorforcing tasks`)")
+DelayOpt = typer.Option(None, "--delay", help="delay in steps (delayed-xor, evidence-integration)")
+ShiftOpt = typer.Option(None, "--shift", help="period shift (sine)")
+RuleOpt = typer.Option(None, "--rule", help="learning rule: bptt, ...")
+SeedsOpt = typer.Option(None, "--seeds", help="number of seeds (ensemble members per α)")
+SeedOpt = typer.Option(None, "--seed", help="first seed")
+EpochsOpt = typer.Option(None, "--epochs", help="epoch budget")
+LrOpt = typer.Option(None, "--lr", help="learning rate(s), comma-separated")
+BatchOpt = typer.Option(None, "--batch", help="batch size")
+HiddenOpt = typer.Option(None, "--hidden", help="number of recurrent units N")
+GainOpt = typer.Option(None, "--gain", help="recurrent gain g")
+OutOpt = typer.Option(None, "--out", help=f"results directory (default ./{DEFAULT_OUT})")
+DataOpt = typer.Option(None, "--data", help="fresh (new trials every epoch) or fixed (one data set)")
+CkptOpt = typer.Option(None, "--checkpoint/--no-checkpoint", help="rematerialise steps in the backward pass")
+ThrOpt = typer.Option(None, "--threshold", help="convergence threshold (default: the task's)")
+NoiseOpt = typer.Option(None, "--noise", help="process noise σ during training")
+ReadoutOpt = typer.Option(None, "--readout", help="state or rate")
+ActOpt = typer.Option(None, "--activation", help="tanh, relu, softplus, identity, logistic")
+ClipOpt = typer.Option(None, "--clip", help="gradient-norm clipping")
+ConfigOpt = typer.Option(None, "--config", help="TOML config file; flags override it")
+JsonOpt = typer.Option(False, "--json", help="print a machine-readable summary on stdout")
+
+
+def _with_default_out(cfg):
+    if cfg.out is None:
+        cfg.out = DEFAULT_OUT
+    return cfg
+
+
+@app.command()
+def train(
+    task: Optional[str] = TaskOpt, delay: Optional[int] = DelayOpt, shift: Optional[float] = ShiftOpt,
+    forcing: Optional[str] = typer.Option(None, "--forcing", help="none, tf, ef, kalman, ..."),
+    alpha: Optional[str] = typer.Option(None, "--alpha", help="forcing strength(s), comma-separated"),
+    rule: Optional[str] = RuleOpt, seeds: Optional[int] = SeedsOpt, seed: Optional[int] = SeedOpt,
+    epochs: Optional[int] = EpochsOpt, lr: Optional[str] = LrOpt, batch: Optional[int] = BatchOpt,
+    hidden: Optional[int] = HiddenOpt, gain: Optional[float] = GainOpt, out: Optional[str] = OutOpt,
+    data: Optional[str] = DataOpt, checkpoint: Optional[bool] = CkptOpt, threshold: Optional[float] = ThrOpt,
+    noise: Optional[float] = NoiseOpt, readout: Optional[str] = ReadoutOpt, activation: Optional[str] = ActOpt,
+    clip: Optional[float] = ClipOpt,
+    ratio: Optional[float] = typer.Option(None, "--ratio", help="Kalman EF: σ_o² / σ²"),
+    causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="forcing uses e_{t-1}"),
+    config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
+):
+    """Train one ensemble (seeds × α × lr) and record it in OUT/runs.sqlite."""
+    overrides = _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain,
+                                  out, data, checkpoint, threshold, noise, readout, activation, clip)
+    overrides |= {"forcing.kind": forcing, "forcing.alpha": _floats(alpha, "alpha"),
+                  "forcing.ratio": ratio, "forcing.causal": causal}
+    cfg = _with_default_out(build_config(config, overrides))
+    from .experiments import summarize, train as run_train
+    from .plotting import learning_curves
+
+    result = run_train(cfg, progress=True)
+    rows = [r | {"curves": json.loads(r["curves"])} for r in result.rows]
+    fig = learning_curves(rows, Path(cfg.out) / f"curves-{result.run_id}.png",
+                          title=f"{cfg.rule.kind}/{cfg.forcing.kind} on {cfg.task.name}")[0]
+    summary = summarize(result.rows)
+    if json_out:
+        print(json.dumps({"run_id": result.run_id, "out": cfg.out, "settings": summary,
+                          "figure": str(fig)}))
+    else:
+        _print_table(summary, f"run {result.run_id} → {cfg.out}")
+        print(f"figure: {fig}")
+
+
+@app.command()
+def compare(
+    task: Optional[str] = TaskOpt, delay: Optional[int] = DelayOpt, shift: Optional[float] = ShiftOpt,
+    rule: Optional[str] = RuleOpt, seeds: Optional[int] = SeedsOpt, seed: Optional[int] = SeedOpt,
+    epochs: Optional[int] = EpochsOpt, lr: Optional[str] = LrOpt, batch: Optional[int] = BatchOpt,
+    hidden: Optional[int] = HiddenOpt, gain: Optional[float] = GainOpt, out: Optional[str] = OutOpt,
+    data: Optional[str] = DataOpt, checkpoint: Optional[bool] = CkptOpt, threshold: Optional[float] = ThrOpt,
+    noise: Optional[float] = NoiseOpt, readout: Optional[str] = ReadoutOpt, activation: Optional[str] = ActOpt,
+    clip: Optional[float] = ClipOpt,
+    alphas: Optional[str] = typer.Option(None, "--alphas", help="α grid for TF and EF (default 0.1,0.5,1.0)"),
+    config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
+):
+    """No forcing vs teacher forcing vs error forcing on one task (best α per method)."""
+    from .experiments import COMPARE_ALPHAS, compare as run_compare
+
+    overrides = _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain,
+                                  out, data, checkpoint, threshold, noise, readout, activation, clip)
+    overrides = COMPARE_DEFAULTS | {k: v for k, v in overrides.items() if v is not None}
+    grid = _floats(alphas, "alphas") or list(COMPARE_ALPHAS)
+    overrides["forcing.alpha"] = grid  # validated here, before anything runs or is written
+    cfg = _with_default_out(build_config(config, overrides))
+    result = run_compare(cfg, alphas=grid, progress=True)
+    if json_out:
+        print(json.dumps({"out": cfg.out, "best": result.best, "settings": result.settings,
+                          "runs": [r.run_id for r in result.runs],
+                          "figure": str(result.figure) if result.figure else None}))
+    else:
+        _print_table(result.best, f"{cfg.task.name}, delay {cfg.task.delay}: best α per method → {cfg.out}",
+                     label=True)
+        print(f"figure: {result.figure}")
+
+
+# The main job's defaults: long enough a delay that plain BPTT struggles, short enough to
+# finish in minutes on 2 cores (README states the measured time).
+COMPARE_DEFAULTS: dict[str, Any] = {"task.delay": 200, "seeds": 8, "epochs": 60}
+
+
+@app.command()
+def tasks(json_out: bool = JsonOpt):
+    """List the tasks, with their inputs, outputs, length and source."""
+    from .experiments import TASKS, TaskConfig
+
+    rows = []
+    for name, entry in TASKS.items():
+        t = entry.build(TaskConfig(name=name))
+        rows.append({"name": name, "n_in": t.n_in, "n_out": t.n_out, "n_steps": t.n_steps,
+                     "summary": entry.summary, "source": entry.source})
+    if json_out:
+        print(json.dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("task", "in", "out", "T (default)", "what", "source")
+    for r in rows:
+        table.add_row(r["name"], str(r["n_in"]), str(r["n_out"]), str(r["n_steps"]), r["summary"], r["source"])
+    Console().print(table)
+
+
+@app.command()
+def bench(json_out: bool = JsonOpt, quick: bool = typer.Option(False, "--quick", help="fewer repeats")):
+    """Performance figures of the reference configuration (see benchmarks/)."""
+    from .experiments._bench import run_benchmarks
+
+    results = run_benchmarks(quick=quick)
+    if json_out:
+        print(json.dumps(results))
+
+
+def _print_table(settings: list[dict], title: str, label: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in (["method"] if label else []) + ["forcing", "α", "learned", "fraction (95% CI)",
+                                                "median epochs", "diverged", "median final val loss"]:
+        table.add_column(col)
+    for s in settings:
+        med = "—" if s["median_epochs"] is None else f"{s['median_epochs']:.0f}"
+        table.add_row(*([s["label"]] if label else []), s["forcing"], f"{s['alpha']:g}",
+                      f"{s['learned']}/{s['n']}", f"{s['fraction']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
+                      med, str(s["diverged"]), f"{s['median_final_val_loss']:.4g}")
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from typer._click import exceptions as click_exceptions
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except click_exceptions.UsageError as e:
+        print(f"error: {e.format_message()}".splitlines()[0], file=sys.stderr)
+        return 2
+    except click_exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def entry() -> None:
+    sys.exit(main())
