@@ -77,6 +77,11 @@ def floss(
     `lambda k: sample_batch(task, 32, key=k).inputs`) drawn afresh at every iteration. Each
     iteration also draws a fresh initial basis. Only the fields in `cell.trainable` move
     (`cell.mask_grads`); `history[i]` is the loss before update i.
+
+    With `local=True` the gradient cannot see that larger recurrent weights saturate the
+    state (φ' → 0, which lowers the exponents), so long runs at a large lr can overshoot
+    into saturation and the loss climbs back (seen on a 10-unit tanh net: lr 0.03 for 60
+    steps; lr 0.01 for 40 steps is fine). Watch `history`.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

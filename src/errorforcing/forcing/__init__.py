@@ -2,7 +2,12 @@
 
 from ._base import AbstractForcing, NoForcing, forcing_strength, readout_pinv
 from ._forcings import ErrorForcing, KalmanErrorForcing, TeacherForcing
+from ._feedback import (FeedbackForcing, alignment, decoder_alignment, feedback_update,
+                        forcing_alignment)
+from ._williams_zipser import WilliamsZipserTeacherForcing
 from ._simulate import process_noise, rollout, simulate
 
 __all__ = ["AbstractForcing", "NoForcing", "TeacherForcing", "ErrorForcing", "KalmanErrorForcing",
-           "forcing_strength", "readout_pinv", "rollout", "simulate", "process_noise"]
+           "forcing_strength", "readout_pinv", "rollout", "simulate", "process_noise",
+           "FeedbackForcing", "feedback_update", "alignment", "forcing_alignment", "decoder_alignment",
+           "WilliamsZipserTeacherForcing"]

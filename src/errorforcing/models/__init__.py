@@ -2,5 +2,6 @@
 
 from ._base import ACTIVATIONS, AbstractCell, frozen_grads
 from ._leaky import LeakyRNN
+from ._williams_zipser import WilliamsZipserNet
 
-__all__ = ["ACTIVATIONS", "AbstractCell", "frozen_grads", "LeakyRNN"]
+__all__ = ["ACTIVATIONS", "AbstractCell", "frozen_grads", "LeakyRNN", "WilliamsZipserNet"]

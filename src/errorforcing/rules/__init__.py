@@ -2,6 +2,13 @@
 
 from ._base import AbstractLearningRule
 from ._bptt import BPTT
+from ._alignment import feedback_alignment, gradient_alignment
+from ._eprop import AbstractTraceRule, EProp
+from ._rflo import RFLO
+from ._rtrl import RTRL
+from ._truncated import TruncatedBPTT
 from ._loss import Objective, masked_mse, sign_correct, trial_weights
 
-__all__ = ["AbstractLearningRule", "BPTT", "Objective", "masked_mse", "sign_correct", "trial_weights"]
+__all__ = ["AbstractLearningRule", "BPTT", "Objective", "masked_mse", "sign_correct", "trial_weights",
+           "TruncatedBPTT", "RTRL", "AbstractTraceRule", "EProp", "RFLO", "gradient_alignment",
+           "feedback_alignment"]

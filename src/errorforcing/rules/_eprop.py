@@ -1,0 +1,184 @@
+"""e-prop (Bellec et al. 2020): RTRL truncated to synapse-local eligibility traces."""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._types import Array, Float, Key, State
+from ..forcing import AbstractForcing, process_noise
+from ..models import AbstractCell, frozen_grads
+from ._base import AbstractLearningRule
+from ._loss import Objective
+from ._step import StepLoss, forced_step, time_major
+
+_LEAKY_FIELDS = ("W_rec", "W_in", "b", "W_out", "b_out", "leak", "readout_mode")
+
+
+class AbstractTraceRule(AbstractLearningRule):
+    """Forward eligibility traces for the leaky RNN (SPEC §1.1, §3), shared by e-prop and RFLO.
+
+    For every trainable weight a trace P approximates ∂h_t/∂w keeping only the unit's own
+    (diagonal) dependence on its past:
+
+        P^rec_ij,t = D_i,t P^rec_ij,t-1 + a φ(h̃_j,t-1)        (W_rec)
+        P^in_ij,t  = D_i,t P^in_ij,t-1  + a x_j,t              (W_in)
+        P^b_i,t    = D_i,t P^b_i,t-1    + a                    (b)
+        ΔW_ij ∝ -Σ_t L_i,t P_ij,t,   L_t = B ∂ℓ_t/∂y_t [⊙ φ'(h_t) for readout "rate"] + κ_t ⊙ ∂ℓ_t/∂h̃_t
+
+    with D_t from the subclass, B = W_outᵀ ("symmetric") or a fixed random N × n_out matrix
+    ("random", feedback alignment). The second term of L_t is the local part of the rate
+    regulariser (κ_t ⊙ 2 rate_scale h̃_t). W_out and b_out get their exact local gradient
+    Σ_t ∂ℓ_t/∂y_t r_tᵀ (r_t = h_t or φ(h_t)), plus the readout penalty's gradient.
+
+    Forcing: traces run on the forced trajectory h̃. After the forcing they are scaled by
+    κ_t = diag(∂h̃_t/∂h_t): 1 for additive stopped corrections (error, Kalman, feedback forcing,
+    causal or not), (1 - c_t) for teacher forcing (its correction's dependence on W⁺ — a
+    non-local path to W_out — is not followed), 0 on units Williams-Zipser forcing replaces.
+
+    `online=True` changes the weights by -lr · (that step's update, summed over the batch,
+    masked by `cell.mask_grads`) at every step, traces carried across the changing weights;
+    the returned grads are then the total applied update Σ_t, so θ_end = θ_0 - lr · grads.
+    The fields not in `cell.trainable` get zero gradients.
+
+    Random feedback: B = feedback_scale · N(0, 1) of shape N × n_out drawn from `key` at every
+    call (the same key gives the same B, so it is fixed); feedback_scale defaults to 1/N, the
+    scale of the leaky RNN's initial W_out.
+    """
+
+    feedback: eqx.AbstractVar[str]
+    key: eqx.AbstractVar[Key | None]
+    feedback_scale: eqx.AbstractVar[float | None]
+    online: eqx.AbstractVar[bool]
+    lr: eqx.AbstractVar[float | jax.Array | None]
+
+    def __check_init__(self):
+        name = type(self).__name__
+        if self.feedback not in ("symmetric", "random"):
+            raise ValueError(f"{name}.feedback must be 'symmetric' or 'random', got {self.feedback!r}")
+        if self.feedback == "random" and self.key is None:
+            raise ValueError(f"{name}(feedback='random') needs an explicit key for the feedback matrix")
+        if self.online and self.lr is None:
+            raise ValueError(f"{name}(online=True) needs a learning rate lr")
+
+    @abc.abstractmethod
+    def trace_decay(self, cell: AbstractCell, h_prev: State) -> Float[Array, " N"]:
+        """D_t: how much of each unit's trace survives one step."""
+
+    def feedback_matrix(self, cell: AbstractCell) -> Float[Array, "N n_out"]:
+        """B, which carries the output error back to the units."""
+        if self.feedback == "symmetric":
+            return cell.W_out.T
+        n_out, N = cell.W_out.shape
+        scale = 1.0 / N if self.feedback_scale is None else self.feedback_scale
+        return scale * jax.random.normal(self.key, (N, n_out), cell.W_out.dtype)
+
+    def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
+        _require_leaky(cell, self)
+        noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
+        losses = StepLoss(objective, trials, cell.n_rec)
+        B, T = trials.inputs.shape[:2]
+        N, n_in = cell.W_in.shape
+        dtype = cell.W_rec.dtype
+
+        def trial_step(c, feedback, state, x, target, m, xi, rate_scale):
+            h_prev, fcarry, P_rec, P_in, P_b = state
+            a = c.leak
+            D = self.trace_decay(c, h_prev)
+            P_rec = D[:, None] * P_rec + a * c.phi(h_prev)[None, :]
+            P_in = D[:, None] * P_in + a * x[None, :]
+            P_b = D * P_b + a
+            h, y, h_forced, fcarry_new = forced_step(c, forcing, h_prev, fcarry, x, target, m, xi)
+            kappa = _forcing_gain(c, forcing, h, target, m, fcarry)
+            dy = losses.output_grad(y, target, m)
+            signal = feedback @ dy
+            if c.readout_mode == "rate":
+                signal = signal * _dphi(c, h)
+                r = c.phi(h)
+            else:
+                r = h
+            signal = signal + kappa * 2.0 * rate_scale * h_forced
+            g = {"W_rec": signal[:, None] * P_rec, "W_in": signal[:, None] * P_in, "b": signal * P_b,
+                 "W_out": jnp.outer(dy, r), "b_out": dy}
+            loss = losses.term(y, h_forced, target, m, rate_scale)
+            state = (h_forced, fcarry_new, kappa[:, None] * P_rec, kappa[:, None] * P_in, kappa * P_b)
+            return state, loss, g
+
+        batched = jax.vmap(trial_step, in_axes=(None, None, 0, 0, 0, 0, 0, 0))
+
+        def scan_step(carry, xs):
+            c, state, g_sum, loss_sum = carry
+            x, target, m, xi = xs
+            state, loss, g = batched(c, self.feedback_matrix(c), state, x, target, m, xi, losses.rate_scale)
+            penalty, penalty_grad = jax.value_and_grad(
+                lambda W: losses.penalty(eqx.tree_at(lambda cc: cc.W_out, c, W)))(c.W_out)
+            g = {k: jnp.sum(v, axis=0) for k, v in g.items()}
+            g["W_out"] = g["W_out"] + penalty_grad / T
+            grads = _as_cell_grads(c, g)
+            if self.online:
+                grads = cell.mask_grads(grads)
+                c = eqx.apply_updates(c, jax.tree.map(lambda u: -self.lr * u, grads))
+            g_sum = jax.tree.map(jnp.add, g_sum, grads)
+            return (c, state, g_sum, loss_sum + jnp.sum(loss) + penalty / T), None
+
+        fcarry0 = forcing.init(cell)
+        bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
+        state0 = (bcast(cell.init_state()), jax.tree.map(bcast, fcarry0), jnp.zeros((B, N, N), dtype),
+                  jnp.zeros((B, N, n_in), dtype), jnp.zeros((B, N), dtype))
+        g0 = _as_cell_grads(cell, {})
+        init = (cell, state0, g0, jnp.zeros((), dtype))
+        (_, _, g_sum, loss), _ = jax.lax.scan(scan_step, init, time_major(trials, noise))
+        return loss, frozen_grads(g_sum, cell), {}
+
+
+class EProp(AbstractTraceRule):
+    """e-prop (Bellec et al. 2020) for the leaky RNN (SPEC §3): the eligibility trace keeps
+    each unit's own leak and self-connection,
+
+        P_ij,t = [(1 - a) + a W_rec,ii φ'(h̃_i,t-1)] P_ij,t-1 + a φ(h̃_j,t-1)
+
+    (likewise for W_in with x_j,t and for b with 1). With B = W_outᵀ the gradient equals
+    autodiff BPTT through a network whose off-diagonal recurrent inputs are detached
+    (h_t = (1-a) h̃ + a (diag(W) φ(h̃) + (W - diag(W)) sg(φ(h̃)) + W_in x_t + b)).
+    See `AbstractTraceRule` for the learning signal, forcing, online mode and random B.
+    """
+
+    feedback: str = eqx.field(default="symmetric", static=True)
+    key: Key | None = None
+    feedback_scale: float | None = None
+    online: bool = eqx.field(default=False, static=True)
+    lr: float | jax.Array | None = None
+
+    def trace_decay(self, cell, h_prev):
+        a = cell.leak
+        return (1 - a) + a * jnp.diagonal(cell.W_rec) * _dphi(cell, h_prev)
+
+
+def _dphi(cell, h):
+    """φ'(h) (φ acts elementwise)."""
+    return jax.jvp(cell.phi, (h,), (jnp.ones_like(h),))[1]
+
+
+def _forcing_gain(cell: AbstractCell, forcing: AbstractForcing, h, target, m, fcarry) -> Float[Array, " N"]:
+    """κ = diag(∂h̃/∂h) of the forcing at this step, including its dependence on y = readout(h)."""
+    forced = lambda hh: forcing(hh, cell.readout(hh), target, m, cell, fcarry)[0]
+    return jnp.diagonal(jax.jacfwd(forced)(h))
+
+
+def _as_cell_grads(cell: AbstractCell, g: dict) -> AbstractCell:
+    """A gradient pytree shaped like BPTT's, with `g`'s arrays on the named fields, zeros elsewhere."""
+    zeros = jax.tree.map(lambda leaf: jnp.zeros_like(leaf) if eqx.is_inexact_array(leaf) else None, cell)
+    if not g:
+        return zeros
+    names = list(g)
+    return eqx.tree_at(lambda t: [getattr(t, n) for n in names], zeros, [g[n] for n in names])
+
+
+def _require_leaky(cell: AbstractCell, rule: AbstractLearningRule) -> None:
+    missing = [f for f in _LEAKY_FIELDS if not hasattr(cell, f)]
+    if missing or not callable(getattr(cell, "phi", None)):
+        raise TypeError(f"{type(rule).__name__} is written for the leaky RNN (SPEC §1.1); "
+                        f"{type(cell).__name__} lacks {missing or ['phi']}")

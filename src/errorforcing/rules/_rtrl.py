@@ -1,0 +1,161 @@
+"""Real-time recurrent learning (Williams & Zipser 1989), exact forward-mode gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from ..forcing import AbstractForcing, process_noise
+from ..models import AbstractCell
+from ._base import AbstractLearningRule
+from ._loss import Objective
+from ._step import StepLoss, forced_step, full_grads, time_major, trainable_spec
+
+
+class RTRL(AbstractLearningRule):
+    """Real-time recurrent learning: the influence matrix M_t = ∂s_t/∂θ is carried forward,
+
+        M_t = (∂s_t/∂s_{t-1}) M_{t-1} + ∂̄s_t/∂θ,          M_0 = ∂s_0/∂θ
+        ∂L/∂θ = Σ_t [ (∂ℓ_t/∂s_{t-1}) M_{t-1} + ∂̄ℓ_t/∂θ ]   (Williams & Zipser eqs. 2.9-2.12)
+
+    where s_t is the forced state h̃_t (plus any part of the forcing's carry that changes over
+    time, e.g. a causal variant's previous correction), θ the trainable leaves of the cell
+    flattened, ℓ_t the objective's step-t terms (`StepLoss`) and ∂̄ the direct derivative.
+    Both Jacobians are taken by autodiff of one forced step (a `jvp` per column of M, a `vjp`
+    per row of ∂̄s_t/∂θ), so every forcing is handled exactly: a stopped additive correction
+    keeps M (M̃ = M), teacher forcing gives M̃ = (1 - c_t) M + c_t ∂(W⁺(y* - b_out))/∂θ when its
+    gradient flows, Williams-Zipser teacher forcing zeroes the forced units' rows (eq. 2.19).
+    The result equals BPTT's gradient of the same `Objective`. Cost per step and trial:
+    O(N² · P) time, O(N · P) memory (P ≈ N² parameters), i.e. O(N⁴) and O(N³).
+
+    Only the fields in `cell.trainable` are tracked; the others get zero gradients. Parts of
+    the forcing's carry that pass through a step unchanged (W⁺, a fixed F) are recomputed
+    from θ at each step instead of being carried in M.
+
+    `online=True` is real-time RTRL (Williams & Zipser §2 "Real-Time Recurrent Learning"): θ is
+    changed by -lr · g_t (g_t = that step's gradient, summed over the batch, masked by
+    `cell.mask_grads`) at every step while the network runs, and M keeps accumulating across
+    the changing weights. The returned `grads` is then Σ_t g_t, the total update applied
+    within the trial (θ_end = θ_0 - lr · grads), and the loss is Σ_t ℓ_t as it was incurred.
+    It is meant for continual tasks (a long stream as one trial, batch 1); the returned grads
+    fed to `optax.sgd(lr)` land exactly on θ_end.
+    """
+
+    online: bool = eqx.field(default=False, static=True)
+    lr: float | jax.Array | None = None
+
+    def __check_init__(self):
+        if self.online and self.lr is None:
+            raise ValueError("RTRL(online=True) needs a learning rate lr")
+
+    def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
+        noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
+        losses = StepLoss(objective, trials, cell.n_rec)
+        B = trials.inputs.shape[0]
+        spec = trainable_spec(cell)
+        params, rest = eqx.partition(cell, spec)
+        theta0, unravel = ravel_pytree(params)
+        build = lambda th: eqx.combine(unravel(th), rest)
+        carry = _CarryLayout(cell, forcing, trials)
+
+        def initial_state(theta):
+            c = build(theta)
+            diff, _ = carry.split(forcing.init(c))
+            return ravel_pytree((c.init_state(), diff))[0]
+
+        s0 = initial_state(theta0)
+        _, unravel_s = ravel_pytree((cell.init_state(), carry.split(forcing.init(cell))[0]))
+        M0 = jax.jacrev(initial_state)(theta0)
+        _, other0 = carry.split(forcing.init(cell))
+        S = s0.shape[0]
+
+        def step_fn(theta, s, other, x, target, m, xi, rate_scale):
+            c = build(theta)
+            h_prev, diff = unravel_s(s)
+            fcarry = carry.assemble(forcing.init(c) if carry.has_const else None, diff, other)
+            _, y, h_forced, fcarry = forced_step(c, forcing, h_prev, fcarry, x, target, m, xi)
+            loss = losses.term(y, h_forced, target, m, rate_scale) + losses.penalty(c) / losses.n_terms
+            diff, other = carry.split(fcarry)
+            return (ravel_pytree((h_forced, diff))[0], loss), other
+
+        def trial_step(theta, s, M, other, x, target, m, xi, rate_scale):
+            f = lambda th, s_: step_fn(th, s_, other, x, target, m, xi, rate_scale)
+            (s_new, loss), tangent, other_new = jax.linearize(lambda s_: f(theta, s_), s, has_aux=True)
+            JM, dloss_M = jax.vmap(tangent, in_axes=1, out_axes=(1, 0))(M)
+            _, pullback, _ = jax.vjp(lambda th: f(th, s), theta, has_aux=True)
+            eye = jnp.eye(S + 1, dtype=s.dtype)
+            (direct,) = jax.vmap(pullback)((eye[:, :S], eye[:, S]))  # rows ∂̄(s_t, ℓ_t)/∂θ
+            return s_new, JM + direct[:S], other_new, loss, dloss_M + direct[S]
+
+        batched = jax.vmap(trial_step, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0))
+
+        def masked(g):
+            full = cell.mask_grads(full_grads(cell, spec, unravel(g)))
+            return ravel_pytree(_like(params, full))[0]
+
+        def scan_step(state, xs):
+            theta, s, M, other, g_sum, loss_sum = state
+            x, target, m, xi = xs
+            s, M, other, loss, g = batched(theta, s, M, other, x, target, m, xi, losses.rate_scale)
+            g = jnp.sum(g, axis=0)
+            if self.online:
+                g = masked(g)
+                theta = theta - self.lr * g
+            return (theta, s, M, other, g_sum + g, loss_sum + jnp.sum(loss)), None
+
+        bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
+        init = (theta0, bcast(s0), bcast(M0), jax.tree.map(bcast, other0), jnp.zeros_like(theta0),
+                jnp.zeros((), s0.dtype))
+        (_, _, _, _, g_sum, loss), _ = jax.lax.scan(scan_step, init, time_major(trials, noise))
+        return loss, full_grads(cell, spec, unravel(g_sum)), {}
+
+
+def _like(params, full):
+    """The leaves of `full` (a full gradient tree) at the positions `params` holds."""
+    return jax.tree.map(lambda p, g: None if p is None else g, params, full, is_leaf=lambda x: x is None)
+
+
+class _CarryLayout:
+    """Sorts the leaves of a forcing's carry by how they evolve during a rollout, found by
+    tracing one forced step (shapes only):
+
+    - "const": returned unchanged (the same object), hence a function of θ alone (W⁺, F);
+      recomputed with `forcing.init` at each step, so its θ-dependence is a direct term;
+    - "diff": floating-point and updated each step; part of the RTRL state s (has rows in M);
+    - "other": non-differentiable and updated; carried as a plain value.
+    """
+
+    def __init__(self, cell: AbstractCell, forcing: AbstractForcing, trials):
+        carry0 = forcing.init(cell)
+        leaves, self.treedef = jax.tree.flatten(carry0)
+        kinds: list[str] = []
+
+        def probe(c, h, fcarry, x, target, m):
+            old = jax.tree.leaves(fcarry)
+            _, _, _, new = forced_step(c, forcing, h, fcarry, x, target, m, None)
+            new = jax.tree.leaves(new)
+            kinds.extend("const" if n is o else "diff" if eqx.is_inexact_array(n) else "other"
+                         for n, o in zip(new, old))
+
+        eqx.filter_eval_shape(probe, cell, cell.init_state(), carry0, trials.inputs[0, 0], trials.targets[0, 0],
+                              trials.mask[0, 0])
+        self.diff_idx = [i for i, k in enumerate(kinds) if k == "diff"]
+        self.other_idx = [i for i, k in enumerate(kinds) if k == "other"]
+        self.has_const = "const" in kinds
+        self.n_leaves = len(leaves)
+
+    def split(self, fcarry: Any) -> tuple[list, list]:
+        leaves = jax.tree.leaves(fcarry)
+        return [leaves[i] for i in self.diff_idx], [leaves[i] for i in self.other_idx]
+
+    def assemble(self, fresh: Any, diff: list, other: list) -> Any:
+        leaves = jax.tree.leaves(fresh) if fresh is not None else [None] * self.n_leaves
+        for i, v in zip(self.diff_idx, diff):
+            leaves[i] = v
+        for i, v in zip(self.other_idx, other):
+            leaves[i] = v
+        return jax.tree.unflatten(self.treedef, leaves)

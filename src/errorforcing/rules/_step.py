@@ -1,0 +1,90 @@
+"""Pieces shared by the rules that run their own time loop (truncated BPTT, RTRL, e-prop, RFLO):
+one forced step exactly as `forcing.rollout` takes it, the objective split into per-step terms,
+and the trainable-parameter bookkeeping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._types import Array, Float, Output, Scalar, State
+from ..forcing import AbstractForcing
+from ..models import AbstractCell
+from ..tasks import Trials
+from ._loss import Objective, trial_weights
+
+
+def forced_step(cell: AbstractCell, forcing: AbstractForcing, h_prev: State, fcarry: Any, x, target: Output,
+                mask: Output, xi: State | None) -> tuple[State, Output, State, Any]:
+    """h_t = cell(h̃_{t-1}, x_t) [+ ξ_t];  y_t = readout(h_t);  h̃_t = forcing(h_t, y_t, ...).
+
+    The same step as `forcing.rollout`; returns (h_t, y_t, h̃_t, forcing carry).
+    """
+    h = cell(h_prev, x)
+    if xi is not None:
+        h = h + xi
+    y = cell.readout(h)
+    h_forced, fcarry = forcing(h, y, target, mask, cell, fcarry)
+    return h, y, h_forced, fcarry
+
+
+class StepLoss(eqx.Module):
+    """The objective as a sum of per-(trial, step) terms plus the readout penalty:
+
+        L = Σ_{b,t} ℓ_{b,t} + readout_reg (1 - ‖W_out‖)²
+        ℓ_{b,t} = Σ_k m_btk (y_btk - y*_btk)² / max(Σ m, 1)  +  rate_scale_b ‖h̃_bt‖²
+        rate_scale_b = rate_reg · w_b / (T · N · max(Σ_b w_b, 1))
+
+    which is `Objective` term by term (the normalisers are fixed by the batch up front).
+    """
+
+    mse_scale: Scalar
+    rate_scale: Float[Array, " B"]
+    readout_reg: float | Array
+    n_terms: int = eqx.field(static=True)  # B · T: the readout penalty is spread over all terms
+
+    def __init__(self, objective: Objective, trials: Trials, n_rec: int):
+        B, T = trials.inputs.shape[:2]
+        w = trial_weights(trials)
+        self.mse_scale = 1.0 / jnp.maximum(jnp.sum(trials.mask), 1.0)
+        self.rate_scale = objective.rate_reg * w / (T * n_rec * jnp.maximum(jnp.sum(w), 1.0))
+        self.readout_reg = objective.readout_reg
+        self.n_terms = B * T
+
+    def term(self, y: Output, h_forced: State, target: Output, mask: Output, rate_scale: Scalar) -> Scalar:
+        """ℓ_{b,t} for one trial and step (without the readout penalty)."""
+        return self.mse_scale * jnp.sum(mask * (y - target) ** 2) + rate_scale * jnp.sum(h_forced**2)
+
+    def output_grad(self, y: Output, target: Output, mask: Output) -> Output:
+        """∂ℓ_{b,t}/∂y_t."""
+        return 2.0 * self.mse_scale * mask * (y - target)
+
+    def penalty(self, cell: AbstractCell) -> Scalar:
+        """readout_reg (1 - ‖W_out‖)² (zero for cells without a linear readout)."""
+        if not hasattr(cell, "W_out"):
+            return jnp.zeros((), jnp.result_type(float))
+        return self.readout_reg * (1.0 - jnp.linalg.norm(cell.W_out)) ** 2
+
+
+def time_major(trials: Trials, noise):
+    """The per-step inputs (x, y*, m, ξ) with time first, for `lax.scan`."""
+    swap = lambda a: None if a is None else jnp.swapaxes(a, 0, 1)
+    return swap(trials.inputs), swap(trials.targets), swap(trials.mask), swap(noise)
+
+
+def trainable_spec(cell: AbstractCell):
+    """A bool pytree over `cell`: True on the floating-point leaves of fields in `cell.trainable`."""
+    names = set(cell.trainable)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: eqx.is_inexact_array(leaf) and getattr(path[0], "name", None) in names, cell)
+
+
+def full_grads(cell: AbstractCell, spec, trainable_grads) -> AbstractCell:
+    """The gradient pytree BPTT returns (`eqx.filter_value_and_grad` structure: an array on
+    every floating-point leaf, None elsewhere), with zeros on the leaves that do not train."""
+    zeros = jax.tree.map(lambda leaf, s: jnp.zeros_like(leaf) if (eqx.is_inexact_array(leaf) and not s) else None,
+                         cell, spec)
+    return eqx.combine(trainable_grads, zeros)

@@ -1,0 +1,144 @@
+"""BPTT gradients against central finite differences (float64), for every forcing, with the
+correction stopped and not stopped."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import errorforcing as ef
+from errorforcing.forcing import ErrorForcing, KalmanErrorForcing, NoForcing, TeacherForcing
+from errorforcing.rules import BPTT, Objective
+
+FORCINGS = [
+    NoForcing(),
+    TeacherForcing(alpha=0.4, stop_gradient=False),
+    TeacherForcing(alpha=0.4, stop_gradient=True),
+    ErrorForcing(alpha=0.5, stop_gradient=True),
+    ErrorForcing(alpha=0.5, stop_gradient=False),
+    ErrorForcing(alpha=0.5, causal=True),
+    KalmanErrorForcing(alpha=1.0, ratio=0.3, stop_gradient=True),
+    KalmanErrorForcing(alpha=1.0, ratio=0.3, stop_gradient=False),
+]
+
+
+def tiny_problem(getkey, readout="state"):
+    task = ef.tasks.DelayedXOR(delay=2, pulse=2)  # T = 11
+    cell = ef.models.LeakyRNN(task.n_in, 5, task.n_out, key=getkey(), tau=2.0, readout=readout,
+                              trainable=("W_rec", "W_in", "b", "W_out", "b_out"))
+    cell = eqx.tree_at(lambda c: c.W_out, cell, cell.W_out * 20)  # a readout that matters
+    trials = ef.tasks.sample_batch(task, 3, key=getkey())
+    return cell, trials
+
+
+def loss_of(cell, forcing, trials, objective):
+    """The objective of the forced rollout."""
+    states, outputs = ef.simulate(cell, trials, forcing)
+    return objective(cell, states, outputs, trials)
+
+
+def stopped_surrogate(base_cell, forcing, trials, objective):
+    """For a stopped correction, BPTT differentiates a rollout whose corrections are constants
+    equal to their values at the current parameters. Rebuild that rollout independently (replay
+    the recorded corrections) so that finite differences of it are the oracle."""
+    states, _ = ef.simulate(base_cell, trials, forcing)
+    prev = jnp.concatenate([jnp.zeros_like(states[:, :1]), states[:, :-1]], axis=1)
+    pre = jax.vmap(jax.vmap(base_cell))(prev, trials.inputs)  # h_t before forcing
+    c = forcing.alpha * jnp.max(trials.mask, axis=-1, keepdims=True)
+    if isinstance(forcing, TeacherForcing):
+        teacher = (trials.targets - base_cell.b_out) @ forcing.init(base_cell).T
+        apply = lambda h, t, b: (1 - c[b, t]) * h + c[b, t] * teacher[b, t]
+    else:
+        delta = states - pre
+        apply = lambda h, t, b: h + delta[b, t]
+
+    def loss(cell):
+        def one(b):
+            def step(h, t):
+                h = cell(h, trials.inputs[b, t])
+                y = cell.readout(h)
+                h = apply(h, t, b)
+                return h, (h, y)
+            _, (s, y) = jax.lax.scan(step, cell.init_state(), jnp.arange(trials.inputs.shape[1]))
+            return s, y
+        s, y = jax.vmap(one)(jnp.arange(trials.inputs.shape[0]))
+        return objective(cell, s, y, trials)
+    return loss
+
+
+def finite_difference(loss, cell, field, index, eps=1e-6):
+    leaf = getattr(cell, field)
+    bump = jnp.zeros_like(leaf).at[index].set(eps)
+    plus = eqx.tree_at(lambda c: getattr(c, field), cell, leaf + bump)
+    minus = eqx.tree_at(lambda c: getattr(c, field), cell, leaf - bump)
+    return (loss(plus) - loss(minus)) / (2 * eps)
+
+
+@pytest.mark.parametrize("forcing", FORCINGS, ids=lambda f: f"{type(f).__name__}-sg{getattr(f, 'stop_gradient', '')}-c{getattr(f, 'causal', '')}")
+@pytest.mark.parametrize("readout", ["state", "rate"])
+def test_bptt_matches_finite_differences(getkey, forcing, readout):
+    cell, trials = tiny_problem(getkey, readout)
+    objective = Objective(rate_reg=1e-2, readout_reg=1e-2)
+    loss, grads, _ = BPTT().value_and_grad(cell, forcing, trials, key=getkey(), objective=objective)
+    np.testing.assert_allclose(loss, loss_of(cell, forcing, trials, objective), rtol=1e-12)
+    if getattr(forcing, "stop_gradient", False):
+        oracle = stopped_surrogate(cell, forcing, trials, objective)
+        np.testing.assert_allclose(oracle(cell), loss, rtol=1e-10)
+    else:
+        oracle = lambda c: loss_of(c, forcing, trials, objective)
+    oracle = eqx.filter_jit(oracle)
+    rng = np.random.default_rng(0)
+    for field in ("W_rec", "W_in", "b", "W_out", "b_out"):
+        leaf = getattr(cell, field)
+        for _ in range(2):
+            index = tuple(int(rng.integers(s)) for s in leaf.shape)
+            fd = finite_difference(oracle, cell, field, index)
+            np.testing.assert_allclose(getattr(grads, field)[index], fd, rtol=1e-5, atol=1e-9,
+                                       err_msg=f"{field}{index}")
+
+
+def test_stopped_and_flowing_corrections_differ(getkey):
+    """The stop-gradient option changes the gradient (else the option would be a no-op)."""
+    cell, trials = tiny_problem(getkey)
+    g_stop = BPTT().value_and_grad(cell, ErrorForcing(alpha=0.5), trials, key=getkey())[1]
+    g_flow = BPTT().value_and_grad(cell, ErrorForcing(alpha=0.5, stop_gradient=False), trials, key=getkey())[1]
+    assert not np.allclose(g_stop.W_rec, g_flow.W_rec)
+
+
+def test_checkpointed_bptt_equals_plain(getkey):
+    cell, trials = tiny_problem(getkey)
+    f = ErrorForcing(alpha=0.5)
+    l1, g1, _ = BPTT().value_and_grad(cell, f, trials, key=getkey())
+    l2, g2, _ = BPTT(checkpoint=True).value_and_grad(cell, f, trials, key=getkey())
+    np.testing.assert_allclose(l1, l2, rtol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_process_noise_needs_key_and_changes_loss(getkey):
+    cell, trials = tiny_problem(getkey)
+    quiet = BPTT().value_and_grad(cell, NoForcing(), trials, key=getkey())[0]
+    noisy = BPTT().value_and_grad(cell, NoForcing(), trials, key=getkey(), objective=Objective(noise_std=0.5))[0]
+    assert quiet != noisy
+    with pytest.raises(ValueError, match="key"):
+        ef.simulate(cell, trials, NoForcing(), noise_std=0.1)
+
+
+def test_frozen_fields_get_zero_gradient(getkey):
+    task = ef.tasks.DelayedXOR(delay=2, pulse=2)
+    cell = ef.models.LeakyRNN(task.n_in, 5, task.n_out, key=getkey())  # W_in frozen by default
+    trials = ef.tasks.sample_batch(task, 2, key=getkey())
+    grads = BPTT().value_and_grad(cell, NoForcing(), trials, key=getkey())[1]
+    masked = cell.mask_grads(grads)
+    assert np.all(np.asarray(masked.W_in) == 0)
+    assert np.any(np.asarray(masked.W_rec) != 0)
+
+
+def test_sparse_connectivity_stays_sparse(getkey):
+    cell = ef.models.LeakyRNN(3, 20, 1, key=getkey(), density=0.2)
+    zero = np.asarray(cell.rec_mask) == 0
+    assert zero.mean() > 0.6 and np.all(np.asarray(cell.W_rec)[zero] == 0)
+    trials = ef.tasks.sample_batch(ef.tasks.DelayedXOR(delay=2, pulse=2), 2, key=getkey())
+    grads = cell.mask_grads(BPTT().value_and_grad(cell, NoForcing(), trials, key=getkey())[1])
+    assert np.all(np.asarray(grads.W_rec)[zero] == 0)
