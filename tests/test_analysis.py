@@ -69,18 +69,17 @@ def test_linear_network_spectrum_is_log_abs_eigenvalues(getkey):
     inputs = jnp.zeros((400, 1))
     h0 = jax.random.normal(getkey(), (n,))
     lam = lyapunov_spectrum(cell, inputs, n, key=getkey(), transient=100, h0=h0)
-    np.testing.assert_allclose(np.sort(lam)[::-1], expected, atol=1e-3)
+    np.testing.assert_allclose(np.sort(lam)[::-1], expected, atol=1e-4)
     # Exponents come out in descending order.
     assert np.all(np.diff(np.asarray(lam)) < 0)
     # Re-orthonormalising every n steps factors the same product: same estimate, also with
     # a block length that does not divide T.
-    for every in (7,):
-        lam_n = lyapunov_spectrum(cell, inputs, n, key=getkey(), transient=100, h0=h0,
-                                  reortho_every=every)
-        np.testing.assert_allclose(np.sort(lam_n)[::-1], expected, atol=1e-3)
+    lam_7 = lyapunov_spectrum(cell, inputs, n, key=getkey(), transient=100, h0=h0,
+                              reortho_every=7)
+    np.testing.assert_allclose(np.sort(lam_7)[::-1], expected, atol=1e-4)
     # k < N gives the k leading exponents.
     lam3 = lyapunov_spectrum(cell, inputs, 3, key=getkey(), transient=100, h0=h0)
-    np.testing.assert_allclose(lam3, expected[:3], atol=1e-3)
+    np.testing.assert_allclose(lam3, expected[:3], atol=1e-4)
 
 
 def test_one_dimensional_maps_with_known_exponent(getkey):
@@ -119,12 +118,14 @@ def test_batched_spectrum_matches_per_trial(getkey):
     cell = leaky(getkey(), n, gain=1.5)
     inputs = jax.random.normal(getkey(), (batch, 80, 1))
     key = getkey()
-    lam = lyapunov_spectrum(cell, inputs, k, key=key, transient=10)
+    h0 = jax.random.normal(getkey(), (batch, n))
+    lam = lyapunov_spectrum(cell, inputs, k, key=key, transient=10, h0=h0)
     assert lam.shape == (batch, k)
     keys = jax.random.split(key, batch)
     for b in range(batch):
         np.testing.assert_allclose(
-            lam[b], lyapunov_spectrum(cell, inputs[b], k, key=keys[b], transient=10), rtol=1e-10)
+            lam[b], lyapunov_spectrum(cell, inputs[b], k, key=keys[b], transient=10, h0=h0[b]),
+            rtol=1e-10)
     assert max_lyapunov(cell, inputs, key=key).shape == (batch,)
 
 
@@ -271,7 +272,8 @@ def test_update_efficiency_and_alignment(getkey):
     np.testing.assert_allclose(local_alignment(du, 2.0 * du), jnp.ones(5), rtol=1e-12)
     np.testing.assert_allclose(global_alignment(du, du), 1.0, rtol=1e-12)
     e0, e1 = jnp.eye(2)
-    np.testing.assert_allclose(local_alignment(jnp.stack([e0, e0]), jnp.stack([e0, e1])), [1.0, 0.0])
+    np.testing.assert_allclose(local_alignment(jnp.stack([e0, e0]), jnp.stack([e0, e1])),
+                               [1.0, 0.0])
 
 
 def test_diagnostics_on_pytrees(getkey):

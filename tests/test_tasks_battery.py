@@ -40,11 +40,12 @@ def neurogym_tasks():
     return {name: T.from_neurogym(name, seed=7, n_trials=64) for name in T.NEUROGYM_TASKS}
 
 
+PARENTHESES = T.BalancedParentheses(max_pairs=4)
 PURE_TASKS = [
     T.PipelinedXOR(lag=2),
     T.SequenceRecognition(),
     T.DelayedNonmatch(),
-    T.BalancedParentheses(),
+    PARENTHESES,
     T.Oscillation(pattern="01", random_phase=True),
     T.Oscillation(pattern="0011", random_phase=True),
     T.Oscillation(pattern="sine", random_phase=True),
@@ -188,8 +189,7 @@ def _stack_check(string):
 
 
 def test_parentheses_follow_the_reference_machine(getkey):
-    task = T.BalancedParentheses(max_pairs=4)
-    batch = _batch(task, 200, getkey())
+    batch = _batch(PARENTHESES, 200, getkey())
     verdicts = []
     for i in range(200):
         tape = "".join(SYMBOLS[s] for s in batch.info["tape"][i])
@@ -212,8 +212,8 @@ def test_parentheses_follow_the_reference_machine(getkey):
 
 
 def test_parentheses_stream_restarts_after_each_halt(getkey):
-    task, key = T.BalancedParentheses(max_pairs=3), getkey()
-    s = jax.tree.map(np.asarray, T.stream(task, 400, key=key))
+    task, key = PARENTHESES, getkey()
+    s = jax.tree.map(np.asarray, jax.jit(T.stream, static_argnums=(0, 1))(task, 400, key=key))
     first = _sample(task, key)
     n = first.info["halt_step"] + 1
     np.testing.assert_array_equal(s.inputs[:n], first.inputs[:n])
@@ -234,12 +234,12 @@ def test_parentheses_stream_restarts_after_each_halt(getkey):
 def test_streams(getkey):
     key = getkey()
     stream = jax.jit(T.stream, static_argnums=(0, 1))  # the tasks are hashable, n_steps static
-    for task in (T.PipelinedXOR(lag=3, n_steps=40), T.SequenceRecognition(n_steps=40),
-                 T.DelayedNonmatch(n_steps=40), T.Oscillation(pattern="sine", n_steps=40)):
+    xor = PURE_TASKS[0]
+    np.testing.assert_array_equal(stream(xor, xor.n_steps, key=key).targets, _sample(xor, key).targets)
+    for task in PURE_TASKS[:3] + [T.Oscillation(pattern="sine")]:
         long = stream(task, 5000, key=key)
         assert long.inputs.shape == (5000, task.n_in) and long.targets.shape == (5000, task.n_out)
         np.testing.assert_array_equal(long.mask[task.n_steps:], 1)
-        np.testing.assert_array_equal(stream(task, task.n_steps, key=key).targets, _sample(task, key).targets)
     with pytest.raises(TypeError):
         T.stream(T.Romo(), 100, key=key)
 
@@ -288,8 +288,10 @@ def test_reach_reference_velocity_ends_at_target():
 
 
 def test_reach_trials_and_rotation():
+    theta = np.deg2rad(30.0)
+    R = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     task = T.CenterOutReach(mode="test", rotation=30.0)
-    batch = jax.tree.map(np.asarray, task.test_trials())
+    batch = jax.tree.map(np.asarray, jax.jit(task.test_trials)())
     assert batch.inputs.shape == (8, 125, 3)
     ends = batch.info["end"]
     np.testing.assert_allclose(np.linalg.norm(ends, axis=-1), 5.0, rtol=1e-6)
@@ -298,14 +300,13 @@ def test_reach_trials_and_rotation():
     np.testing.assert_allclose(batch.inputs[:, 20:, :2], np.broadcast_to(ends[:, None], (8, 105, 2)), rtol=1e-6)
     np.testing.assert_array_equal(batch.inputs[:, :20, 2], 5.0)
     np.testing.assert_array_equal(batch.inputs[:, 20:, 2], 0.0)
-    # The network's targets are rotated by -30°: it ends at R(-30°) target, the cursor at the target.
-    produced = T.integrate_velocity(batch.targets, 0.01)
-    np.testing.assert_allclose(produced[:, -1], T.rotate(ends, -30.0), atol=1e-4)
-    cursor = T.integrate_velocity(T.rotate(batch.targets, 30.0), 0.01)
+    # Targets are R(-30°) v*: the network ends at R(-30°) target, the cursor R(30°) y at the target.
+    produced = 0.01 * np.cumsum(batch.targets, axis=1)
+    np.testing.assert_allclose(produced[:, -1], ends @ R, atol=1e-4)  # row vectors: x R = R^T x
+    cursor = produced @ R.T
     np.testing.assert_allclose(cursor[:, -1], ends, atol=1e-4)
     np.testing.assert_allclose(cursor, batch.info["position"], atol=1e-4)
-    unrotated = jax.tree.map(np.asarray, T.CenterOutReach(mode="test").test_trials())
-    np.testing.assert_allclose(T.rotate(batch.targets, 30.0), unrotated.targets, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(T.rotate(jnp.asarray(batch.targets), 30.0)), batch.targets @ R.T, atol=1e-5)
     np.testing.assert_allclose(T.rotate(jnp.array([1.0, 0.0]), 90.0), [0.0, 1.0], atol=1e-12)
 
 
@@ -315,8 +316,7 @@ def test_reach_random_mode(getkey):
     assert (np.abs(start) <= 6).all() and (np.abs(end) <= 6).all() and np.abs(end).max() > 4
     np.testing.assert_allclose(batch.inputs[:, -1, :2], end - start, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(batch.inputs[:, 0, 2], 6.0)
-    moved = T.integrate_velocity(batch.targets, 0.01, start)
-    np.testing.assert_allclose(moved[:, -1], end, atol=1e-4)
+    np.testing.assert_allclose(start + 0.01 * batch.targets.sum(1), end, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", NEUROGYM_NAMES)

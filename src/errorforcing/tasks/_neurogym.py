@@ -53,6 +53,9 @@ class NeurogymTask(AbstractTask):
     bank is reproducible and comparable with neurogym's own output. `info`: gt (the discrete
     ground truth per step, -1 on padding), length, trial_index, and every numeric scalar of
     neurogym's trial dict (e.g. ground_truth, coh). Build with `from_neurogym`.
+    `threshold` (0.01) is this library's choice. The bank arrays are fields, so unlike the
+    other tasks this one is not hashable: close over it or use `eqx.filter_jit`, not
+    `jit(static_argnums=...)`.
     """
 
     threshold = 0.01

@@ -41,7 +41,8 @@ class Romo(AbstractTask):
     Schuessler et al. trained with dt = 0.5 τ.
 
     `info`: f1, f2, label (index of the unit of the larger stimulus), delay (τ),
-    response_start (step).
+    response_start (step). `threshold` (0.01) is this library's choice; the sources report
+    loss curves only.
     """
 
     threshold = 0.01

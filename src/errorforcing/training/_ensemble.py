@@ -130,7 +130,7 @@ class EnsembleTrainer:
         return cells, forcings, opt_states, fixed
 
     def _fixed_dataset(self, data_key) -> Trials:
-        return sample_batch(self.task, self.schedule.dataset_size, key=jax.random.fold_in(data_key, -1))
+        return sample_batch(self.task, self.schedule.dataset_size, key=jax.random.fold_in(data_key, 0))  # epochs use 1, 2, ...
 
     # ----- data for one epoch of one member -----
     def _epoch_data(self, data_key, epoch, fixed: Trials | None) -> tuple[Trials, Trials]:

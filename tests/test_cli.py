@@ -1,0 +1,98 @@
+"""The command line end to end on a temporary directory."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from errorforcing.store import MEMBER_COLUMNS
+
+TINY = ["--delay", "4", "--seeds", "2", "--epochs", "2", "--hidden", "8", "--batch", "32"]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "errorforcing.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def _columns(db, table):
+    return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+
+
+def test_train_writes_the_store(tmp_path):
+    out = tmp_path / "runs"
+    r = run_cli("train", "--task", "delayed-xor", "--forcing", "ef", "--alpha", "0.2,1.0", *TINY,
+                "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert {s["alpha"] for s in summary["settings"]} == {0.2, 1.0}
+    db = sqlite3.connect(out / "runs.sqlite")
+    assert {"run_id", "created", "config", "status"} <= set(_columns(db, "runs"))
+    assert set(MEMBER_COLUMNS) - {"lr"} <= set(_columns(db, "members"))
+    (run_id, status, config), = db.execute("SELECT run_id, status, config FROM runs")
+    assert status == "done" and run_id == summary["run_id"]
+    assert json.loads(config)["config"]["forcing"]["alpha"] == [0.2, 1.0]
+    rows = db.execute("SELECT member, seed, alpha, epochs_run, converged, diverged, curves FROM members").fetchall()
+    assert len(rows) == 4
+    assert sorted((seed, alpha) for _, seed, alpha, *_ in rows) == [(0, 0.2), (0, 1.0), (1, 0.2), (1, 1.0)]
+    for *_, epochs_run, converged, diverged, curves in rows:
+        curves = json.loads(curves)
+        assert epochs_run == 2 and len(curves["val_loss"]) == 2 and len(curves["train_loss"]) == 2
+    assert (out / "params" / f"{run_id}.eqx").stat().st_size > 0
+    assert (out / f"curves-{run_id}.png").stat().st_size > 0
+
+
+def test_config_file_and_flag_override(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('seeds = 1\nepochs = 1\nbatch = 16\n[task]\nname = "evidence-integration"\ndelay = 3\n'
+                   '[forcing]\nkind = "tf"\nalpha = [0.5]\n[model]\nhidden = 6\n')
+    r = run_cli("train", "--config", str(cfg), "--delay", "5", "--out", str(tmp_path / "o"), "--json")
+    assert r.returncode == 0, r.stderr
+    config = json.loads(sqlite3.connect(tmp_path / "o" / "runs.sqlite").execute("SELECT config FROM runs").fetchone()[0])
+    assert config["config"]["task"] == {"name": "evidence-integration", "delay": 5, "shift": 0.0, "options": {}}
+    assert config["config"]["forcing"]["kind"] == "tf" and config["config"]["model"]["hidden"] == 6
+
+
+def test_compare_writes_three_methods_and_a_figure(tmp_path):
+    out = tmp_path / "cmp"
+    r = run_cli("compare", "--task", "delayed-xor", *TINY, "--alphas", "0.5,1.0", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert [b["label"] for b in summary["best"]] == ["BPTT", "TF-BPTT", "EF-BPTT"]
+    for b in summary["best"]:
+        assert 0.0 <= b["ci_low"] <= b["fraction"] <= b["ci_high"] <= 1.0
+    db = sqlite3.connect(out / "runs.sqlite")
+    assert db.execute("SELECT count(*) FROM runs WHERE status = 'done'").fetchone()[0] == 3
+    forcings = db.execute("SELECT forcing, count(*) FROM members GROUP BY forcing ORDER BY forcing").fetchall()
+    assert forcings == [("ef", 4), ("none", 2), ("tf", 4)]
+    assert (out / "compare.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args, field", [
+    (["train", "--task", "nope"], "task.name"),
+    (["train", "--forcing", "tf", "--alpha", "1.5"], "forcing.alpha"),
+    (["train", "--delay", "-3"], "task.delay"),
+    (["train", "--seeds", "0"], "seeds"),
+    (["train", "--alpha", "x"], "alpha"),
+    (["train", "--rule", "magic"], "rule.kind"),
+    (["compare", "--seeds", "0"], "seeds"),
+    (["compare", "--alphas", "2"], "forcing.alpha"),
+    (["train", "--config", "/nonexistent.toml"], "--config"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, field):
+    r = run_cli(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], r.stderr
+    assert r.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tasks_lists_sources():
+    r = run_cli("tasks", "--json")
+    assert r.returncode == 0
+    names = {t["name"]: t for t in json.loads(r.stdout)}
+    assert {"delayed-xor", "evidence-integration", "sine"} <= set(names)
+    assert all(t["source"] for t in names.values())

@@ -1,0 +1,99 @@
+"""Ensembles: vmapped members equal separate runs; the convergence and divergence rules."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import errorforcing as ef
+from errorforcing.training import ConvergenceTracker, EnsembleTrainer, Member, Schedule
+
+
+def _trainer(members, epochs=3, data="fresh"):
+    task = ef.tasks.DelayedXOR(delay=4, pulse=4)
+    schedule = Schedule(epochs=epochs, batch_size=16, train_trials=40, val_trials=8, data=data,
+                        dataset_size=50, threshold=1e-9)
+    return EnsembleTrainer(task, lambda k: ef.models.LeakyRNN(3, 12, 1, key=k),
+                           lambda a: ef.forcing.ErrorForcing(alpha=a), ef.rules.BPTT(), optax.adam,
+                           members, schedule)
+
+
+@pytest.mark.parametrize("data", ["fresh", "fixed"])
+def test_vmapped_ensemble_equals_separate_runs(data):
+    members = [Member(0, 0.0, 1e-2), Member(1, 0.5, 1e-2), Member(0, 1.0, 3e-3), Member(2, 0.2, 1e-2)]
+    together = _trainer(members, data=data).run()
+    for i, m in enumerate(members):
+        alone = _trainer([m], data=data).run()
+        np.testing.assert_allclose(together.val_curves[i], alone.val_curves[0], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(together.train_curves[i], alone.train_curves[0], rtol=1e-5, atol=1e-7)
+        for a, b in zip(jax.tree_util.tree_leaves(together.cells), jax.tree_util.tree_leaves(alone.cells)):
+            np.testing.assert_allclose(a[i], b[0], rtol=1e-5, atol=1e-7)
+    # members differ (α, seed and lr are really used)
+    assert len({round(float(v), 8) for v in together.val_curves[:, -1]}) == 4
+
+
+def test_same_seed_different_alpha_starts_identical():
+    tr = _trainer([Member(3, 0.0, 1e-2), Member(3, 1.0, 1e-2)])
+    cells, forcings, _, _ = tr.init()
+    for leaf in jax.tree_util.tree_leaves(cells):
+        np.testing.assert_array_equal(leaf[0], leaf[1])
+    np.testing.assert_array_equal(forcings.alpha, [0.0, 1.0])
+
+
+def test_convergence_needs_patience_consecutive_epochs():
+    tr = ConvergenceTracker(3, threshold=0.1, patience=3)
+    curves = np.array([[0.5, 0.05, 0.05, 0.2, 0.05, 0.05, 0.05, 0.05],   # converges at epoch 7
+                       [0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05],  # converges at epoch 3
+                       [0.5] * 8])                                         # never
+    for e in range(8):
+        tr.update(e + 1, curves[:, e])
+    np.testing.assert_array_equal(tr.converged_epoch, [7, 3, -1])
+    np.testing.assert_array_equal(tr.epochs_run, [7, 3, 8])
+    np.testing.assert_array_equal(tr.active, [False, False, True])
+
+
+def test_divergence_freezes_and_is_a_failure():
+    tr = ConvergenceTracker(4, threshold=0.1, patience=2, divergence=1e4)
+    tr.update(1, np.array([0.05, np.nan, 2e4, 0.5]), np.array([0.1, 0.1, 0.1, np.inf]))
+    np.testing.assert_array_equal(tr.diverged, [False, True, True, True])
+    tr.update(2, np.array([0.05, 0.0, 0.0, 0.0]))
+    np.testing.assert_array_equal(tr.converged_epoch, [2, -1, -1, -1])  # diverged ones never converge
+    np.testing.assert_array_equal(tr.epochs_run, [2, 1, 1, 1])
+
+
+def test_nan_member_does_not_disturb_the_others():
+    """A member with an absurd learning rate diverges; the others train exactly as without it."""
+    good = [Member(0, 0.5, 1e-2), Member(1, 0.5, 1e-2)]
+    bad = Member(2, 0.5, 1e6)
+    with_bad = _trainer(good + [bad], epochs=4).run()
+    alone = _trainer(good, epochs=4).run()
+    assert with_bad.tracker.diverged[2]
+    assert not with_bad.tracker.diverged[:2].any()
+    np.testing.assert_allclose(with_bad.val_curves[:2], alone.val_curves, rtol=1e-5)
+    assert with_bad.tracker.epochs_run[2] < 4
+
+
+def test_converged_members_freeze_and_training_stops():
+    tr = _trainer([Member(0, 0.5, 1e-2), Member(1, 0.5, 1e-2)], epochs=50)
+    tr.schedule = Schedule(**{**tr.schedule.__dict__, "threshold": 10.0, "patience": 2})
+    result = tr.run()
+    assert result.epochs_done == 2
+    np.testing.assert_array_equal(result.tracker.converged_epoch, [2, 2])
+
+
+def test_padding_trials_do_not_change_the_gradient(getkey):
+    """The last batch is padded with weight-0 trials: same loss and gradient as the bare batch."""
+    from errorforcing.training._ensemble import _pad_into_batches
+
+    task = ef.tasks.DelayedXOR(delay=3, pulse=2)
+    cell = ef.models.LeakyRNN(3, 6, 1, key=getkey())
+    trials = ef.tasks.sample_batch(task, 5, key=getkey())
+    padded = jax.tree_util.tree_map(lambda x: x[1], _pad_into_batches(trials, 2, 4))  # 1 real + 3 pad
+    bare = jax.tree_util.tree_map(lambda x: x[4:5], trials)
+    bare = bare._replace(info=dict(bare.info, weight=jnp.ones(1)))
+    f = ef.forcing.ErrorForcing(alpha=0.3)
+    l1, g1, _ = ef.rules.BPTT().value_and_grad(cell, f, padded, key=getkey())
+    l2, g2, _ = ef.rules.BPTT().value_and_grad(cell, f, bare, key=getkey())
+    np.testing.assert_allclose(l1, l2, rtol=1e-12)
+    np.testing.assert_allclose(g1.W_rec, g2.W_rec, rtol=1e-10)

@@ -1,0 +1,245 @@
+"""Every learning rule × every forcing under jit and an ensemble vmap (table-driven), with the
+rules that have an exact oracle checked against it; truncated BPTT; gradient alignment."""
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from errorforcing.forcing import (ErrorForcing, FeedbackForcing, KalmanErrorForcing, NoForcing, TeacherForcing,
+                                  process_noise)
+from errorforcing.models import LeakyRNN
+from errorforcing.rules import (BPTT, RFLO, RTRL, AbstractLearningRule, EProp, Objective, TruncatedBPTT,
+                                gradient_alignment)
+from errorforcing.tasks import Trials
+
+N, N_IN, N_OUT, BATCH, T = 5, 2, 2, 3, 8
+ALL = ("W_rec", "W_in", "b", "W_out", "b_out")
+OBJECTIVE = Objective(rate_reg=1e-2, readout_reg=1e-2, noise_std=0.05)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compile():
+    """These tests compile dozens of tiny programs: XLA's optimisations cost more than they save."""
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
+def make_cell(key, readout="state", trainable=ALL, **kwargs) -> LeakyRNN:
+    k_cell, k_out, k_b = jax.random.split(key, 3)
+    cell = LeakyRNN(N_IN, N, N_OUT, key=k_cell, tau=3.0, readout=readout, trainable=trainable, **kwargs)
+    # a readout and biases large enough that forcing, b and b_out matter
+    return eqx.tree_at(lambda c: (c.W_out, c.b, c.b_out), cell,
+                       (0.5 * jax.random.normal(k_out, (N_OUT, N)), 0.1 * jax.random.normal(k_b, (N,)),
+                        jnp.array([0.1, -0.2])))
+
+
+def make_trials(key, batch=BATCH, steps=T) -> Trials:
+    k_x, k_y, k_m = jax.random.split(key, 3)
+    return Trials(jax.random.normal(k_x, (batch, steps, N_IN)), jax.random.normal(k_y, (batch, steps, N_OUT)),
+                  jax.random.bernoulli(k_m, 0.6, (batch, steps, N_OUT)).astype(jnp.float64), {})
+
+
+def assert_trees_close(a, b, rtol=1e-6):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * 1e-4 * float(jnp.max(jnp.abs(y)) + 1e-300))
+
+
+class DetachedBPTT(AbstractLearningRule):
+    """Oracle for e-prop with B = W_outᵀ: autodiff BPTT of the leaky RNN in which only each unit's
+    dependence on the other units' past is detached (their rates enter as constants; the
+    weights that multiply them still get gradients):
+
+        h_t = (1 - a) h̃ + a (diag(W) φ(h̃) + (W - diag(W)) sg(φ(h̃)) + W_in x_t + b)
+    """
+
+    def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
+        noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
+
+        def detached(c, h, x):
+            a, r = c.leak, c.phi(h)
+            diag = jnp.diagonal(c.W_rec)
+            return (1 - a) * h + a * (diag * r + (c.W_rec - jnp.diag(diag)) @ jax.lax.stop_gradient(r)
+                                      + c.W_in @ x + c.b)
+
+        def loss(c):
+            def trial(x, y, m, xi):
+                def step(state, xs):
+                    h_prev, fcarry = state
+                    x_t, y_t, m_t, xi_t = xs
+                    h = detached(c, h_prev, x_t) + xi_t
+                    out = c.readout(h)
+                    h_forced, fcarry = forcing(h, out, y_t, m_t, c, fcarry)
+                    return (h_forced, fcarry), (h_forced, out)
+
+                return jax.lax.scan(step, (c.init_state(), forcing.init(c)), (x, y, m, xi))[1]
+
+            states, outputs = jax.vmap(trial)(trials.inputs, trials.targets, trials.mask, noise)
+            return objective(c, states, outputs, trials)
+
+        value, grads = eqx.filter_value_and_grad(loss)(cell)
+        return value, grads, {}
+
+
+# forcings are built per member (α differs between members, as in the ensemble trainer)
+FORCINGS = {
+    "none": lambda cell, alpha, key: NoForcing(),
+    "tf": lambda cell, alpha, key: TeacherForcing(alpha=alpha),
+    "ef": lambda cell, alpha, key: ErrorForcing(alpha=alpha),
+    "ef-causal": lambda cell, alpha, key: ErrorForcing(alpha=alpha, causal=True),
+    "kalman": lambda cell, alpha, key: KalmanErrorForcing(alpha=alpha, ratio=0.5),
+    "feedback": lambda cell, alpha, key: FeedbackForcing.random(cell, key=key, alpha=alpha),
+}
+RULES = {
+    "bptt": BPTT(),
+    "tbptt": TruncatedBPTT(3),
+    "rtrl": RTRL(),
+    "eprop": EProp(),
+    "rflo": RFLO(feedback="random", key=jax.random.key(3)),
+    "oracle": DetachedBPTT(),
+}
+ONLINE_RULES = {
+    "rtrl-online": RTRL(online=True, lr=0.05),
+    "eprop-online": EProp(feedback="random", key=jax.random.key(4), online=True, lr=0.05),
+    "rflo-online": RFLO(online=True, lr=0.05),
+}
+# rule -> the rule whose gradient it must equal, and for which forcings (the oracle of e-prop
+# is checked where the trace sees a different forcing Jacobian: none, a causal correction, a
+# correction through F; error and Kalman forcing act like feedback forcing, and teacher
+# forcing's flowing W⁺ path is one e-prop does not follow)
+REFERENCE = {"rtrl": ("bptt", tuple(FORCINGS)), "eprop": ("oracle", ("none", "ef-causal", "feedback"))}
+CASES = ([(r, f) for r in RULES if r != "oracle" for f in FORCINGS]
+         + [("rtrl-online", "tf"), ("eprop-online", "ef-causal"), ("rflo-online", "feedback")])
+
+
+@functools.cache
+def ensemble():
+    """Two members: different networks and forcing strengths α, one shared batch."""
+    keys = jax.random.split(jax.random.key(2024), 2)
+    cells = eqx.filter_vmap(make_cell)(keys)
+    trials = make_trials(jax.random.key(99))
+    return keys, cells, jnp.array([0.3, 0.8]), trials
+
+
+@functools.cache
+def run(rule_name: str, forcing_name: str):
+    keys, cells, alphas, trials = ensemble()
+    rule = {**RULES, **ONLINE_RULES}[rule_name]
+    make_forcing = FORCINGS[forcing_name]
+
+    @eqx.filter_jit
+    @eqx.filter_vmap
+    def member(cell, alpha, key):
+        forcing = make_forcing(cell, alpha, key)
+        loss, grads, _ = rule.value_and_grad(cell, forcing, trials, key=jax.random.key(5), objective=OBJECTIVE)
+        return loss, grads
+
+    return member(cells, alphas, keys)
+
+
+@pytest.mark.parametrize("rule_name, forcing_name", CASES)
+def test_rule_runs_jitted_over_an_ensemble(rule_name, forcing_name):
+    loss, grads = run(rule_name, forcing_name)
+    _, cells, _, _ = ensemble()
+    assert loss.shape == (2,) and bool(jnp.all(jnp.isfinite(loss)))
+    # BPTT's gradient structure: an array on every float leaf of the cell
+    assert jax.tree.structure(grads) == jax.tree.structure(eqx.filter(cells, eqx.is_inexact_array))
+    for g in jax.tree.leaves(grads):
+        assert bool(jnp.all(jnp.isfinite(g)))
+    assert float(jnp.max(jnp.abs(grads.W_rec))) > 0
+    reference, forcings = REFERENCE.get(rule_name, (None, ()))
+    if forcing_name in forcings:
+        ref_loss, ref_grads = run(reference, forcing_name)
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-10)
+        assert_trees_close(grads, ref_grads)
+
+
+def test_local_rules_are_not_exact_for_a_real_recurrence():
+    """e-prop and RFLO drop terms; with a dense W_rec they must differ from BPTT (the table's
+    equalities are not vacuous)."""
+    _, bptt = run("bptt", "ef")
+    for name in ("eprop", "rflo", "tbptt"):
+        _, grads = run(name, "ef")
+        assert not np.allclose(grads.W_rec, bptt.W_rec, rtol=1e-3)
+    _, rtrl = run("rtrl", "tf")
+    _, online = run("rtrl-online", "tf")
+    assert not np.allclose(online.W_rec, rtrl.W_rec, rtol=1e-3)
+
+
+# ----- truncated BPTT -----
+
+
+@pytest.mark.parametrize("k", [T, T + 5])
+def test_truncation_at_or_beyond_trial_length_is_bptt(getkey, k):
+    cell, trials, key = make_cell(getkey(), readout="rate"), make_trials(getkey()), getkey()
+    forcing = TeacherForcing(alpha=0.5)  # its W⁺ gradient must survive the truncation
+    loss, grads, _ = TruncatedBPTT(k).value_and_grad(cell, forcing, trials, key=key, objective=OBJECTIVE)
+    ref_loss, ref_grads, _ = BPTT().value_and_grad(cell, forcing, trials, key=key, objective=OBJECTIVE)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
+    assert_trees_close(grads, ref_grads, rtol=1e-12)
+
+
+def test_truncation_one_is_the_one_step_gradient(getkey):
+    """TBPTT(1), no forcing, state readout, derived by hand: with g_t = ∂ℓ_t/∂h_t,
+    ∂L/∂W_rec = Σ a g_t φ(h_{t-1})ᵀ, ∂L/∂W_in = Σ a g_t x_tᵀ, ∂L/∂b = Σ a g_t,
+    ∂L/∂W_out = Σ δ_t h_tᵀ + readout penalty, ∂L/∂b_out = Σ δ_t, δ_t = 2 m_t (y_t - y*_t) / Σ m."""
+    cell, trials = make_cell(getkey()), make_trials(getkey())
+    objective = Objective(rate_reg=1e-2, readout_reg=1e-2)
+    loss, grads, _ = TruncatedBPTT(1).value_and_grad(cell, NoForcing(), trials, key=getkey(), objective=objective)
+
+    W, W_in, b, W_out, b_out = (np.asarray(getattr(cell, f)) for f in ALL)
+    x, target, m = (np.asarray(a) for a in trials[:3])
+    a = cell.leak
+    n_mask = m.sum()
+    rate = objective.rate_reg / (T * N * BATCH)
+    g = {f: np.zeros_like(getattr(cell, f)) for f in ALL}
+    for i in range(BATCH):
+        h_prev = np.zeros(N)
+        for t in range(T):
+            h = (1 - a) * h_prev + a * (W @ np.tanh(h_prev) + W_in @ x[i, t] + b)
+            y = W_out @ h + b_out
+            delta = 2 * m[i, t] * (y - target[i, t]) / n_mask
+            g_h = W_out.T @ delta + 2 * rate * h
+            g["W_rec"] += a * np.outer(g_h, np.tanh(h_prev))
+            g["W_in"] += a * np.outer(g_h, x[i, t])
+            g["b"] += a * g_h
+            g["W_out"] += np.outer(delta, h)
+            g["b_out"] += delta
+            h_prev = h
+    norm = np.linalg.norm(W_out)
+    g["W_out"] += objective.readout_reg * 2 * (1 - norm) * (-W_out / norm)
+    for f in ALL:
+        np.testing.assert_allclose(getattr(grads, f), g[f], rtol=1e-10, atol=1e-14)
+
+
+def test_truncation_rejects_nonpositive_window():
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        TruncatedBPTT(0)
+
+
+# ----- gradient alignment -----
+
+
+def test_gradient_alignment_per_group():
+    _, bptt = run("bptt", "ef")
+    one = jax.tree.map(lambda g: g[0], bptt)
+    same = gradient_alignment(one, one)
+    assert set(same) == {"W_rec", "W_in", "b", "W_out", "b_out", "all"}
+    for v in same.values():
+        np.testing.assert_allclose(v, 1.0, rtol=1e-12)
+    flipped = gradient_alignment(one, jax.tree.map(lambda g: -g, one))
+    np.testing.assert_allclose(flipped["W_rec"], -1.0, rtol=1e-12)
+    half = eqx.tree_at(lambda g: g.W_rec, one, jnp.where(jnp.eye(N, dtype=bool), one.W_rec, 0.0))
+    cos = gradient_alignment(half, one)["W_rec"]
+    expected = np.linalg.norm(np.diag(one.W_rec)) / np.linalg.norm(one.W_rec)
+    np.testing.assert_allclose(cos, expected, rtol=1e-12)
+    # works on vmapped (ensemble) gradients too
+    _, eprop = run("eprop", "ef")
+    cos = jax.vmap(gradient_alignment)(eprop, bptt)
+    assert cos["W_rec"].shape == (2,) and bool(jnp.all(jnp.abs(cos["W_rec"]) <= 1))
