@@ -4,8 +4,8 @@ learning rules, as seed × α ensembles in one compiled JAX program."""
 from ._version import __version__
 from . import forcing, models, rules, tasks, training
 from .forcing import simulate
-from . import experiments, store
+from . import analysis, experiments, store
 from .experiments import TrainConfig, TrainResult, train
 
-__all__ = ["forcing", "models", "rules", "tasks", "training", "experiments", "store", "simulate",
+__all__ = ["analysis", "forcing", "models", "rules", "tasks", "training", "experiments", "store", "simulate",
            "train", "TrainConfig", "TrainResult", "__version__"]
