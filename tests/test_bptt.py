@@ -142,3 +142,25 @@ def test_sparse_connectivity_stays_sparse(getkey):
     trials = ef.tasks.sample_batch(ef.tasks.DelayedXOR(delay=2, pulse=2), 2, key=getkey())
     grads = cell.mask_grads(BPTT().value_and_grad(cell, NoForcing(), trials, key=getkey())[1])
     assert np.all(np.asarray(grads.W_rec)[zero] == 0)
+
+
+@pytest.mark.parametrize("forcing", [NoForcing(), ErrorForcing(alpha=0.5), ErrorForcing(alpha=0.5, causal=True),
+                                     KalmanErrorForcing(alpha=0.8, ratio=0.3)], ids=lambda f: type(f).__name__)
+@pytest.mark.parametrize("readout", ["state", "rate"])
+@pytest.mark.parametrize("activation", ["tanh", "softplus", "logistic", "relu"])
+def test_hand_written_bptt_equals_autodiff(getkey, forcing, readout, activation):
+    """The fast reverse pass for the leaky RNN equals plain autodiff (its oracle), with process
+    noise, padding weights and every regulariser on."""
+    task = ef.tasks.DelayedXOR(delay=3, pulse=2)
+    cell = ef.models.LeakyRNN(task.n_in, 6, task.n_out, key=getkey(), tau=2.0, readout=readout,
+                              activation=activation, trainable=("W_rec", "W_in", "b", "W_out", "b_out"))
+    cell = eqx.tree_at(lambda c: c.W_out, cell, cell.W_out * 20)
+    trials = ef.tasks.sample_batch(task, 3, key=getkey())
+    trials = trials._replace(info=dict(trials.info, weight=jnp.array([1.0, 1.0, 0.0])))
+    objective = Objective(rate_reg=1e-2, readout_reg=1e-2, noise_std=0.1)
+    key = getkey()
+    l1, g1, _ = BPTT().value_and_grad(cell, forcing, trials, key=key, objective=objective)
+    l2, g2, _ = BPTT(fast=False).value_and_grad(cell, forcing, trials, key=key, objective=objective)
+    np.testing.assert_allclose(l1, l2, rtol=1e-12)
+    for field in ("W_rec", "W_in", "b", "W_out", "b_out"):
+        np.testing.assert_allclose(getattr(g1, field), getattr(g2, field), rtol=1e-9, atol=1e-12, err_msg=field)

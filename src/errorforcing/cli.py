@@ -231,6 +231,9 @@ def _print_table(settings: list[dict], title: str, label: bool = False) -> None:
     Console().print(table)
 
 
+from ._cli_experiments import register as _register_experiments; _register_experiments(app)  # noqa: E402, E702
+
+
 def main(argv: list[str] | None = None) -> int:
     from typer._click import exceptions as click_exceptions
 

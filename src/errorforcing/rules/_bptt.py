@@ -7,6 +7,7 @@ import jax
 
 from ..forcing import process_noise, rollout
 from ._base import AbstractLearningRule
+from ._leaky_bptt import leaky_bptt, supports_fast_path
 from ._loss import Objective
 
 
@@ -15,13 +16,19 @@ class BPTT(AbstractLearningRule):
 
     Corrections are differentiated or stopped as the forcing method says. `checkpoint=True`
     recomputes each step in the backward pass instead of storing its intermediates, bounding
-    memory at long delays.
+    memory at long delays. For the leaky RNN under no forcing or stopped additive forcing
+    (EF, Kalman EF) a hand-written reverse pass computes the same gradient faster
+    (`fast=False` forces plain autodiff, the oracle it is tested against).
     """
 
     checkpoint: bool = False
+    fast: bool = True
 
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
         noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
+        if self.fast and supports_fast_path(cell, forcing):
+            loss, grads = leaky_bptt(cell, forcing, trials, objective, noise)
+            return loss, grads, {}
 
         def loss_fn(c):
             states, outputs = jax.vmap(

@@ -36,8 +36,9 @@ class AbstractTraceRule(AbstractLearningRule):
 
     Forcing: traces run on the forced trajectory h̃. After the forcing they are scaled by
     κ_t = diag(∂h̃_t/∂h_t): 1 for additive stopped corrections (error, Kalman, feedback forcing,
-    causal or not), (1 - c_t) for teacher forcing (its correction's dependence on W⁺ — a
-    non-local path to W_out — is not followed), 0 on units Williams-Zipser forcing replaces.
+    causal or not) and (1 - c_t) for teacher forcing, whose correction's dependence on W⁺ (a
+    non-local path to W_out) is not followed. Corrections whose gradient flows keep only the
+    diagonal of their Jacobian, like the recurrence.
 
     `online=True` changes the weights by -lr · (that step's update, summed over the batch,
     masked by `cell.mask_grads`) at every step, traces carried across the changing weights;

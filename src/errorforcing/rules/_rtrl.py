@@ -67,10 +67,9 @@ class RTRL(AbstractLearningRule):
             diff, _ = carry.split(forcing.init(c))
             return ravel_pytree((c.init_state(), diff))[0]
 
-        s0 = initial_state(theta0)
-        _, unravel_s = ravel_pytree((cell.init_state(), carry.split(forcing.init(cell))[0]))
+        diff0, other0 = carry.split(forcing.init(cell))
+        s0, unravel_s = ravel_pytree((cell.init_state(), diff0))
         M0 = jax.jacrev(initial_state)(theta0)
-        _, other0 = carry.split(forcing.init(cell))
         S = s0.shape[0]
 
         def step_fn(theta, s, other, x, target, m, xi, rate_scale):
@@ -143,6 +142,8 @@ class _CarryLayout:
 
         eqx.filter_eval_shape(probe, cell, cell.init_state(), carry0, trials.inputs[0, 0], trials.targets[0, 0],
                               trials.mask[0, 0])
+        if len(kinds) != len(leaves):
+            raise RuntimeError(f"could not trace one step of {type(forcing).__name__} to sort its carry")
         self.diff_idx = [i for i, k in enumerate(kinds) if k == "diff"]
         self.other_idx = [i for i, k in enumerate(kinds) if k == "other"]
         self.has_const = "const" in kinds

@@ -4,6 +4,11 @@ Contract (DESIGN.md): table `runs` (run_id, created, config JSON, status running
 and table `members` (one row per ensemble member, with its learning curves as JSON). A run's
 members and its `done` status are written in one transaction, so a killed process never
 leaves a run marked done without its members.
+
+Sweeps add two tables: `sweeps` (one row per sweep spec run into this directory: its TOML
+text and the driver that last ran it) and `jobs` (the planned ensemble jobs; a job's
+`job_id` is the `run_id` of the run that executes it, and its timing is written in the same
+transaction as the run's members).
 """
 
 from __future__ import annotations
@@ -42,6 +47,23 @@ CREATE TABLE IF NOT EXISTS members (
     curves             TEXT NOT NULL,
     PRIMARY KEY (run_id, member)
 );
+CREATE TABLE IF NOT EXISTS sweeps (
+    name    TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    spec    TEXT NOT NULL,
+    started TEXT NOT NULL,
+    driver  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id    TEXT PRIMARY KEY,
+    sweep     TEXT NOT NULL,
+    position  INTEGER NOT NULL,
+    label     TEXT NOT NULL,
+    n_members INTEGER NOT NULL,
+    cost      REAL NOT NULL,
+    seconds   REAL,
+    finished  TEXT
+);
 """
 
 MEMBER_COLUMNS = ("run_id", "member", "seed", "task", "rule", "forcing", "alpha", "lr", "converged",
@@ -76,18 +98,39 @@ class RunStore:
             db.close()
 
     # ----- writes -----
-    def begin_run(self, run_id: str, config_json: str) -> None:
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    def begin_run(self, run_id: str, config_json: str, *, restart: bool = False) -> None:
+        """Record a run as `running`. `restart=True` lets a sweep take over the row of an
+        earlier attempt that was interrupted or failed (never one that is done)."""
+        created = _now()
         with self._connect() as db:
+            if restart:
+                stale = "run_id = ? AND run_id IN (SELECT run_id FROM runs WHERE status != 'done')"
+                db.execute(f"DELETE FROM members WHERE {stale}", (run_id,))
+                db.execute(f"DELETE FROM runs WHERE {stale}", (run_id,))
             db.execute("INSERT INTO runs VALUES (?, ?, ?, 'running')", (run_id, created, config_json))
 
-    def finish_run(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+    def finish_run(self, run_id: str, rows: list[dict[str, Any]], *, seconds: float | None = None) -> None:
+        """The run's members and its `done` status in one transaction (and, for a sweep's job,
+        how long it computed)."""
         with self._connect() as db:
             db.execute("DELETE FROM members WHERE run_id = ?", (run_id,))
             db.executemany(
                 f"INSERT INTO members ({', '.join(MEMBER_COLUMNS)}) VALUES ({', '.join('?' * len(MEMBER_COLUMNS))})",
                 [tuple(row.get(c) for c in MEMBER_COLUMNS) for row in rows])
             db.execute("UPDATE runs SET status = 'done' WHERE run_id = ?", (run_id,))
+            db.execute("UPDATE jobs SET seconds = ?, finished = ? WHERE job_id = ?", (seconds, _now(), run_id))
+
+    def add_sweep(self, name: str, spec: str, driver: str, jobs: list[dict[str, Any]]) -> None:
+        """Record a sweep's spec and planned jobs (`job_id`, `position`, `label`, `n_members`,
+        `cost`); a job planned before keeps its row and timing."""
+        now = _now()
+        with self._connect() as db:
+            db.execute("INSERT INTO sweeps VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                       "spec = excluded.spec, started = excluded.started, driver = excluded.driver",
+                       (name, now, spec, now, driver))
+            db.executemany("INSERT OR IGNORE INTO jobs (job_id, sweep, position, label, n_members, cost) "
+                           "VALUES (:job_id, :sweep, :position, :label, :n_members, :cost)",
+                           [j | {"sweep": name} for j in jobs])
 
     def fail_run(self, run_id: str) -> None:
         with self._connect() as db:
@@ -102,6 +145,15 @@ class RunStore:
         tmp = path.with_suffix(".eqx.tmp")
         eqx.tree_serialise_leaves(tmp, cells)
         tmp.replace(path)  # atomic: a reader never sees half a file
+        return path
+
+    def save_params_bytes(self, run_id: str, data: bytes) -> Path:
+        """Parameters already serialised (`eqx.tree_serialise_leaves`), e.g. by a remote worker."""
+        path = self.params_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".eqx.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
         return path
 
     def load_params(self, run_id: str, like):
@@ -126,9 +178,24 @@ class RunStore:
             r["curves"] = json.loads(r["curves"])
         return rows
 
+    def sweeps(self) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            return [dict(r) for r in db.execute("SELECT * FROM sweeps ORDER BY created, name")]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every planned job with the status of its run (`pending` if it never started)."""
+        with self._connect() as db:
+            return [dict(r) for r in db.execute(
+                "SELECT j.*, coalesce(r.status, 'pending') AS status FROM jobs j "
+                "LEFT JOIN runs r ON r.run_id = j.job_id ORDER BY j.sweep, j.position")]
+
     def config(self, run_id: str) -> dict[str, Any]:
         with self._connect() as db:
             row = db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise KeyError(f"no run {run_id!r} in {self.path}")
         return json.loads(row["config"])
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,231 @@
+"""CLI commands for experiments at scale: sweep, status, report, export, reproduce.
+
+`register(app)` adds them to the typer app of `errorforcing.cli`. Errors are raised as that
+module's `BadInput` (one line on stderr, exit code 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Optional
+
+import typer
+
+
+def _owner(app: typer.Typer) -> ModuleType:
+    # Under `python -m errorforcing.cli` the app lives in `__main__`, a second copy of the cli
+    # module: errors must be that copy's BadInput for its main() to catch them.
+    for module in list(sys.modules.values()):
+        if getattr(module, "app", None) is app and hasattr(module, "BadInput"):
+            return module
+    from . import cli
+
+    return cli
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def register(app: typer.Typer) -> None:
+    cli = _owner(app)
+    fail = cli._fail
+    JsonOpt = typer.Option(False, "--json", help="print a machine-readable summary on stdout")
+    ExecutorOpt = typer.Option("local", "--executor", help="local (this machine) or ray (a Ray cluster)")
+    WorkersOpt = typer.Option(1, "--workers", help="local executor: worker processes (1 = in this process)")
+    AddressOpt = typer.Option(None, "--address", help="ray executor: HOST:PORT of a running Ray head "
+                              "(default: start a local Ray instance)")
+
+    def executor_for(kind: str, workers: int, address: Optional[str]):
+        from .experiments._executors import make_executor
+
+        if kind not in ("local", "ray"):
+            fail(f"--executor: unknown executor {kind!r}; choose local or ray")
+        if workers < 1:
+            fail(f"--workers: must be >= 1, got {workers}")
+        if kind == "local" and address:
+            fail("--address: only for --executor ray")
+        if kind == "ray":
+            if workers != 1:
+                fail("--workers: only for --executor local (Ray uses the cluster's CPUs)")
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                fail("--executor: ray needs Ray, which is not installed (pip install 'errorforcing[ray]')")
+        return make_executor(kind, workers=workers, address=address)
+
+    def plan_for(spec_file: Path):
+        from .experiments._sweep import SpecError, expand, load_spec
+
+        try:
+            return expand(load_spec(spec_file))
+        except SpecError as e:
+            fail(str(e))
+
+    def open_store(directory: Path):
+        from .store import RunStore
+
+        if not (Path(directory) / "runs.sqlite").exists():
+            fail(f"DIR: no results store at {Path(directory) / 'runs.sqlite'}")
+        return RunStore(directory, create=False)
+
+    @app.command()
+    def sweep(
+        spec: Path = typer.Argument(..., help="sweep spec (TOML): base, grid, zip, seeds"),
+        out: Optional[str] = typer.Option(None, "--out", help=f"results directory (default ./{cli.DEFAULT_OUT})"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print the job table; run and write nothing"),
+        executor: str = ExecutorOpt, workers: int = WorkersOpt, address: Optional[str] = AddressOpt,
+        json_out: bool = JsonOpt,
+    ):
+        """Run a sweep: every job not already done in OUT (rerun to resume after a crash)."""
+        plan = plan_for(spec)
+        out_dir = Path(out or cli.DEFAULT_OUT)
+        if dry_run:
+            _print_plan(plan, out_dir, json_out)
+            return
+        runner = executor_for(executor, workers, address)
+        from .experiments._driver import run_sweep
+
+        outcome = run_sweep(plan, out_dir, executor=runner, progress=True)
+        if json_out:
+            print(json.dumps(outcome.as_dict() | {"out": str(out_dir)}))
+        else:
+            print(f"sweep {outcome.name}: {outcome.jobs} jobs, {outcome.already_done} already done, "
+                  f"{outcome.finished} finished now, {len(outcome.failed)} failed → {out_dir}")
+        if outcome.failed:
+            raise SystemExit(1)
+
+    @app.command()
+    def status(directory: Path = typer.Argument(..., metavar="DIR", help="results directory"),
+               json_out: bool = JsonOpt):
+        """Jobs done/running/failed/pending per sweep, and an ETA."""
+        from .experiments._status import sweep_status
+
+        state = sweep_status(open_store(directory))
+        if json_out:
+            print(json.dumps(state))
+            return
+        _print_status(state)
+
+    @app.command()
+    def report(directory: Path = typer.Argument(..., metavar="DIR", help="results directory"),
+               out: Optional[Path] = typer.Option(None, "--out", help="where to write (default DIR/report)"),
+               json_out: bool = JsonOpt):
+        """Figures (PNG and SVG), tables and a static report.html of the finished runs."""
+        open_store(directory)
+        from .plotting import write_report
+
+        try:
+            result = write_report(directory, out=out)
+        except ValueError as e:
+            fail(str(e))
+        if json_out:
+            print(json.dumps({"html": str(result.html),
+                              "figures": {k: [str(p) for p in v] for k, v in result.figures.items()}}))
+        else:
+            print(f"report: {result.html}")
+
+    @app.command()
+    def export(directory: Path = typer.Argument(..., metavar="DIR", help="results directory"),
+               csv: bool = typer.Option(False, "--csv", help="write CSV"),
+               parquet: bool = typer.Option(False, "--parquet", help="write Parquet (needs pyarrow)"),
+               out: Optional[Path] = typer.Option(None, "--out", help="output file (default DIR/members.csv|parquet)")):
+        """One row per member of every finished run, with its run's config, as CSV or Parquet."""
+        if csv == parquet:
+            fail("--csv/--parquet: give exactly one of them")
+        fmt = "csv" if csv else "parquet"
+        if fmt == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                fail("--parquet: needs pyarrow, which is not installed (pip install pyarrow); --csv needs nothing")
+        store = open_store(directory)
+        from .store import export as write
+
+        print(write(store, out or Path(directory) / f"members.{fmt}", fmt))
+
+    @app.command()
+    def reproduce(
+        name: str = typer.Argument(..., help="ef-fig2, ef-fig3, liu-gain, wz-oscillators, ..."),
+        quick: bool = typer.Option(False, "--quick", help="fewer seeds, shorter delays, fewer epochs "
+                                   "(about 20 minutes on 2 cores); the figures say so"),
+        out: Optional[str] = typer.Option(None, "--out", help=f"results directory (default ./{cli.DEFAULT_OUT}/NAME)"),
+        executor: str = ExecutorOpt, workers: int = WorkersOpt, address: Optional[str] = AddressOpt,
+        json_out: bool = JsonOpt,
+    ):
+        """Reproduce a paper's figure: its sweeps, then the report (rerun to resume)."""
+        from .experiments._reproduce import REPRODUCTIONS, reproduce as run_reproduction
+
+        if name not in REPRODUCTIONS:
+            fail(f"NAME: unknown reproduction {name!r}; choose one of: {', '.join(sorted(REPRODUCTIONS))}")
+        runner = executor_for(executor, workers, address)
+        out_dir = Path(out or Path(cli.DEFAULT_OUT) / name)
+        result = run_reproduction(name, out_dir, quick=quick, executor=runner, progress=True,
+                                  echo=lambda line: print(line, file=sys.stderr))
+        failed = [f for o in result.outcomes for f in o.failed]
+        if json_out:
+            print(json.dumps({"name": name, "quick": quick, "out": str(out_dir), "skipped": result.skipped,
+                              "sweeps": [o.as_dict() for o in result.outcomes],
+                              "report": str(result.report) if result.report else None}))
+        else:
+            print(f"{name}{' (quick)' if quick else ''} → {out_dir}; report: {result.report or '—'}")
+        if failed:
+            raise SystemExit(1)
+
+
+def _print_plan(plan, out_dir: Path, json_out: bool) -> None:
+    done: set[str] = set()
+    if (out_dir / "runs.sqlite").exists():
+        from .store import RunStore
+
+        done = {r["run_id"] for r in RunStore(out_dir, create=False).runs(status="done")}
+    total_cost = sum(j.cost for j in plan.jobs) or 1.0
+    rows: list[dict[str, Any]] = [
+        {"position": j.position, "job_id": j.job_id, "label": j.label, "members": j.n_members,
+         "ensemble": j.members_label, "share": j.cost / total_cost,
+         "status": "done" if j.job_id in done else "pending"} for j in plan.jobs]
+    if json_out:
+        print(json.dumps({"name": plan.spec.name, "jobs": rows}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sweep {plan.spec.name}: {len(rows)} jobs, {sum(r['members'] for r in rows)} members "
+                        f"(dry run, nothing written)")
+    for col in ("#", "job", "setting", "ensemble", "members", "cost share", "status"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["position"]), r["job_id"], r["label"], r["ensemble"], str(r["members"]),
+                      f"{100 * r['share']:.1f} %", r["status"])
+    Console(width=200).print(table)
+
+
+def _print_status(state: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="sweeps")
+    for col in ("sweep", "jobs", "done", "running", "failed", "pending", "members done", "driver", "ETA"):
+        table.add_column(col)
+    for s in state["sweeps"]:
+        alive = {True: "running", False: "stopped", None: "elsewhere"}[s["driver_alive"]]
+        table.add_row(s["name"], str(s["jobs"]), str(s["done"]), str(s["running"]), str(s["failed"]),
+                      str(s["pending"]), str(s["members_done"]), f"{s['driver']} ({alive})",
+                      _fmt_seconds(s["eta_seconds"]))
+    t = state["total"]
+    table.add_row("total", str(t["jobs"]), str(t["done"]), str(t["running"]), str(t["failed"]), str(t["pending"]),
+                  str(t["members_done"]), "", _fmt_seconds(t["eta_seconds"]))
+    console = Console(width=160)
+    console.print(table)
+    other = state["other_runs"]
+    if any(other.values()):
+        console.print(f"runs outside sweeps: {other['done']} done, {other['running']} running, {other['failed']} failed")
+    if any(s["driver_alive"] is False and (s["running"] or s["pending"]) for s in state["sweeps"]):
+        console.print("a sweep was interrupted: run `errorforcing sweep SPEC --out DIR` again to resume")

@@ -1,0 +1,257 @@
+"""RTRL equals BPTT under every forcing (float64, tight); the Williams-Zipser network and its
+teacher forcing; real-time (online) RTRL against a step-by-step gradient-descent reference."""
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from errorforcing.forcing import (ErrorForcing, FeedbackForcing, KalmanErrorForcing, NoForcing, TeacherForcing,
+                                  WilliamsZipserTeacherForcing, rollout)
+from errorforcing.models import LeakyRNN, WilliamsZipserNet
+from errorforcing.rules import BPTT, RTRL, Objective
+from errorforcing.tasks import Trials
+
+N, N_IN, N_OUT, BATCH, T = 5, 2, 2, 3, 8
+ALL = ("W_rec", "W_in", "b", "W_out", "b_out")
+OBJECTIVE = Objective(rate_reg=1e-2, readout_reg=1e-2, noise_std=0.05)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compile():
+    """These tests compile many tiny programs: XLA's optimisations cost more than they save."""
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)
+
+
+def make_cell(key, readout="state", trainable=ALL, **kwargs) -> LeakyRNN:
+    k_cell, k_out, k_b = jax.random.split(key, 3)
+    cell = LeakyRNN(N_IN, N, N_OUT, key=k_cell, tau=3.0, readout=readout, trainable=trainable, **kwargs)
+    # a readout and biases large enough that forcing, b and b_out matter
+    return eqx.tree_at(lambda c: (c.W_out, c.b, c.b_out), cell,
+                       (0.5 * jax.random.normal(k_out, (N_OUT, N)), 0.1 * jax.random.normal(k_b, (N,)),
+                        jnp.array([0.1, -0.2])))
+
+
+def make_trials(key, batch=BATCH, steps=T, n_in=N_IN, n_out=N_OUT, targets=None) -> Trials:
+    k_x, k_y, k_m = jax.random.split(key, 3)
+    y = jax.random.normal(k_y, (batch, steps, n_out)) if targets is None else targets(k_y, (batch, steps, n_out))
+    return Trials(jax.random.normal(k_x, (batch, steps, n_in)), y,
+                  jax.random.bernoulli(k_m, 0.6, (batch, steps, n_out)).astype(jnp.float64), {})
+
+
+def assert_trees_close(a, b, rtol=1e-6):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * 1e-4 * float(jnp.max(jnp.abs(y)) + 1e-300))
+
+
+def wz_problem():
+    cell = WilliamsZipserNet(N_IN, 4, N_OUT, key=jax.random.key(11), init_scale=1.0)
+    trials = make_trials(jax.random.key(12), targets=lambda k, s: jax.random.uniform(k, s))
+    return cell, trials
+
+
+# (cell readout, forcing, objective) -> RTRL must equal BPTT. The jitted ensemble table in
+# test_rules.py covers the state readout with the reference forcings; these add the rate
+# readout, the non-default gradient options and the Williams-Zipser network.
+LEAKY_CASES = {
+    "rate-none": ("rate", NoForcing()),
+    "rate-tf": ("rate", TeacherForcing(alpha=0.6)),
+    "rate-tf-stopped": ("rate", TeacherForcing(alpha=0.6, stop_gradient=True)),
+    "rate-ef-causal-flowing": ("rate", ErrorForcing(alpha=0.7, causal=True, stop_gradient=False)),
+    "rate-kalman-flowing": ("rate", KalmanErrorForcing(alpha=0.8, ratio=0.3, stop_gradient=False)),
+    "state-tf-stopped": ("state", TeacherForcing(alpha=1.0, stop_gradient=True)),
+    "state-ef-flowing": ("state", ErrorForcing(alpha=0.5, stop_gradient=False)),
+    "state-feedback-causal": ("state", "feedback-causal"),
+}
+WZ_CASES = {
+    "wz-none": NoForcing(),
+    "wz-tf": WilliamsZipserTeacherForcing(),
+    "wz-tf-partial": WilliamsZipserTeacherForcing(alpha=0.5),
+}
+
+
+@functools.cache
+def equality_table():
+    """{case: ((rtrl loss, rtrl grads), (bptt loss, bptt grads))}, all in one compiled program."""
+    cells = {r: make_cell(jax.random.key(1), readout=r) for r in ("state", "rate")}
+    trials = make_trials(jax.random.key(2))
+    wz_cell, wz_trials = wz_problem()
+    key = jax.random.key(3)
+
+    @eqx.filter_jit
+    def table(cells, wz_cell):
+        out = {}
+        for name, (readout, forcing) in LEAKY_CASES.items():
+            cell = cells[readout]
+            if forcing == "feedback-causal":
+                forcing = FeedbackForcing.random(cell, key=jax.random.key(4), alpha=0.9, causal=True)
+            out[name] = [rule.value_and_grad(cell, forcing, trials, key=key, objective=OBJECTIVE)[:2]
+                         for rule in (RTRL(), BPTT())]
+        for name, forcing in WZ_CASES.items():
+            out[name] = [rule.value_and_grad(wz_cell, forcing, wz_trials, key=key, objective=Objective())[:2]
+                         for rule in (RTRL(), BPTT())]
+        # default trainable fields (W_in frozen) and a sparse W_rec
+        sparse = make_cell(jax.random.key(5), trainable=("W_rec", "b", "W_out", "b_out"), density=0.6)
+        out["sparse-default-trainable"] = [
+            rule.value_and_grad(sparse, ErrorForcing(alpha=0.5), trials, key=key, objective=OBJECTIVE)[:2]
+            for rule in (RTRL(), BPTT())]
+        return out
+
+    return table(cells, wz_cell)
+
+
+@pytest.mark.parametrize("case", [*LEAKY_CASES, *WZ_CASES])
+def test_rtrl_equals_bptt(case):
+    (loss, grads), (ref_loss, ref_grads) = equality_table()[case]
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-10)
+    assert_trees_close(grads, ref_grads, rtol=1e-6)
+    assert float(jnp.max(jnp.abs(jax.tree.leaves(grads)[0]))) > 1e-8
+
+
+def test_rtrl_tracks_only_trainable_fields():
+    (loss, grads), (ref_loss, ref_grads) = equality_table()["sparse-default-trainable"]
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-10)
+    assert jax.tree.structure(grads) == jax.tree.structure(ref_grads)
+    for f in ("W_rec", "b", "W_out", "b_out"):
+        np.testing.assert_allclose(getattr(grads, f), getattr(ref_grads, f), rtol=1e-6, atol=1e-14)
+    assert not np.any(grads.W_in)  # frozen: zero, not tracked
+
+
+# ----- Williams-Zipser network and teacher forcing -----
+
+
+def test_williams_zipser_net_step_and_readout(getkey):
+    cell = WilliamsZipserNet(3, 4, 2, key=getkey(), init_scale=0.1)
+    assert cell.W.shape == (4, 3 + 1 + 4) and cell.n_rec == 4 and cell.n_in == 3
+    assert float(jnp.max(jnp.abs(cell.W))) <= 0.1
+    h, x = jax.random.uniform(getkey(), (4,)), jax.random.normal(getkey(), (3,))
+    z = np.concatenate([x, [1.0], h])
+    np.testing.assert_allclose(cell(h, x), 1 / (1 + np.exp(-(np.asarray(cell.W) @ z))), rtol=1e-12)
+    np.testing.assert_array_equal(cell.readout(h), h[:2])
+    with pytest.raises(ValueError, match="n_out"):
+        WilliamsZipserNet(3, 2, 4, key=getkey())
+
+
+def test_williams_zipser_teacher_forcing_replaces_output_units():
+    cell, trials = wz_problem()
+    forced, outputs = jax.vmap(lambda x, y, m: rollout(cell, WilliamsZipserTeacherForcing(), x, y, m))(
+        trials.inputs, trials.targets, trials.mask)
+    free, free_out = jax.vmap(lambda x, y, m: rollout(cell, NoForcing(), x, y, m))(
+        trials.inputs, trials.targets, trials.mask)
+    on = trials.mask > 0
+    np.testing.assert_array_equal(np.where(on, forced[..., :N_OUT], 0.0), np.where(on, trials.targets, 0.0))
+    # the first step is unforced before the forcing acts; afterwards the trajectories differ
+    np.testing.assert_array_equal(outputs[:, 0], free_out[:, 0])
+    assert not np.allclose(forced[..., N_OUT:], free[..., N_OUT:])
+    # α = 0 is no forcing, bit for bit
+    zero, _ = jax.vmap(lambda x, y, m: rollout(cell, WilliamsZipserTeacherForcing(alpha=0.0), x, y, m))(
+        trials.inputs, trials.targets, trials.mask)
+    np.testing.assert_array_equal(zero, free)
+
+
+def test_williams_zipser_forcing_gives_forced_units_no_gradient():
+    """With every output unit forced at step t, nothing before t reaches the loss after t
+    through those units; with all units forced (n_out = n), the gradient of a late loss
+    term only sees the last step (eq. 2.19: the forced units' sensitivities are zero)."""
+    cell = WilliamsZipserNet(N_IN, 3, 3, key=jax.random.key(13), init_scale=1.0)
+    trials = make_trials(jax.random.key(14), n_out=3, targets=lambda k, s: jax.random.uniform(k, s))
+    trials = trials._replace(mask=jnp.ones_like(trials.mask))
+    forcing = WilliamsZipserTeacherForcing()
+    loss, grads, _ = eqx.filter_jit(RTRL().value_and_grad)(cell, forcing, trials, key=jax.random.key(0),
+                                                           objective=Objective(0, 0))
+    # every unit is replaced each step, so each step's loss is a function of (target_{t-1}, x_t) only
+    prev = jnp.concatenate([jnp.zeros_like(trials.targets[:, :1]), trials.targets[:, :-1]], axis=1)
+
+    def one_step_loss(W):
+        c = eqx.tree_at(lambda c: c.W, cell, W)
+        y = jax.vmap(jax.vmap(c))(prev, trials.inputs)
+        return jnp.sum((y - trials.targets) ** 2) / jnp.sum(trials.mask)
+
+    np.testing.assert_allclose(grads.W, jax.grad(one_step_loss)(cell.W), rtol=1e-10)
+
+
+def test_williams_zipser_forcing_needs_unit_outputs(getkey):
+    with pytest.raises(TypeError, match="units"):
+        WilliamsZipserTeacherForcing().init(make_cell(getkey()))
+
+
+# ----- real-time (online) RTRL -----
+
+
+def test_online_rtrl_is_stepwise_gradient_descent(getkey):
+    """θ_{t+1} = θ_t - lr g_t with g_t = Σ_{s≤t} ∂ℓ_t/∂θ_s: the step-t loss differentiated with
+    respect to the weights each earlier step actually used (what M accumulates)."""
+    batch, steps, lr = 2, 3, 0.5
+    cell, trials = make_cell(getkey(), readout="rate"), make_trials(getkey(), batch=batch, steps=steps)
+    forcing = ErrorForcing(alpha=0.5)
+    objective = Objective(rate_reg=1e-2, readout_reg=1e-2)
+    run = eqx.filter_jit(lambda rule: rule.value_and_grad(cell, forcing, trials, key=getkey(), objective=objective)[:2])
+    loss, grads = run(RTRL(online=True, lr=lr))
+    offline_loss, _ = run(RTRL())
+
+    params, rest = eqx.partition(cell, eqx.is_inexact_array)
+    n_mask = jnp.sum(trials.mask)
+    rate = objective.rate_reg / (steps * N * batch)
+
+    def step_losses(thetas):
+        h, losses = jnp.zeros((batch, N)), []
+        for t, theta in enumerate(thetas):
+            c = eqx.combine(theta, rest)
+
+            def one(h_prev, x, target, m):
+                h = c(h_prev, x)
+                y = c.readout(h)
+                h_forced, _ = forcing(h, y, target, m, c, forcing.init(c))
+                return h_forced, jnp.sum(m * (y - target) ** 2) / n_mask + rate * jnp.sum(h_forced**2)
+
+            h, per_trial = jax.vmap(one)(h, trials.inputs[:, t], trials.targets[:, t], trials.mask[:, t])
+            penalty = objective.readout_reg * (1 - jnp.linalg.norm(c.W_out)) ** 2
+            losses.append(jnp.sum(per_trial) + penalty / steps)
+        return losses
+
+    @jax.jit
+    def reference(params):
+        add = lambda *trees: jax.tree.map(lambda *x: sum(x), *trees)
+        thetas, total = [params] * steps, jax.tree.map(jnp.zeros_like, params)
+        for t in range(steps):
+            g = add(*jax.grad(lambda ths: step_losses(ths)[t])(thetas))
+            total = add(total, g)
+            thetas = thetas[: t + 1] + [jax.tree.map(lambda p, d: p - lr * d, thetas[t], g)] * (steps - t - 1)
+        return sum(step_losses(thetas)), total
+
+    ref_loss, ref_grads = reference(params)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-10)
+    assert_trees_close(grads, ref_grads, rtol=1e-8)
+    assert abs(float(loss - offline_loss)) > 1e-3 * abs(float(offline_loss))  # the weights did change
+
+
+def test_online_rtrl_with_small_rate_tracks_offline(getkey):
+    cell, trials, key = make_cell(getkey()), make_trials(getkey()), getkey()
+    forcing = ErrorForcing(alpha=0.5, causal=True)
+
+    @eqx.filter_jit
+    def online_and_offline(lrs):
+        online = jax.vmap(lambda lr: RTRL(online=True, lr=lr).value_and_grad(
+            cell, forcing, trials, key=key, objective=OBJECTIVE)[:2])(lrs)
+        return online, RTRL().value_and_grad(cell, forcing, trials, key=key, objective=OBJECTIVE)[:2]
+
+    (losses, grads), (loss, offline) = online_and_offline(jnp.array([0.0, 1e-6, 2e-6]))
+    flat = lambda g: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(g)])
+    g_on, g_off = jax.vmap(flat)(grads), flat(offline)
+    np.testing.assert_allclose(g_on[0], g_off, rtol=1e-12, atol=1e-15)  # lr = 0 is offline RTRL
+    np.testing.assert_allclose(losses[0], loss, rtol=1e-12)
+    d1, d2 = (float(jnp.linalg.norm(g_on[i] - g_off)) for i in (1, 2))
+    assert 0 < d1 < 1e-4 * float(jnp.linalg.norm(g_off))
+    np.testing.assert_allclose(d2 / d1, 2.0, rtol=1e-3)  # the deviation is first order in lr
+
+
+def test_online_rtrl_needs_a_learning_rate():
+    with pytest.raises(ValueError, match="learning rate"):
+        RTRL(online=True)
