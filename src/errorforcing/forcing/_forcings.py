@@ -37,6 +37,9 @@ class TeacherForcing(AbstractForcing):
 
     def init(self, cell):
         require_linear_readout(cell, self)
+        if not getattr(cell, "supports_teacher_forcing", True):
+            raise TypeError(f"TeacherForcing does not work with {type(cell).__name__}: it would overwrite "
+                            "the cell memory; use ErrorForcing or KalmanErrorForcing")
         return readout_pinv(cell.W_out, self.eps)
 
     def __call__(self, h, y, target, mask, cell, carry):
