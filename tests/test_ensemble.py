@@ -15,7 +15,7 @@ def _trainer(members, epochs=3, data="fresh"):
     schedule = Schedule(epochs=epochs, batch_size=16, train_trials=40, val_trials=8, data=data,
                         dataset_size=50, threshold=1e-9)
     return EnsembleTrainer(task, lambda k: ef.models.LeakyRNN(3, 12, 1, key=k),
-                           lambda a: ef.forcing.ErrorForcing(alpha=a), ef.rules.BPTT(), optax.adam,
+                           lambda a, cell, key: ef.forcing.ErrorForcing(alpha=a), ef.rules.BPTT(), optax.adam,
                            members, schedule)
 
 

@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
             print(f"sweep {outcome.name}: {outcome.jobs} jobs, {outcome.already_done} already done, "
                   f"{outcome.finished} finished now, {len(outcome.failed)} failed → {out_dir}")
         if outcome.failed:
-            raise SystemExit(1)
+            raise typer.Exit(1)
 
     @app.command()
     def status(directory: Path = typer.Argument(..., metavar="DIR", help="results directory"),
@@ -177,7 +177,7 @@ def register(app: typer.Typer) -> None:
         else:
             print(f"{name}{' (quick)' if quick else ''} → {out_dir}; report: {result.report or '—'}")
         if failed:
-            raise SystemExit(1)
+            raise typer.Exit(1)
 
 
 def _print_plan(plan, out_dir: Path, json_out: bool) -> None:

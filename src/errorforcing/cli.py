@@ -69,8 +69,11 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any]):
 
 
 def _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain, out, data,
-                      checkpoint, threshold, noise, readout, activation, clip) -> dict[str, Any]:
+                      checkpoint, threshold, noise, readout, activation, clip, model=None, feedback=None,
+                      online=None, online_lr=None, truncation=None, log_alignment=None) -> dict[str, Any]:
     return {
+        "model.kind": model, "rule.feedback": feedback, "rule.online": online, "rule.online_lr": online_lr,
+        "rule.truncation": truncation, "rule.log_alignment": log_alignment,
         "task.name": task, "task.delay": delay, "task.shift": shift, "rule.kind": rule,
         "seeds": seeds, "seed": seed, "epochs": epochs, "optim.lr": _floats(lr, "lr"), "batch": batch,
         "model.hidden": hidden, "model.gain": gain, "out": out, "data": data,
@@ -83,7 +86,7 @@ def _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, 
 TaskOpt = typer.Option(None, "--task", help="task name (see `errorforcing tasks`)")
 DelayOpt = typer.Option(None, "--delay", help="delay in steps (delayed-xor, evidence-integration)")
 ShiftOpt = typer.Option(None, "--shift", help="period shift (sine)")
-RuleOpt = typer.Option(None, "--rule", help="learning rule: bptt, ...")
+RuleOpt = typer.Option(None, "--rule", help="learning rule: bptt, tbptt, rtrl, eprop, rflo")
 SeedsOpt = typer.Option(None, "--seeds", help="number of seeds (ensemble members per α)")
 SeedOpt = typer.Option(None, "--seed", help="first seed")
 EpochsOpt = typer.Option(None, "--epochs", help="epoch budget")
@@ -100,6 +103,13 @@ ReadoutOpt = typer.Option(None, "--readout", help="state or rate")
 ActOpt = typer.Option(None, "--activation", help="tanh, relu, softplus, identity, logistic")
 ClipOpt = typer.Option(None, "--clip", help="gradient-norm clipping")
 ConfigOpt = typer.Option(None, "--config", help="TOML config file; flags override it")
+ModelOpt = typer.Option(None, "--model", help="leaky (default), gru, lstm, williams-zipser")
+FeedbackOpt = typer.Option(None, "--feedback", help="e-prop/RFLO learning signal: symmetric (W_outᵀ) or random")
+OnlineOpt = typer.Option(None, "--online/--offline", help="apply updates at every step (RTRL, e-prop, RFLO)")
+OnlineLrOpt = typer.Option(None, "--online-lr", help="per-step learning rate of --online rules")
+TruncOpt = typer.Option(None, "--truncation", help="k of truncated BPTT (--rule tbptt)")
+AlignOpt = typer.Option(None, "--log-alignment/--no-log-alignment",
+                        help="record cos(rule gradient, exact BPTT gradient) every epoch")
 JsonOpt = typer.Option(False, "--json", help="print a machine-readable summary on stdout")
 
 
@@ -112,23 +122,28 @@ def _with_default_out(cfg):
 @app.command()
 def train(
     task: Optional[str] = TaskOpt, delay: Optional[int] = DelayOpt, shift: Optional[float] = ShiftOpt,
-    forcing: Optional[str] = typer.Option(None, "--forcing", help="none, tf, ef, kalman, ..."),
+    forcing: Optional[str] = typer.Option(None, "--forcing", help="none, tf, ef, kalman, feedback, wz-tf"),
     alpha: Optional[str] = typer.Option(None, "--alpha", help="forcing strength(s), comma-separated"),
     rule: Optional[str] = RuleOpt, seeds: Optional[int] = SeedsOpt, seed: Optional[int] = SeedOpt,
     epochs: Optional[int] = EpochsOpt, lr: Optional[str] = LrOpt, batch: Optional[int] = BatchOpt,
     hidden: Optional[int] = HiddenOpt, gain: Optional[float] = GainOpt, out: Optional[str] = OutOpt,
     data: Optional[str] = DataOpt, checkpoint: Optional[bool] = CkptOpt, threshold: Optional[float] = ThrOpt,
     noise: Optional[float] = NoiseOpt, readout: Optional[str] = ReadoutOpt, activation: Optional[str] = ActOpt,
-    clip: Optional[float] = ClipOpt,
+    clip: Optional[float] = ClipOpt, model: Optional[str] = ModelOpt, feedback: Optional[str] = FeedbackOpt,
+    online: Optional[bool] = OnlineOpt, online_lr: Optional[float] = OnlineLrOpt,
+    truncation: Optional[int] = TruncOpt, log_alignment: Optional[bool] = AlignOpt,
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Kalman EF: σ_o² / σ²"),
+    learn_feedback: Optional[bool] = typer.Option(None, "--learn-feedback/--fixed-feedback",
+                                                  help="--forcing feedback: learn F with its local rule"),
     causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="forcing uses e_{t-1}"),
     config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
 ):
     """Train one ensemble (seeds × α × lr) and record it in OUT/runs.sqlite."""
     overrides = _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain,
-                                  out, data, checkpoint, threshold, noise, readout, activation, clip)
+                                  out, data, checkpoint, threshold, noise, readout, activation, clip, model,
+                                  feedback, online, online_lr, truncation, log_alignment)
     overrides |= {"forcing.kind": forcing, "forcing.alpha": _floats(alpha, "alpha"),
-                  "forcing.ratio": ratio, "forcing.causal": causal}
+                  "forcing.ratio": ratio, "forcing.causal": causal, "forcing.learn_feedback": learn_feedback}
     cfg = _with_default_out(build_config(config, overrides))
     from .experiments import summarize, train as run_train
     from .plotting import learning_curves
@@ -154,7 +169,10 @@ def compare(
     hidden: Optional[int] = HiddenOpt, gain: Optional[float] = GainOpt, out: Optional[str] = OutOpt,
     data: Optional[str] = DataOpt, checkpoint: Optional[bool] = CkptOpt, threshold: Optional[float] = ThrOpt,
     noise: Optional[float] = NoiseOpt, readout: Optional[str] = ReadoutOpt, activation: Optional[str] = ActOpt,
-    clip: Optional[float] = ClipOpt,
+    clip: Optional[float] = ClipOpt, model: Optional[str] = ModelOpt, feedback: Optional[str] = FeedbackOpt,
+    online: Optional[bool] = OnlineOpt, online_lr: Optional[float] = OnlineLrOpt,
+    truncation: Optional[int] = TruncOpt, log_alignment: Optional[bool] = AlignOpt,
+    causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="EF uses e_{t-1} (online rules)"),
     alphas: Optional[str] = typer.Option(None, "--alphas", help="α grid for TF and EF (default 0.1,0.5,1.0)"),
     config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
 ):
@@ -162,7 +180,9 @@ def compare(
     from .experiments import COMPARE_ALPHAS, compare as run_compare
 
     overrides = _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain,
-                                  out, data, checkpoint, threshold, noise, readout, activation, clip)
+                                  out, data, checkpoint, threshold, noise, readout, activation, clip, model,
+                                  feedback, online, online_lr, truncation, log_alignment)
+    overrides["forcing.causal"] = causal
     overrides = COMPARE_DEFAULTS | {k: v for k, v in overrides.items() if v is not None}
     grid = _floats(alphas, "alphas") or list(COMPARE_ALPHAS)
     overrides["forcing.alpha"] = grid  # validated here, before anything runs or is written
@@ -238,17 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     from typer._click import exceptions as click_exceptions
 
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # a command's typer.Exit(n) comes back as n
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except click_exceptions.UsageError as e:
         print(f"error: {e.format_message()}".splitlines()[0], file=sys.stderr)
         return 2
-    except click_exceptions.Abort:
+    except typer.Abort:  # typer's vendored click has no exceptions.Abort
         print("aborted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ class ForcingConfig(_Strict):
     stop_gradient: bool | None = None  # None: the method's reference default
     causal: bool = False
     ratio: float = Field(1.0, ge=0)  # Kalman EF: σ_o² / σ²
+    learn_feedback: bool = False  # feedback forcing: learn F with its local rule
     eps: float = Field(1e-7, gt=0)
     options: dict = Field(default_factory=dict)
 
@@ -109,7 +110,15 @@ class RuleConfig(_Strict):
     truncation: int = Field(50, ge=1)
     feedback: Literal["symmetric", "random"] = "symmetric"
     online: bool = False
+    online_lr: float | None = Field(None, gt=0)  # per-step learning rate of online rules
+    log_alignment: bool = False  # record cos(rule gradient, BPTT gradient) every epoch
     options: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _online_needs_lr(self):
+        if self.online and self.online_lr is None:
+            raise ValueError("online learning needs rule.online_lr (the per-step learning rate)")
+        return self
 
     @field_validator("kind")
     @classmethod

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import time
-import traceback
 from typing import Any, Protocol, Sequence
 
 from ._sweep import Job
@@ -66,8 +65,8 @@ def _payload(job: Job) -> tuple[str, str]:
 
 
 def _error_line(exc: BaseException) -> str:
-    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return last.splitlines()[0] if last else type(exc).__name__
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 class LocalExecutor:

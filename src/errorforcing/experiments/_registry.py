@@ -32,6 +32,31 @@ TASKS: dict[str, Entry] = {
     "sine": Entry(lambda c: T.SineGeneration(**_task_kwargs(c, "shift")),
                   "two phase-shifted cosines of a cued period, T = 500",
                   "Error Forcing reference code 'Cos'"),
+    "pipelined-xor": Entry(lambda c: T.PipelinedXOR(**c.options), "XOR of two input bits from `lag` steps back",
+                           "Williams & Zipser 1989, §3"),
+    "sequence-recognition": Entry(lambda c: T.SequenceRecognition(**c.options),
+                                  "output 1 right after the first b that follows an a",
+                                  "Williams & Zipser 1989, §3"),
+    "delayed-nonmatch": Entry(lambda c: T.DelayedNonmatch(**c.options), "0 on match, 1 on mismatch with the cued bit",
+                              "Williams & Zipser 1989, §3"),
+    "parentheses": Entry(lambda c: T.BalancedParentheses(**c.options),
+                         "mimic a parenthesis-balancing Turing machine's controller",
+                         "Williams & Zipser 1989, §3"),
+    "oscillation": Entry(lambda c: T.Oscillation(**c.options), "free-running 0101…, 00110011… or a sinusoid",
+                         "Williams & Zipser 1989, §3"),
+    "romo": Entry(lambda c: T.Romo(**c.options), "parametric working memory: which of two flutters was larger",
+                  "Romo et al. 1999, as in Liu et al. / Schuessler et al. 2020"),
+    "center-out-reach": Entry(lambda c: T.CenterOutReach(**c.options),
+                              "velocity of a reach to a cued target (8 test targets, rotation option)",
+                              "Kaleb et al. 2024 (after Feulner et al.)"),
+    "perceptual-decision": Entry(lambda c: T.from_neurogym("perceptual-decision", seed=c.options.get("seed", 0),
+                                                           **{k: v for k, v in c.options.items() if k != "seed"}),
+                                 "two-alternative forced choice (neurogym PerceptualDecisionMaking-v0)",
+                                 "neurogym; Britten et al. 1992"),
+    "delay-match-sample": Entry(lambda c: T.from_neurogym("delay-match-sample", seed=c.options.get("seed", 0),
+                                                          **{k: v for k, v in c.options.items() if k != "seed"}),
+                                "delayed match to sample (neurogym DelayMatchSample-v0)",
+                                "neurogym; Miller et al. 1996"),
 }
 
 
@@ -43,6 +68,10 @@ def _leaky(cfg, task, key):
 
 MODELS: dict[str, Entry] = {
     "leaky": Entry(_leaky, "leaky rate RNN, SPEC §1.1 (Error Forcing reference model)"),
+    "gru": Entry(lambda c, task, key: M.GRU(task.n_in, c.hidden, task.n_out, key=key), "GRU baseline"),
+    "lstm": Entry(lambda c, task, key: M.LSTM(task.n_in, c.hidden, task.n_out, key=key), "LSTM baseline"),
+    "williams-zipser": Entry(lambda c, task, key: M.WilliamsZipserNet(task.n_in, c.hidden, task.n_out, key=key),
+                             "fully recurrent logistic net, outputs are units (Williams & Zipser 1989)"),
 }
 
 
@@ -50,18 +79,36 @@ def _sg(cfg, default):
     return default if cfg.stop_gradient is None else cfg.stop_gradient
 
 
+# Forcing builders take (config, alpha, cell, key): α is vmapped over members; the member's
+# cell and key let random feedback weights be drawn per member.
 FORCINGS: dict[str, Entry] = {
-    "none": Entry(lambda c, alpha: F.NoForcing(), "no forcing (plain learning)"),
-    "tf": Entry(lambda c, alpha: F.TeacherForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, False)),
+    "none": Entry(lambda c, alpha, cell, key: F.NoForcing(), "no forcing (plain learning)"),
+    "tf": Entry(lambda c, alpha, cell, key: F.TeacherForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, False)),
                 "generalized teacher forcing (Hess et al. 2023)"),
-    "ef": Entry(lambda c, alpha: F.ErrorForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, True),
-                                                causal=c.causal),
+    "ef": Entry(lambda c, alpha, cell, key: F.ErrorForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, True),
+                                                           causal=c.causal),
                 "error forcing (Sağtekin et al. 2025, eq. 4)"),
-    "kalman": Entry(lambda c, alpha: F.KalmanErrorForcing(alpha=alpha, ratio=c.ratio,
-                                                          stop_gradient=_sg(c, True), causal=c.causal),
+    "kalman": Entry(lambda c, alpha, cell, key: F.KalmanErrorForcing(alpha=alpha, ratio=c.ratio,
+                                                                     stop_gradient=_sg(c, True), causal=c.causal),
                     "stochastic (Kalman) error forcing (eq. 5)"),
+    "feedback": Entry(lambda c, alpha, cell, key: F.FeedbackForcing.random(
+                          cell, key=key, alpha=alpha, causal=c.causal, learn=c.learn_feedback,
+                          **({"learning_rate": c.options["feedback_lr"]} if "feedback_lr" in c.options else {})),
+                      "bio-plausible EF through random feedback weights F, fixed or learned"),
+    "wz-tf": Entry(lambda c, alpha, cell, key: F.WilliamsZipserTeacherForcing(alpha=alpha),
+                   "Williams-Zipser teacher forcing: output units take the target value"),
 }
+
+def _random_key(c, key):
+    return key if c.feedback == "random" else None
+
 
 RULES: dict[str, Entry] = {
     "bptt": Entry(lambda c, key: R.BPTT(checkpoint=c.checkpoint), "backpropagation through time"),
+    "tbptt": Entry(lambda c, key: R.TruncatedBPTT(c.truncation, checkpoint=c.checkpoint), "truncated BPTT(k)"),
+    "rtrl": Entry(lambda c, key: R.RTRL(online=c.online, lr=c.online_lr), "real-time recurrent learning"),
+    "eprop": Entry(lambda c, key: R.EProp(feedback=c.feedback, key=_random_key(c, key), online=c.online,
+                                          lr=c.online_lr), "e-prop (Bellec et al. 2020)"),
+    "rflo": Entry(lambda c, key: R.RFLO(feedback=c.feedback, key=_random_key(c, key), online=c.online,
+                                        lr=c.online_lr), "random-feedback local online learning (Murray 2019)"),
 }

@@ -81,10 +81,11 @@ def ef_fig3(quick: bool) -> list[SweepSpec]:
         note = _quick_note("4 seeds, delays 10 and 40, α ∈ {0.2, 0.5, 1}, 40 epochs")
     else:
         base, seeds, alphas, delays, note = EF_PROTOCOL, 20, [a for a in ALPHA_GRID if a > 0], EF_DELAYS, ""
-    base = base | {"task": {"name": "delayed-xor"}, "rule": {"kind": "rflo"}}
+    # RFLO's own learning signal comes through fixed random feedback (Murray 2019)
+    base = base | {"task": {"name": "delayed-xor"}, "rule": {"kind": "rflo", "feedback": "random"}}
     arms = {"forcing.kind": ["none", "ef", "feedback", "feedback"],
             "forcing.alpha": [[0.0], alphas, alphas, alphas],
-            "forcing.options": [{}, {}, {"learn": False}, {"learn": True}]}
+            "forcing.learn_feedback": [False, False, False, True]}
     return [spec("ef-fig3", base=base, seeds=seeds, note=note, grid={"task.delay": delays}, zips=[arms])]
 
 

@@ -51,11 +51,12 @@ def build_trainer(config: TrainConfig) -> EnsembleTrainer:
         train_trials=config.train_trials, val_trials=config.val_trials,
         dataset_size=config.dataset_size or type(task).dataset_size, val_fraction=config.val_fraction,
         threshold=config.threshold or type(task).threshold, patience=config.patience,
-        divergence=config.divergence, clip_norm=config.optim.clip_norm)
+        divergence=config.divergence, clip_norm=config.optim.clip_norm, log_alignment=config.rule.log_alignment)
     optimizer = _optimizer(config.optim)
     objective = Objective(config.rate_reg, config.readout_reg, config.model.noise_std)
     return EnsembleTrainer(task, lambda key: model_entry.build(config.model, task, key),
-                           lambda alpha: forcing_entry.build(config.forcing, alpha), rule, optimizer,
+                           lambda alpha, cell, key: forcing_entry.build(config.forcing, alpha, cell, key),
+                           rule, optimizer,
                            members, schedule, objective)
 
 

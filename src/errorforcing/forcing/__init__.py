@@ -5,9 +5,10 @@ from ._forcings import ErrorForcing, KalmanErrorForcing, TeacherForcing
 from ._feedback import (FeedbackForcing, alignment, decoder_alignment, feedback_update,
                         forcing_alignment)
 from ._williams_zipser import WilliamsZipserTeacherForcing
+from ._control import ClosedLoop, ControlledCell, FeedbackControl
 from ._simulate import process_noise, rollout, simulate
 
 __all__ = ["AbstractForcing", "NoForcing", "TeacherForcing", "ErrorForcing", "KalmanErrorForcing",
            "forcing_strength", "readout_pinv", "rollout", "simulate", "process_noise",
            "FeedbackForcing", "feedback_update", "alignment", "forcing_alignment", "decoder_alignment",
-           "WilliamsZipserTeacherForcing"]
+           "WilliamsZipserTeacherForcing", "FeedbackControl", "ControlledCell", "ClosedLoop"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -32,7 +33,7 @@ class GRU(AbstractCell):
     bias: Float[Array, " 4H"]
     W_out: Float[Array, "n_out H"]
     b_out: Float[Array, " n_out"]
-    trainable: tuple[str, ...]
+    trainable: tuple[str, ...] = eqx.field(static=True)
 
     def __init__(self, n_in: int, n_rec: int, n_out: int, *, key: Key, trainable=GATED_TRAINABLE, dtype=None):
         dtype = dtype or jnp.zeros(()).dtype
@@ -80,7 +81,7 @@ class LSTM(AbstractCell):
     bias: Float[Array, " 4H"]
     W_out_h: Float[Array, "n_out H"]
     b_out: Float[Array, " n_out"]
-    trainable: tuple[str, ...]
+    trainable: tuple[str, ...] = eqx.field(static=True)
     supports_teacher_forcing = False
 
     def __init__(self, n_in: int, n_rec: int, n_out: int, *, key: Key,

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..forcing import AbstractForcing, NoForcing, simulate
+from ..forcing import (AbstractForcing, FeedbackForcing, NoForcing, decoder_alignment, feedback_update,
+                       forcing_alignment, simulate)
 from ..models import AbstractCell
-from ..rules import AbstractLearningRule, Objective, masked_mse, sign_correct
+from ..rules import AbstractLearningRule, Objective, feedback_alignment, masked_mse, sign_correct
 from ..tasks import AbstractTask, Trials, sample_batch
 from ._convergence import ConvergenceTracker
 
@@ -39,6 +40,7 @@ class Schedule:
     patience: int = 10
     divergence: float = 1e4
     clip_norm: float | None = None
+    log_alignment: bool = False  # cos(rule gradient, BPTT gradient) on each epoch's first batch
 
     @property
     def n_train(self) -> int:
@@ -74,13 +76,15 @@ class EnsembleResult:
     train_curves: np.ndarray  # [M, epochs_done] (NaN after a member froze)
     val_curves: np.ndarray
     val_accuracy: np.ndarray  # [M, epochs_done] fraction of validation trials with no sign error
-    extra_curves: dict[str, np.ndarray]
+    extra_curves: dict[str, np.ndarray]  # name -> [M, epochs_done], e.g. feedback alignment
     epochs_done: int
     seconds: float
+    forcings: AbstractForcing  # batched over members (learned feedback weights included)
 
 
 def _tree_where(flag, new, old):
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(flag, a, b), new, old)
+    """`new` where `flag`, else `old`, on array leaves; static leaves (flags, names) stay as they are."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(flag, a, b) if eqx.is_array(a) else a, new, old)
 
 
 def member_keys(seed: int):
@@ -93,13 +97,14 @@ def member_keys(seed: int):
 class EnsembleTrainer:
     """Trains `len(members)` networks in one `vmap`ped, jitted epoch function.
 
-    `make_cell(key)` builds one network; `make_forcing(alpha)` one forcing (α is vmapped);
+    `make_cell(key)` builds one network; `make_forcing(alpha, cell, key)` its forcing (α is
+    vmapped; the cell and key let e.g. random feedback weights be drawn per member);
     `optimizer(learning_rate)` is an optax alias (wrapped in `inject_hyperparams` so lr can
     differ per member).
     """
 
     def __init__(self, task: AbstractTask, make_cell: Callable[..., AbstractCell],
-                 make_forcing: Callable[[Any], AbstractForcing], rule: AbstractLearningRule,
+                 make_forcing: Callable[..., AbstractForcing], rule: AbstractLearningRule,
                  optimizer: Callable[..., optax.GradientTransformation], members: list[Member],
                  schedule: Schedule, objective: Objective = Objective()):
         if not members:
@@ -120,7 +125,8 @@ class EnsembleTrainer:
     # ----- building the ensemble -----
     def init(self):
         cells = eqx.filter_vmap(self.make_cell)(self.init_keys)
-        forcings = eqx.filter_vmap(self.make_forcing)(self.alphas)
+        forcing_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(self.init_keys)
+        forcings = eqx.filter_vmap(self.make_forcing)(self.alphas, cells, forcing_keys)
         params = eqx.filter(cells, eqx.is_inexact_array)
         opt_states = eqx.filter_vmap(self.optimizer.init)(params)
         opt_states.hyperparams["learning_rate"] = self.lrs.astype(opt_states.hyperparams["learning_rate"].dtype)
@@ -149,9 +155,17 @@ class EnsembleTrainer:
     def _member_epoch(self, cell, opt_state, forcing, active, data_key, noise_key, epoch, fixed):
         batches, val = self._epoch_data(data_key, epoch, fixed)
         batch_keys = jax.random.split(jax.random.fold_in(noise_key, epoch), self.schedule.n_batches)
+        extras = {}
+        if self.schedule.log_alignment:
+            first = jax.tree_util.tree_map(lambda x: x[0], batches)
+            extras |= self._gradient_alignment(cell, forcing, first, batch_keys[0])
+
+        # only the forcing's arrays travel through the scan carry (its flags must stay Python values)
+        forcing_arrays, forcing_static = eqx.partition(forcing, eqx.is_array)
 
         def batch_step(carry, xs):
-            cell, opt_state = carry
+            cell, opt_state, forcing_arrays = carry
+            forcing = eqx.combine(forcing_arrays, forcing_static)
             batch, key = xs
             loss, grads, aux = self.rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
             grads = cell.mask_grads(grads)
@@ -160,16 +174,30 @@ class EnsembleTrainer:
             params = eqx.filter(cell, eqx.is_inexact_array)
             updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
             new_cell = eqx.apply_updates(cell, updates)
+            new_forcing = feedback_update(forcing, cell, batch)  # learned feedback weights, if any
             cell = _tree_where(active, new_cell, cell)
             opt_state = _tree_where(active, new_opt_state, opt_state)
-            return (cell, opt_state), (loss, jnp.sum(batch.info["weight"]))
+            forcing = _tree_where(active, new_forcing, forcing)
+            return (cell, opt_state, eqx.filter(forcing, eqx.is_array)), (loss, jnp.sum(batch.info["weight"]))
 
-        (cell, opt_state), (losses, sizes) = jax.lax.scan(batch_step, (cell, opt_state), (batches, batch_keys))
+        (cell, opt_state, forcing_arrays), (losses, sizes) = jax.lax.scan(
+            batch_step, (cell, opt_state, forcing_arrays), (batches, batch_keys))
+        forcing = eqx.combine(forcing_arrays, forcing_static)
         train_loss = jnp.sum(losses * sizes) / jnp.sum(sizes)
         _, outputs = simulate(cell, val, NoForcing())
         val_loss = masked_mse(outputs, val.targets, val.mask)
         accuracy = jnp.mean(sign_correct(outputs, val.targets, val.mask))
-        return cell, opt_state, train_loss, val_loss, accuracy
+        extras |= epoch_diagnostics(cell, forcing, self.rule)
+        return cell, opt_state, forcing, train_loss, val_loss, accuracy, extras
+
+    def _gradient_alignment(self, cell, forcing, batch, key) -> dict[str, jax.Array]:
+        """cos(this rule's gradient, the exact BPTT gradient) per parameter group."""
+        from ..rules import BPTT, gradient_alignment
+
+        _, g_rule, _ = self.rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
+        _, g_exact, _ = BPTT().value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
+        aligned = gradient_alignment(cell.mask_grads(g_rule), cell.mask_grads(g_exact))
+        return {f"grad_alignment_{k}": v for k, v in aligned.items() if k in cell.trainable or k == "all"}
 
     def run(self, *, on_epoch: Callable[[int, ConvergenceTracker, np.ndarray], None] | None = None,
             state=None) -> EnsembleResult:
@@ -179,11 +207,12 @@ class EnsembleTrainer:
         cells, forcings, opt_states, fixed = self.init() if state is None else state
         tracker = ConvergenceTracker(len(self.members), s.threshold, s.patience, s.divergence)
         train_curves, val_curves, acc_curves = [], [], []
+        extra_curves: dict[str, list[np.ndarray]] = {}
         start = time.perf_counter()
         epoch = 0
         for epoch in range(1, s.epochs + 1):
             active = jnp.asarray(tracker.active)
-            cells, opt_states, train_loss, val_loss, acc = self._epoch(
+            cells, opt_states, forcings, train_loss, val_loss, acc, extras = self._epoch(
                 cells, opt_states, forcings, active, self.data_keys, self.noise_keys,
                 jnp.full(len(self.members), epoch), fixed)
             was_active = tracker.active
@@ -193,6 +222,8 @@ class EnsembleTrainer:
             train_curves.append(np.where(was_active, train_loss, nan))
             val_curves.append(np.where(was_active, val_loss, nan))
             acc_curves.append(np.where(was_active, acc, nan))
+            for name, value in extras.items():
+                extra_curves.setdefault(name, []).append(np.where(was_active, np.asarray(value, np.float64), nan))
             if on_epoch is not None:
                 on_epoch(epoch, tracker, val_loss)
             if not tracker.active.any():
@@ -200,7 +231,20 @@ class EnsembleTrainer:
         seconds = time.perf_counter() - start
         stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
         return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),
-                              stack(acc_curves), {}, epoch, seconds)
+                              stack(acc_curves), {k: stack(v) for k, v in extra_curves.items()}, epoch,
+                              seconds, forcings)
+
+
+def epoch_diagnostics(cell, forcing, rule) -> dict[str, jax.Array]:
+    """Cheap per-epoch alignment figures: cos(F, W⁺) and cos(F, W_outᵀ) for feedback forcing
+    (EF paper, bio-plausible EF), cos(B, W_outᵀ) for rules with random feedback."""
+    out = {}
+    if isinstance(forcing, FeedbackForcing):
+        out["cos_F_Wpinv"] = forcing_alignment(forcing, cell)
+        out["cos_F_Wout"] = decoder_alignment(forcing, cell)
+    if getattr(rule, "feedback", None) == "random":
+        out["cos_B_Wout"] = feedback_alignment(rule, cell)
+    return out
 
 
 def _clip(grads, max_norm):
