@@ -144,17 +144,24 @@ def test_sparse_connectivity_stays_sparse(getkey):
     assert np.all(np.asarray(grads.W_rec)[zero] == 0)
 
 
-@pytest.mark.parametrize("forcing", [NoForcing(), ErrorForcing(alpha=0.5), ErrorForcing(alpha=0.5, causal=True),
-                                     KalmanErrorForcing(alpha=0.8, ratio=0.3)], ids=lambda f: type(f).__name__)
-@pytest.mark.parametrize("readout", ["state", "rate"])
-@pytest.mark.parametrize("activation", ["tanh", "softplus", "logistic", "relu"])
+FAST_FORCINGS = [NoForcing(), ErrorForcing(alpha=0.5), ErrorForcing(alpha=0.5, causal=True),
+                 KalmanErrorForcing(alpha=0.8, ratio=0.3), TeacherForcing(alpha=0.6),
+                 TeacherForcing(alpha=1.0, stop_gradient=True)]
+FAST_CASES = ([(f, ro, "tanh") for f in FAST_FORCINGS for ro in ("state", "rate")]
+              + [(ErrorForcing(alpha=0.5, causal=True), ro, act) for ro in ("state", "rate")
+                 for act in ("softplus", "logistic", "relu")])
+
+
+@pytest.mark.parametrize("forcing, readout, activation", FAST_CASES,
+                         ids=lambda v: f"{type(v).__name__}-{getattr(v, 'causal', '')}{getattr(v, 'stop_gradient', '')}"
+                         if not isinstance(v, str) else v)
 def test_hand_written_bptt_equals_autodiff(getkey, forcing, readout, activation):
     """The fast reverse pass for the leaky RNN equals plain autodiff (its oracle), with process
     noise, padding weights and every regulariser on."""
     task = ef.tasks.DelayedXOR(delay=3, pulse=2)
     cell = ef.models.LeakyRNN(task.n_in, 6, task.n_out, key=getkey(), tau=2.0, readout=readout,
                               activation=activation, trainable=("W_rec", "W_in", "b", "W_out", "b_out"))
-    cell = eqx.tree_at(lambda c: c.W_out, cell, cell.W_out * 20)
+    cell = eqx.tree_at(lambda c: (c.W_out, c.b_out), cell, (cell.W_out * 20, jnp.array([0.2])))
     trials = ef.tasks.sample_batch(task, 3, key=getkey())
     trials = trials._replace(info=dict(trials.info, weight=jnp.array([1.0, 1.0, 0.0])))
     objective = Objective(rate_reg=1e-2, readout_reg=1e-2, noise_std=0.1)

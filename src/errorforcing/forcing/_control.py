@@ -131,11 +131,14 @@ class ControlledCell(AbstractCell):
 
     cell: AbstractCell
     control: FeedbackControl
-    learn_feedback: bool = eqx.field(default=True, static=True)
+    learn_feedback: bool = eqx.field(static=True)
+    trainable: tuple[str, ...] = eqx.field(static=True)
 
-    @property
-    def trainable(self) -> tuple[str, ...]:
-        return tuple(self.cell.trainable) + (("W_fb",) if self.learn_feedback else ())
+    def __init__(self, cell: AbstractCell, control: FeedbackControl, *, learn_feedback: bool = True):
+        self.cell = cell
+        self.control = control
+        self.learn_feedback = learn_feedback
+        self.trainable = tuple(cell.trainable) + (("W_fb",) if learn_feedback else ())
 
     @property
     def n_rec(self) -> int:

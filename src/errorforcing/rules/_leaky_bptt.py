@@ -1,5 +1,6 @@
-"""A hand-written BPTT for the leaky RNN under additive, stopped forcing (none, EF, Kalman EF,
-their causal variants) — the reference configuration of the Error Forcing paper.
+"""A hand-written BPTT for the leaky RNN under no forcing, stopped additive forcing (EF, Kalman
+EF, feedback EF, their causal variants) and teacher forcing (gradient through W⁺ or stopped) —
+the configurations of the Error Forcing paper.
 
 Why: `jax.grad` of the `lax.scan` accumulates the weight gradients inside the reverse scan,
 one small outer product per step. Here the reverse scan carries only the state adjoint
@@ -14,7 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..forcing import AbstractForcing, NoForcing
+from ..forcing import AbstractForcing, NoForcing, TeacherForcing, readout_pinv
 from ..forcing._forcings import _AdditiveErrorForcing
 from ..models import LeakyRNN
 from ..tasks import Trials
@@ -33,14 +34,21 @@ _DERIVATIVE_FROM_RATE = {
 def supports_fast_path(cell, forcing: AbstractForcing) -> bool:
     if type(cell) is not LeakyRNN:
         return False
-    if isinstance(forcing, NoForcing):
+    if isinstance(forcing, (NoForcing, TeacherForcing)):
         return True
     return isinstance(forcing, _AdditiveErrorForcing) and forcing.stop_gradient
 
 
 def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objective: Objective,
                noise=None):
-    """(loss, grads) of `objective` for the forced rollout; grads shaped like `cell`."""
+    """(loss, grads) of `objective` for the forced rollout; grads shaped like `cell`.
+
+    With g̃_t = ∂L/∂h̃_t and δ_t = ∂L/∂h_t (both total derivatives):
+        g̃_t = ∂ℓ_reg/∂h̃_t + (1 - a) δ_{t+1} + a φ'(h̃_t) ⊙ W_recᵀ δ_{t+1}
+        δ_t = κ_t g̃_t + W_outᵀ ∂ℓ/∂y_t      (κ = 1 - c_t for teacher forcing, else 1)
+        ∂L/∂W_rec = a Σ_t δ_t φ(h̃_{t-1})ᵀ,  ∂L/∂W_in = a Σ_t δ_t x_tᵀ,  ∂L/∂b = a Σ_t δ_t
+    and, for teacher forcing whose target flows through W⁺, ∂L/∂W⁺ = Σ_t c_t g̃_t (y*_t - b_out)ᵀ.
+    """
     a = cell.leak
     phi = cell.phi
     dphi = _DERIVATIVE_FROM_RATE[cell.activation]
@@ -49,6 +57,10 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     dtype = W.dtype
     B, T, _ = trials.inputs.shape
     N = cell.n_rec
+    teacher = isinstance(forcing, TeacherForcing)
+    additive = isinstance(forcing, _AdditiveErrorForcing)
+    teacher_flows = teacher and not forcing.stop_gradient
+    causal = additive and forcing.causal
 
     # Time-major inputs. Per-step input products are computed inside the scans: a drive
     # precomputed in the same program gets fused into the loop by XLA and runs 2x slower.
@@ -56,14 +68,13 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     Y_star = jnp.swapaxes(trials.targets, 0, 1)
     M = jnp.swapaxes(trials.mask, 0, 1)
     Xi = jnp.zeros((T, B, 0), dtype) if noise is None else jnp.swapaxes(noise, 0, 1)
-
-    forced = not isinstance(forcing, NoForcing)
-    if forced:
+    C = jnp.zeros((T, B, 1), dtype)
+    if additive:
         G = jax.lax.stop_gradient(forcing.gain(cell))  # [N, n_out]
-        C = forcing.alpha * jnp.max(M, axis=-1, keepdims=True)  # [T,B,1]
-        causal = forcing.causal
-    else:
-        C = jnp.zeros((T, B, 1), dtype)
+    if teacher:
+        P = readout_pinv(W_out, forcing.eps)  # W⁺ [N, n_out]
+    if additive or teacher:
+        C = forcing.alpha * jnp.max(M, axis=-1, keepdims=True)  # c_t [T,B,1]
     h0 = jnp.broadcast_to(cell.init_state(), (B, N))
 
     def forward(carry, xs):
@@ -73,59 +84,68 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         if noise is not None:
             h = h + xi
         y = (phi(h) if rate_readout else h) @ W_out.T + b_out
-        if forced:
+        corr, h_forced = corr_prev, h
+        if additive:
             corr = c * (((y_star - y) * m) @ G.T)
             h_forced = h + (corr_prev if causal else corr)
-        else:
-            corr, h_forced = corr_prev, h
+        elif teacher:
+            h_forced = (1 - c) * h + c * ((y_star - b_out) @ P.T)
         r = phi(h_forced)
-        return (h_forced, r, corr), (h_forced, r, y)
+        return (h_forced, r, corr), (h_forced, r, y, h if teacher else h[:, :0])
 
     carry0 = (h0, phi(h0), jnp.zeros((B, N), dtype))
-    _, (H_forced, R, Y) = jax.lax.scan(forward, carry0, (X, Xi, Y_star, M, C))
+    _, (H_forced, R, Y, H_teacher) = jax.lax.scan(forward, carry0, (X, Xi, Y_star, M, C))
 
     # ----- the loss and its direct derivatives -----
     m_total = jnp.maximum(jnp.sum(M), 1.0)
     err = Y - Y_star
-    mse = jnp.sum(M * err**2) / m_total
+    loss = jnp.sum(M * err**2) / m_total
     dY = 2.0 * M * err / m_total  # [T,B,n_out]
     w = trial_weights(trials)
     w_total = jnp.maximum(jnp.sum(w), 1.0)
-    loss = mse
     reg_scale = 0.0
     if objective.rate_reg:
-        per_trial = jnp.mean(H_forced**2, axis=(0, 2))
-        loss = loss + objective.rate_reg * jnp.sum(w * per_trial) / w_total
+        loss = loss + objective.rate_reg * jnp.sum(w * jnp.mean(H_forced**2, axis=(0, 2))) / w_total
         reg_scale = 2.0 * objective.rate_reg / (T * N * w_total)
-    if rate_readout or forced:
-        E = -err * M  # e_t = (y* - y) ⊙ m
-        CE = C * E if forced else None
+    if additive:
+        CE = C * (-err * M)  # c_t e_t: the corrections are (c e) Gᵀ, low rank
+        CE_applied = jnp.concatenate([jnp.zeros_like(CE[:1]), CE[:-1]]) if causal else CE
+    if teacher:
+        H = H_teacher  # pre-forcing states h_t
+    elif additive:
+        H = H_forced - CE_applied @ G.T
+    else:
+        H = H_forced
     if rate_readout:
-        corr = 0.0
-        if forced:
-            corr_now = CE @ G.T
-            corr = jnp.concatenate([jnp.zeros_like(corr_now[:1]), corr_now[:-1]]) if causal else corr_now
-        H = H_forced - corr  # pre-forcing states h_t
         R_h = phi(H)
         dH_from_y = (dY @ W_out) * dphi(R_h)
     else:
         dH_from_y = jnp.zeros((T, B, 0), dtype)  # computed per step below (see forward)
 
-    # ----- reverse scan: only the state adjoint -----
-    wt = w[None, :, None]
+    # ----- reverse scan: only the state adjoint (plus N × n_out sums for teacher forcing) -----
+    wt = w[:, None]
 
-    def backward(dh_next, xs):
-        h_forced, r, dy, dh_y = xs
-        d_forced = (1 - a) * dh_next + a * dphi(r) * (dh_next @ W)
+    def backward(carry, xs):
+        dh_next, dP, dq = carry
+        h_forced, r, dy, dh_y, c, y_star = xs
+        g = (1 - a) * dh_next + a * dphi(r) * (dh_next @ W)  # g̃_t
         if objective.rate_reg:
-            d_forced = d_forced + reg_scale * wt[0] * h_forced
-        dh = d_forced + (dh_y if rate_readout else dy @ W_out)
-        return dh, dh_next
+            g = g + reg_scale * wt * h_forced
+        dh = (1 - c) * g if teacher else g
+        dh = dh + (dh_y if rate_readout else dy @ W_out)
+        if teacher_flows:
+            cg = c * g
+            dP = dP + cg.T @ (y_star - b_out)
+            dq = dq + jnp.sum(cg, axis=0)
+        return (dh, dP, dq), dh_next
 
-    # The scan emits dh_{t+1} at step t, so that it lines up with r_t for the W_rec gradient
-    # (Σ_t dh_t r_{t-1}ᵀ = Σ_t dh_{t+1} r_tᵀ + dh_0 r_{-1}ᵀ) without shifting a large array:
+    # The scan emits δ_{t+1} at step t, so that it lines up with r_t for the W_rec gradient
+    # (Σ_t δ_t r_{t-1}ᵀ = Σ_t δ_{t+1} r_tᵀ + δ_0 r_{-1}ᵀ) without shifting a large array:
     # XLA runs a matmul on a concatenated/sliced operand several times slower.
-    dh_0, DH_next = jax.lax.scan(backward, jnp.zeros((B, N), dtype), (H_forced, R, dY, dH_from_y), reverse=True)
+    n_out = W_out.shape[0]
+    carry_b = (jnp.zeros((B, N), dtype), jnp.zeros((N, n_out), dtype), jnp.zeros((N,), dtype))
+    (dh_0, dP, dq), DH_next = jax.lax.scan(backward, carry_b, (H_forced, R, dY, dH_from_y, C, Y_star),
+                                           reverse=True)
 
     # ----- weight gradients as large matmuls over all (t, b) -----
     flat = lambda Z: Z.reshape(-1, Z.shape[-1])
@@ -139,12 +159,15 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         gW_in = jnp.zeros_like(cell.W_in)  # frozen: its gradient is discarded anyway
     if rate_readout:
         gW_out = flat(dY).T @ flat(R_h)
+    elif additive:  # Σ dy hᵀ with h = h̃ - (c e) Gᵀ, without forming h
+        gW_out = flat(dY).T @ flat(H_forced) - (flat(dY).T @ flat(CE_applied)) @ G.T
     else:
-        gW_out = flat(dY).T @ flat(H_forced)
-        if forced:  # y_t reads h_t = h̃_t - correction_t; the correction is low-rank: (c e) Gᵀ
-            CE_applied = jnp.concatenate([jnp.zeros_like(CE[:1]), CE[:-1]]) if causal else CE
-            gW_out = gW_out - (flat(dY).T @ flat(CE_applied)) @ G.T
+        gW_out = flat(dY).T @ flat(H)
     gb_out = jnp.sum(dY, axis=(0, 1))
+    if teacher_flows:
+        _, pullback = jax.vjp(lambda Wo: readout_pinv(Wo, forcing.eps), W_out)
+        gW_out = gW_out + pullback(dP)[0]
+        gb_out = gb_out - P.T @ dq
     if objective.readout_reg:
         norm = jnp.linalg.norm(W_out)
         loss = loss + objective.readout_reg * (1.0 - norm) ** 2

@@ -1,0 +1,66 @@
+"""The figure of the Kaleb et al. adaptation reproduction (`experiments._kaleb`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ._figures import _save  # noqa: E402
+
+METHOD_COLORS = {"RFLO": "#ff7f0e", "RFLO+c": "#d62728", "BPTT": "#1f77b4", "BPTT+c": "#9467bd"}
+
+
+def kaleb_figure(paths: dict[str, np.ndarray], curves: dict[str, np.ndarray], targets, path: str | Path, *,
+                 quick: bool, rotation: float, before: float, after: dict[str, float | None]) -> Path:
+    """Top: cursor paths to the 8 targets under the rotation before adaptation (control off, and
+    on), and the test error (control off) over adaptation trials. Bottom: cursor paths after
+    adaptation with each method (control off), the paths before in grey."""
+    targets = np.asarray(targets)
+    fig, axes = plt.subplots(2, 4, figsize=(15, 7.5))
+    colors = plt.get_cmap("hsv", len(targets) + 1)
+
+    def draw(ax, xy, title, reference=None):
+        if reference is not None:
+            for p in reference:
+                ax.plot(p[:, 0], p[:, 1], color="0.8", lw=1)
+        for k, p in enumerate(xy):
+            ax.plot(p[:, 0], p[:, 1], color=colors(k), lw=1.3)
+        ax.scatter(targets[:, 0], targets[:, 1], s=60, facecolors="none", edgecolors="k", lw=1)
+        ax.scatter([0], [0], s=15, color="k")
+        lim = 1.35 * float(np.max(np.abs(targets)))
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+
+    draw(axes[0, 0], paths["before"], f"before adaptation, control off\ntest MSE {before:.3g}")
+    draw(axes[0, 1], paths["before, control on"], "before adaptation, control on")
+    gs = axes[0, 2].get_gridspec()
+    axes[0, 2].remove()
+    axes[0, 3].remove()
+    ax = fig.add_subplot(gs[0, 2:])
+    for method, curve in curves.items():
+        ax.plot(np.arange(len(curve)), curve, color=METHOD_COLORS.get(method), label=method)
+    ax.set_yscale("log")
+    ax.set_xlabel("adaptation trial")
+    ax.set_ylabel("test MSE (control off)")
+    ax.legend(fontsize=8)
+    for ax, method in zip(axes[1], ("RFLO", "RFLO+c", "BPTT", "BPTT+c")):
+        if method in paths:
+            value = after.get(method)
+            score = "diverged" if value is None else f"{value:.3g}"
+            draw(ax, paths[method], f"after {method}, control off\ntest MSE {score}", reference=paths["before"])
+        else:
+            ax.axis("off")
+    title = f"Kaleb et al. 2024: adaptation to a {rotation:g}° visuomotor rotation"
+    if quick:
+        title += " — QUICK run (smaller network, fewer iterations; not the paper's settings)"
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)[0]
