@@ -113,7 +113,6 @@ def test_ray_sweep_survives_a_killed_worker(tmp_path, ray_head):
     stdout, stderr = sweep.communicate(timeout=300)
     assert killed is not None, "no worker was caught running a job"
     assert sweep.returncode == 0, stderr
-    print(stdout, stderr[-3000:])
     summary = json.loads(stdout)
     assert summary["finished"] == N_JOBS and summary["failed"] == []
     with sqlite3.connect(out / "runs.sqlite") as db:

@@ -1,12 +1,13 @@
 """Configs, the name registry, and the jobs built from them."""
 
-from ._config import ALPHA_GRID, ForcingConfig, ModelConfig, OptimConfig, RuleConfig, TaskConfig, TrainConfig
+from ._config import (ALPHA_GRID, AnalysisConfig, FlossConfig, ForcingConfig, ModelConfig, OptimConfig, RuleConfig,
+                      TaskConfig, TrainConfig)
 from ._registry import FORCINGS, MODELS, RULES, TASKS
 from ._compare import COMPARE_ALPHAS, CompareResult, compare, method_label
 from ._summary import best_setting, summarize, wilson_interval
 from ._train import TrainResult, build_task, build_trainer, train
 
-__all__ = ["ALPHA_GRID", "ForcingConfig", "ModelConfig", "OptimConfig", "RuleConfig", "TaskConfig",
+__all__ = ["ALPHA_GRID", "AnalysisConfig", "FlossConfig", "ForcingConfig", "ModelConfig", "OptimConfig", "RuleConfig", "TaskConfig",
            "TrainConfig", "FORCINGS", "MODELS", "RULES", "TASKS", "TrainResult", "build_task",
            "build_trainer", "train", "COMPARE_ALPHAS", "CompareResult", "compare", "method_label",
            "best_setting", "summarize", "wilson_interval"]

@@ -58,9 +58,19 @@ class ModelConfig(_Strict):
         return v
 
 
+ADAPTIVE_FORCINGS = ("tf", "ef", "kalman", "feedback")
+
+
 class ForcingConfig(_Strict):
     """How feedback moves the state during training. `alpha` is a list: every value becomes
-    a member of the same compiled ensemble."""
+    a member of the same compiled ensemble.
+
+    `adaptive=True` (SPEC §2, Hess et al. 2023): α is adapted during training from the Jacobian
+    norm of the forced map, α ← α* = max(0, 1 − 1/‖J‖) when that is larger, else
+    α ← 0.999 α + 0.001 α*, every 5 batches. `alpha` is then each member's *start* value;
+    left unset it is [1.0], Hess et al.'s start. The member's α per epoch is the curve "alpha".
+    Only for tf, ef, kalman and feedback forcing (ignored for none).
+    """
 
     kind: str = "ef"
     alpha: list[float] = Field(default_factory=lambda: [0.5])
@@ -70,6 +80,7 @@ class ForcingConfig(_Strict):
     learn_feedback: bool = False  # feedback forcing: learn F with its local rule
     eps: float = Field(1e-7, gt=0)
     options: dict = Field(default_factory=dict)
+    adaptive: bool = False
 
     @field_validator("kind")
     @classmethod
@@ -95,10 +106,21 @@ class ForcingConfig(_Strict):
                 raise ValueError(f"forcing strength must be in [0, 1], got {a}")
         return v
 
+    @field_validator("adaptive")
+    @classmethod
+    def _adaptive_kind(cls, v, info):
+        kind = info.data.get("kind")
+        if v and kind not in ADAPTIVE_FORCINGS + ("none",):
+            raise ValueError(f"adaptive α needs forcing {', '.join(ADAPTIVE_FORCINGS)}; got {kind!r}")
+        return v
+
     @model_validator(mode="after")
     def _no_alpha_without_forcing(self):
         if self.kind == "none":
             self.__dict__["alpha"] = [0.0]
+            self.__dict__["adaptive"] = False
+        elif self.adaptive and "alpha" not in self.model_fields_set:
+            self.__dict__["alpha"] = [1.0]  # Hess et al. start at full forcing
         return self
 
 
@@ -160,6 +182,41 @@ class OptimConfig(_Strict):
         return v
 
 
+class FlossConfig(_Strict):
+    """Gradient flossing (SPEC §6; Engelken 2024, Liu et al.): Adam on the flossing loss
+    mean_i (λ_i − target)² over the k leading Lyapunov exponents, on `trials` fresh task trials
+    per iteration (unforced, from h = 0, the first T/5 steps a transient). `pre` iterations
+    before epoch 1 (pre-flossing); `steps` iterations after every `every`-th epoch
+    (inter-flossing; 0: never). `local=True` detaches the state (Liu et al.'s local variant).
+    `lr` is the flossing optimizer's own learning rate; the training optimizer is untouched."""
+
+    pre: int = Field(0, ge=0)
+    every: int = Field(0, ge=0)
+    steps: int = Field(10, ge=1)
+    k: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    local: bool = False
+    target: float = 0.0
+    trials: int = Field(8, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.pre > 0 or self.every > 0
+
+
+class AnalysisConfig(_Strict):
+    """Measurements during training, all off by default (and then free).
+
+    `lyapunov`: the largest Lyapunov exponent (per step) of every member before epoch 1 (after
+    any pre-flossing) and after training, unforced on `lyapunov_trials` task trials
+    (store columns lyap_max_before / lyap_max_after). `diagnostics`: per-epoch curves of
+    Kaleb et al.'s learning diagnostics (see `errorforcing.training.dynamics_diagnostics`)."""
+
+    lyapunov: bool = False
+    lyapunov_trials: int = Field(8, ge=1)
+    diagnostics: bool = False
+
+
 class TrainConfig(_Strict):
     """Everything that defines one ensemble job. Members = seeds × forcing.alpha × optim.lr."""
 
@@ -182,7 +239,15 @@ class TrainConfig(_Strict):
     divergence: float = Field(1e4, gt=0)
     rate_reg: float = Field(1e-5, ge=0)
     readout_reg: float = Field(1e-6, ge=0)
+    floss: FlossConfig = Field(default_factory=FlossConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     out: str | None = None
+
+    @model_validator(mode="after")
+    def _floss_k_fits(self):
+        if self.floss.enabled and self.floss.k > self.model.hidden:
+            raise ValueError(f"floss.k must be <= model.hidden ({self.model.hidden}), got {self.floss.k}")
+        return self
 
     @property
     def n_members(self) -> int:

@@ -6,11 +6,13 @@ the store, through the `JobEvents` it passes in.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import os
 import socket
+import sys
 import time
 from typing import Any, Protocol, Sequence
 
@@ -138,16 +140,18 @@ class RayExecutor:
 
         import ray
 
-        started_here = not ray.is_initialized()
-        if started_here:
-            # worker output must not reach the driver's stdout (it may be --json)
-            ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING,
-                     include_dashboard=False, configure_logging=False)
-        try:
-            self._run(ray, jobs, events)
-        finally:
+        # The driver's stdout carries results (--json); Ray prints workers' output and the
+        # cluster's messages (e.g. "a worker died") there, so they go to stderr instead.
+        with contextlib.redirect_stdout(sys.stderr):
+            started_here = not ray.is_initialized()
             if started_here:
-                ray.shutdown()
+                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING,
+                         include_dashboard=False, configure_logging=False)
+            try:
+                self._run(ray, jobs, events)
+            finally:
+                if started_here:
+                    ray.shutdown()
 
     def _run(self, ray, jobs: Sequence[Job], events: JobEvents) -> None:
         remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(execute_job)

@@ -78,6 +78,18 @@ class AbstractTraceRule(AbstractLearningRule):
         return scale * jax.random.normal(self.key, (N, n_out), cell.W_out.dtype)
 
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
+        loss, g_sum, _ = self._run(cell, forcing, trials, key, objective, per_step=False)
+        return loss, frozen_grads(g_sum, cell), {}
+
+    def step_updates(self, cell: AbstractCell, forcing: AbstractForcing, trials, *, key: Key,
+                     objective: Objective = Objective()) -> AbstractCell:
+        """The rule's update at every step, u_t = Σ_b L_b,t P_b,t (+ the readout's local terms),
+        summed over the batch: cell-shaped, every leaf with a leading time axis T, frozen fields
+        zero. Σ_t u_t is `value_and_grad`'s grads (online: the per-step updates as applied)."""
+        _, _, per_step = self._run(cell, forcing, trials, key, objective, per_step=True)
+        return jax.vmap(lambda g: frozen_grads(g, cell))(per_step)
+
+    def _run(self, cell, forcing, trials, key, objective, *, per_step: bool):
         _require_leaky(cell, self)
         noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
         losses = StepLoss(objective, trials, cell.n_rec)
@@ -123,7 +135,7 @@ class AbstractTraceRule(AbstractLearningRule):
                 grads = cell.mask_grads(grads)
                 c = eqx.apply_updates(c, jax.tree.map(lambda u: -self.lr * u, grads))
             g_sum = jax.tree.map(jnp.add, g_sum, grads)
-            return (c, state, g_sum, loss_sum + jnp.sum(loss) + penalty / T), None
+            return (c, state, g_sum, loss_sum + jnp.sum(loss) + penalty / T), (grads if per_step else None)
 
         fcarry0 = forcing.init(cell)
         bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
@@ -131,8 +143,8 @@ class AbstractTraceRule(AbstractLearningRule):
                   jnp.zeros((B, N, n_in), dtype), jnp.zeros((B, N), dtype))
         g0 = _as_cell_grads(cell, {})
         init = (cell, state0, g0, jnp.zeros((), dtype))
-        (_, _, g_sum, loss), _ = jax.lax.scan(scan_step, init, time_major(trials, noise))
-        return loss, frozen_grads(g_sum, cell), {}
+        (_, _, g_sum, loss), steps = jax.lax.scan(scan_step, init, time_major(trials, noise))
+        return loss, g_sum, steps
 
 
 class EProp(AbstractTraceRule):

@@ -122,12 +122,20 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     else:
         dH_from_y = jnp.zeros((T, B, 0), dtype)  # computed per step below (see forward)
 
-    # ----- reverse scan: only the state adjoint (plus N × n_out sums for teacher forcing) -----
+    # ----- reverse scan: the state adjoint, accumulating the recurrent-weight gradients -----
+    # At step t the carry holds δ_{t+1}, which pairs with r_t and x_{t+1}:
+    # Σ_t δ_t r_{t-1}ᵀ = Σ_t δ_{t+1} r_tᵀ + δ_0 r_{-1}ᵀ. Accumulating in the scan keeps memory
+    # at the two stored [T,B,N] arrays (h̃, r) and costs the same as one large matmul afterwards.
     wt = w[:, None]
+    learn_in = "W_in" in cell.trainable
+    X_next = jnp.concatenate([X[1:], jnp.zeros_like(X[:1])]) if learn_in else X[:, :, :0]
 
     def backward(carry, xs):
-        dh_next, dP, dq = carry
-        h_forced, r, dy, dh_y, c, y_star = xs
+        dh_next, gW, gWin, dP, dq = carry
+        h_forced, r, x_next, dy, dh_y, c, y_star = xs
+        gW = gW + dh_next.T @ r
+        if learn_in:
+            gWin = gWin + dh_next.T @ x_next
         g = (1 - a) * dh_next + a * dphi(r) * (dh_next @ W)  # g̃_t
         if objective.rate_reg:
             g = g + reg_scale * wt * h_forced
@@ -137,26 +145,19 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
             cg = c * g
             dP = dP + cg.T @ (y_star - b_out)
             dq = dq + jnp.sum(cg, axis=0)
-        return (dh, dP, dq), dh_next
+        return (dh, gW, gWin, dP, dq), jnp.sum(dh_next, axis=0)
 
-    # The scan emits δ_{t+1} at step t, so that it lines up with r_t for the W_rec gradient
-    # (Σ_t δ_t r_{t-1}ᵀ = Σ_t δ_{t+1} r_tᵀ + δ_0 r_{-1}ᵀ) without shifting a large array:
-    # XLA runs a matmul on a concatenated/sliced operand several times slower.
     n_out = W_out.shape[0]
-    carry_b = (jnp.zeros((B, N), dtype), jnp.zeros((N, n_out), dtype), jnp.zeros((N,), dtype))
-    (dh_0, dP, dq), DH_next = jax.lax.scan(backward, carry_b, (H_forced, R, dY, dH_from_y, C, Y_star),
-                                           reverse=True)
+    zeros = lambda *shape: jnp.zeros(shape, dtype)
+    carry_b = (zeros(B, N), zeros(N, N), zeros(N, X.shape[-1]), zeros(N, n_out), zeros(N))
+    (dh_0, gW, gWin, dP, dq), db_next = jax.lax.scan(
+        backward, carry_b, (H_forced, R, X_next, dY, dH_from_y, C, Y_star), reverse=True)
 
-    # ----- weight gradients as large matmuls over all (t, b) -----
     flat = lambda Z: Z.reshape(-1, Z.shape[-1])
-    r_init = carry0[1]
-    gW_rec = a * (flat(DH_next).T @ flat(R) + dh_0.T @ r_init)
-    gb = a * (jnp.sum(DH_next, axis=(0, 1)) + jnp.sum(dh_0, axis=0))
-    if "W_in" in cell.trainable:
-        X_next = jnp.concatenate([X[1:], jnp.zeros_like(X[:1])])  # small: n_in channels
-        gW_in = a * (flat(DH_next).T @ flat(X_next) + dh_0.T @ X[0])
-    else:
-        gW_in = jnp.zeros_like(cell.W_in)  # frozen: its gradient is discarded anyway
+    gW_rec = a * (gW + dh_0.T @ carry0[1])
+    gb = a * (jnp.sum(db_next, axis=0) + jnp.sum(dh_0, axis=0))
+    # W_in frozen (the default): its gradient would be discarded anyway
+    gW_in = a * (gWin + dh_0.T @ X[0]) if learn_in else jnp.zeros_like(cell.W_in)
     if rate_readout:
         gW_out = flat(dY).T @ flat(R_h)
     elif additive:  # Σ dy hᵀ with h = h̃ - (c e) Gᵀ, without forming h

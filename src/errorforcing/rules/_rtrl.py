@@ -53,6 +53,18 @@ class RTRL(AbstractLearningRule):
             raise ValueError("RTRL(online=True) needs a learning rate lr")
 
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
+        loss, g_sum, _, to_grads = self._run(cell, forcing, trials, key, objective, per_step=False)
+        return loss, to_grads(g_sum), {}
+
+    def step_updates(self, cell: AbstractCell, forcing: AbstractForcing, trials, *, key,
+                     objective: Objective = Objective()) -> AbstractCell:
+        """g_t = Σ_b ∂ℓ_b,t/∂θ (the exact online gradient of step t's loss terms, θ fixed
+        within the trial unless `online`), cell-shaped with a leading time axis T; Σ_t g_t is
+        `value_and_grad`'s grads."""
+        _, _, per_step, to_grads = self._run(cell, forcing, trials, key, objective, per_step=True)
+        return jax.vmap(to_grads)(per_step)
+
+    def _run(self, cell, forcing, trials, key, objective, *, per_step: bool):
         noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
         losses = StepLoss(objective, trials, cell.n_rec)
         B = trials.inputs.shape[0]
@@ -104,13 +116,13 @@ class RTRL(AbstractLearningRule):
             if self.online:
                 g = masked(g)
                 theta = theta - self.lr * g
-            return (theta, s, M, other, g_sum + g, loss_sum + jnp.sum(loss)), None
+            return (theta, s, M, other, g_sum + g, loss_sum + jnp.sum(loss)), (g if per_step else None)
 
         bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
         init = (theta0, bcast(s0), bcast(M0), jax.tree.map(bcast, other0), jnp.zeros_like(theta0),
                 jnp.zeros((), s0.dtype))
-        (_, _, _, _, g_sum, loss), _ = jax.lax.scan(scan_step, init, time_major(trials, noise))
-        return loss, full_grads(cell, spec, unravel(g_sum)), {}
+        (_, _, _, _, g_sum, loss), steps = jax.lax.scan(scan_step, init, time_major(trials, noise))
+        return loss, g_sum, steps, lambda g: full_grads(cell, spec, unravel(g))
 
 
 def _like(params, full):
