@@ -96,3 +96,20 @@ def test_tasks_lists_sources():
     names = {t["name"]: t for t in json.loads(r.stdout)}
     assert {"delayed-xor", "evidence-integration", "sine"} <= set(names)
     assert all(t["source"] for t in names.values())
+
+
+def test_tasks_show_draws_a_trial(tmp_path):
+    out = tmp_path / "trial.png"
+    r = run_cli("tasks", "show", "evidence-integration", "--delay", "10", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size > 5_000
+
+
+def test_every_registered_task_is_listed_with_its_shape():
+    from errorforcing.experiments import TASKS
+
+    r = run_cli("tasks", "--json")
+    rows = {t["name"]: t for t in json.loads(r.stdout)}
+    assert set(rows) == set(TASKS)
+    for t in rows.values():
+        assert t.get("unavailable") or (t["n_in"] >= 1 and t["n_out"] >= 1 and t["n_steps"] >= 1)

@@ -82,15 +82,15 @@ def ray_head(tmp_path_factory):
         assert start.returncode == 0, start.stderr
         yield f"127.0.0.1:{port}", env, mine
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig, grace in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
             for pid in mine():
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + grace
             while mine() and time.monotonic() < deadline:
-                time.sleep(0.2)
+                time.sleep(0.1)
 
 
 def test_ray_sweep_survives_a_killed_worker(tmp_path, ray_head):

@@ -203,16 +203,32 @@ def compare(
 COMPARE_DEFAULTS: dict[str, Any] = {"task.delay": 200, "seeds": 8, "epochs": 60}
 
 
-@app.command()
-def tasks(json_out: bool = JsonOpt):
-    """List the tasks, with their inputs, outputs, length and source."""
+tasks_app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
+                        help="List the tasks (inputs, outputs, length, source); `tasks show NAME` draws a trial.")
+app.add_typer(tasks_app, name="tasks")
+
+
+def _task_rows() -> list[dict]:
     from .experiments import TASKS, TaskConfig
 
     rows = []
     for name, entry in TASKS.items():
-        t = entry.build(TaskConfig(name=name))
-        rows.append({"name": name, "n_in": t.n_in, "n_out": t.n_out, "n_steps": t.n_steps,
-                     "summary": entry.summary, "source": entry.source})
+        row = {"name": name, "summary": entry.summary, "source": entry.source}
+        try:
+            t = entry.build(TaskConfig(name=name))
+            row |= {"n_in": t.n_in, "n_out": t.n_out, "n_steps": t.n_steps}
+        except ImportError as e:  # optional dependency (neurogym) missing
+            row |= {"n_in": None, "n_out": None, "n_steps": None, "unavailable": str(e).splitlines()[0]}
+        rows.append(row)
+    return rows
+
+
+@tasks_app.callback(invoke_without_command=True)
+def tasks(ctx: typer.Context, json_out: bool = JsonOpt):
+    """List the tasks, with their inputs, outputs, default length and source."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = _task_rows()
     if json_out:
         print(json.dumps(rows))
         return
@@ -220,9 +236,30 @@ def tasks(json_out: bool = JsonOpt):
     from rich.table import Table
 
     table = Table("task", "in", "out", "T (default)", "what", "source")
+    fmt = lambda v: "—" if v is None else str(v)
     for r in rows:
-        table.add_row(r["name"], str(r["n_in"]), str(r["n_out"]), str(r["n_steps"]), r["summary"], r["source"])
+        table.add_row(r["name"], fmt(r["n_in"]), fmt(r["n_out"]), fmt(r["n_steps"]), r["summary"], r["source"])
     Console().print(table)
+
+
+@tasks_app.command("show")
+def tasks_show(
+    name: str = typer.Argument(..., help="task name"),
+    out: Path = typer.Option(Path("trial.png"), "--out", help="figure file (PNG or SVG)"),
+    delay: Optional[int] = DelayOpt, seed: int = typer.Option(0, "--seed", help="key for the sample"),
+    config: Optional[Path] = ConfigOpt,
+):
+    """Draw one sample trial of a task: inputs, targets and mask."""
+    import jax
+
+    from .experiments import build_task
+    from .plotting import trial_figure
+
+    cfg = build_config(config, {"task.name": name, "task.delay": delay})
+    task = build_task(cfg)
+    trial = task.sample(key=jax.random.key(seed))
+    path = trial_figure(trial, out, title=f"{name} (T = {task.n_steps}, seed {seed})")
+    print(f"figure: {path}")
 
 
 @app.command()

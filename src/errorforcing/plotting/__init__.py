@@ -1,6 +1,6 @@
 """Figures (matplotlib, Agg backend) and the HTML report."""
 
-from ._figures import compare_figure, learning_curves
+from ._figures import compare_figure, learning_curves, trial_figure
 from ._report import Report, write_report
 
-__all__ = ["compare_figure", "learning_curves", "Report", "write_report"]
+__all__ = ["compare_figure", "learning_curves", "trial_figure", "Report", "write_report"]

@@ -98,3 +98,24 @@ def compare_figure(best: list[dict[str, Any]], curves: dict[str, list[dict[str, 
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path, formats)
+
+
+def trial_figure(trial, path: str | Path, *, title: str = "") -> Path:
+    """One trial: inputs (top), targets with the mask shaded (bottom)."""
+    x, y, m = (np.asarray(v) for v in (trial.inputs, trial.targets, trial.mask))
+    t = np.arange(x.shape[0])
+    fig, (ax_in, ax_out) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True)
+    for i in range(x.shape[1]):
+        ax_in.plot(t, x[:, i], lw=1, label=f"in {i}")
+    ax_in.set_ylabel("inputs")
+    ax_in.legend(fontsize=7, ncol=min(x.shape[1], 6), loc="upper right")
+    for k in range(y.shape[1]):
+        line, = ax_out.plot(t, y[:, k], lw=1.2, label=f"target {k}")
+        ax_out.fill_between(t, 0, 1, where=m[:, k] > 0, transform=ax_out.get_xaxis_transform(),
+                            color=line.get_color(), alpha=0.12, step="mid")
+    ax_out.set_ylabel("targets (shaded: mask)")
+    ax_out.set_xlabel("step")
+    ax_out.legend(fontsize=7, loc="upper right")
+    fig.suptitle(title)
+    path = Path(path)
+    return _save(fig, path, (path.suffix.lstrip(".") or "png",))[0]

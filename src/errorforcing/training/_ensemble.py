@@ -18,6 +18,8 @@ from ..models import AbstractCell
 from ..rules import AbstractLearningRule, Objective, feedback_alignment, masked_mse, sign_correct
 from ..tasks import AbstractTask, Trials, sample_batch
 from ._convergence import ConvergenceTracker
+from ._diagnostics import dynamics_diagnostics
+from ._dynamics import INTER_FLOSS, LYAPUNOV, PRE_FLOSS, Analysis, Flossing, adapt_alpha, analysis_key, floss_cell, task_lyapunov
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +81,9 @@ class EnsembleResult:
     extra_curves: dict[str, np.ndarray]  # name -> [M, epochs_done], e.g. feedback alignment
     epochs_done: int
     seconds: float
-    forcings: AbstractForcing  # batched over members (learned feedback weights included)
+    forcings: AbstractForcing  # batched over members (learned feedback weights, adaptive α included)
+    lyap_max_before: np.ndarray | None = None  # [M] λ_max before epoch 1 (Analysis.lyapunov)
+    lyap_max_after: np.ndarray | None = None  # [M] λ_max after training
 
 
 def _tree_where(flag, new, old):
@@ -101,15 +105,24 @@ class EnsembleTrainer:
     vmapped; the cell and key let e.g. random feedback weights be drawn per member);
     `optimizer(learning_rate)` is an optax alias (wrapped in `inject_hyperparams` so lr can
     differ per member).
+
+    Optional, all off by default (and then the epoch program is exactly the plain one):
+    `flossing` (pre- and inter-flossing, each a separate vmapped program run between epochs),
+    `adaptive_alpha` (the forcing's α adapted after every batch inside the epoch program,
+    Hess et al.; carried in the forcing's `alpha` leaf from epoch to epoch, recorded as the
+    curve "alpha"), `analysis` (λ_max before/after training; per-epoch diagnostics).
     """
 
     def __init__(self, task: AbstractTask, make_cell: Callable[..., AbstractCell],
                  make_forcing: Callable[..., AbstractForcing], rule: AbstractLearningRule,
                  optimizer: Callable[..., optax.GradientTransformation], members: list[Member],
-                 schedule: Schedule, objective: Objective = Objective()):
+                 schedule: Schedule, objective: Objective = Objective(), *, flossing: Flossing | None = None,
+                 adaptive_alpha: bool = False, analysis: Analysis = Analysis()):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.task, self.rule, self.schedule, self.objective = task, rule, schedule, objective
+        self.flossing = flossing if flossing is not None and flossing.enabled else None
+        self.adaptive_alpha, self.analysis = adaptive_alpha, analysis
         self.members = members
         self.make_cell, self.make_forcing = make_cell, make_forcing
         self.optimizer = optax.inject_hyperparams(optimizer)(learning_rate=members[0].lr)
@@ -118,9 +131,12 @@ class EnsembleTrainer:
         self.init_keys = jnp.stack([k[0] for k in keys])
         self.data_keys = jnp.stack([k[1] for k in keys])
         self.noise_keys = jnp.stack([k[2] for k in keys])
+        self.analysis_keys = jnp.stack([analysis_key(s) for s in seeds])
         self.alphas = jnp.asarray([m.alpha for m in members])
         self.lrs = jnp.asarray([m.lr for m in members])
         self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch))
+        self._floss = eqx.filter_jit(eqx.filter_vmap(self._member_floss))
+        self._lyapunov = eqx.filter_jit(eqx.filter_vmap(self._member_lyapunov))
 
     # ----- building the ensemble -----
     def init(self):
@@ -159,6 +175,10 @@ class EnsembleTrainer:
         if self.schedule.log_alignment:
             first = jax.tree_util.tree_map(lambda x: x[0], batches)
             extras |= self._gradient_alignment(cell, forcing, first, batch_keys[0])
+        if self.analysis.diagnostics:
+            trial = jax.tree_util.tree_map(lambda x: x[0, 0], batches)
+            extras |= dynamics_diagnostics(cell, forcing, self.rule, trial, key=batch_keys[0], objective=self.objective)
+        n_batches = self.schedule.n_batches
 
         # only the forcing's arrays travel through the scan carry (its flags must stay Python values)
         forcing_arrays, forcing_static = eqx.partition(forcing, eqx.is_array)
@@ -166,7 +186,7 @@ class EnsembleTrainer:
         def batch_step(carry, xs):
             cell, opt_state, forcing_arrays = carry
             forcing = eqx.combine(forcing_arrays, forcing_static)
-            batch, key = xs
+            batch, key = xs[:2]
             loss, grads, aux = self.rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
             grads = cell.mask_grads(grads)
             if self.schedule.clip_norm is not None:
@@ -175,20 +195,38 @@ class EnsembleTrainer:
             updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
             new_cell = eqx.apply_updates(cell, updates)
             new_forcing = feedback_update(forcing, cell, batch)  # learned feedback weights, if any
+            if self.adaptive_alpha:  # on the trajectory this batch trained on
+                alpha = adapt_alpha(forcing, cell, batch, (epoch - 1) * n_batches + xs[2])
+                new_forcing = eqx.tree_at(lambda f: f.alpha, new_forcing, alpha)
             cell = _tree_where(active, new_cell, cell)
             opt_state = _tree_where(active, new_opt_state, opt_state)
             forcing = _tree_where(active, new_forcing, forcing)
             return (cell, opt_state, eqx.filter(forcing, eqx.is_array)), (loss, jnp.sum(batch.info["weight"]))
 
+        xs = (batches, batch_keys) + ((jnp.arange(n_batches),) if self.adaptive_alpha else ())
         (cell, opt_state, forcing_arrays), (losses, sizes) = jax.lax.scan(
-            batch_step, (cell, opt_state, forcing_arrays), (batches, batch_keys))
+            batch_step, (cell, opt_state, forcing_arrays), xs)
         forcing = eqx.combine(forcing_arrays, forcing_static)
+        if self.adaptive_alpha:
+            extras["alpha"] = forcing.alpha
         train_loss = jnp.sum(losses * sizes) / jnp.sum(sizes)
         _, outputs = simulate(cell, val, NoForcing())
         val_loss = masked_mse(outputs, val.targets, val.mask)
         accuracy = jnp.mean(sign_correct(outputs, val.targets, val.mask))
         extras |= epoch_diagnostics(cell, forcing, self.rule)
         return cell, opt_state, forcing, train_loss, val_loss, accuracy, extras
+
+    # ----- flossing and Lyapunov exponents of one member (vmapped, jitted; between epochs) -----
+    def _member_floss(self, cell, active, key, steps: int):
+        flossed, _ = floss_cell(cell, self.task, self.flossing, steps, key=key)
+        return _tree_where(active, flossed, cell)
+
+    def _member_lyapunov(self, cell, key):
+        return task_lyapunov(cell, self.task, 1, key=key, trials=self.analysis.lyapunov_trials)[0]
+
+    def _streams(self, stream: int, epoch: int | None = None):
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, stream))(self.analysis_keys)
+        return keys if epoch is None else jax.vmap(lambda k: jax.random.fold_in(k, epoch))(keys)
 
     def _gradient_alignment(self, cell, forcing, batch, key) -> dict[str, jax.Array]:
         """cos(this rule's gradient, the exact BPTT gradient) per parameter group."""
@@ -203,12 +241,16 @@ class EnsembleTrainer:
             state=None) -> EnsembleResult:
         import time
 
-        s = self.schedule
+        s, fl = self.schedule, self.flossing
+        start = time.perf_counter()
         cells, forcings, opt_states, fixed = self.init() if state is None else state
-        tracker = ConvergenceTracker(len(self.members), s.threshold, s.patience, s.divergence)
+        M = len(self.members)
+        if fl is not None and fl.pre:
+            cells = self._floss(cells, jnp.ones(M, bool), self._streams(PRE_FLOSS), fl.pre)
+        lyap_before = self._lyapunov_all(cells)
+        tracker = ConvergenceTracker(M, s.threshold, s.patience, s.divergence)
         train_curves, val_curves, acc_curves = [], [], []
         extra_curves: dict[str, list[np.ndarray]] = {}
-        start = time.perf_counter()
         epoch = 0
         for epoch in range(1, s.epochs + 1):
             active = jnp.asarray(tracker.active)
@@ -228,11 +270,19 @@ class EnsembleTrainer:
                 on_epoch(epoch, tracker, val_loss)
             if not tracker.active.any():
                 break
+            if fl is not None and fl.every and epoch % fl.every == 0 and epoch < s.epochs:
+                cells = self._floss(cells, jnp.asarray(tracker.active), self._streams(INTER_FLOSS, epoch), fl.steps)
+        lyap_after = self._lyapunov_all(cells)
         seconds = time.perf_counter() - start
         stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
         return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),
                               stack(acc_curves), {k: stack(v) for k, v in extra_curves.items()}, epoch,
-                              seconds, forcings)
+                              seconds, forcings, lyap_before, lyap_after)
+
+    def _lyapunov_all(self, cells) -> np.ndarray | None:
+        if not self.analysis.lyapunov:
+            return None
+        return np.asarray(self._lyapunov(cells, self._streams(LYAPUNOV)), np.float64)
 
 
 def epoch_diagnostics(cell, forcing, rule) -> dict[str, jax.Array]:

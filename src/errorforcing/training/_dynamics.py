@@ -1,0 +1,126 @@
+"""Network dynamics inside training: gradient flossing, members' Lyapunov exponents and the
+adaptive forcing strength (SPEC §2, §6).
+
+Functions of one member (one cell, one key); the trainer `vmap`s and `jit`s them. Every
+random draw comes from the member's `analysis_key`, itself derived from its seed alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._types import Array, Float, Key
+from ..analysis import AdaptiveAlpha, floss, jacobian_norms, lyapunov_spectrum
+from ..forcing import AbstractForcing, simulate
+from ..models import AbstractCell
+from ..tasks import AbstractTask, Trials, sample_batch
+
+# Adaptive α estimates ‖J‖ on a subsample of each batch: the first ADAPTIVE_TRIALS trials and
+# ADAPTIVE_STEPS evenly spaced steps. The estimate is a geometric mean over time (a smooth
+# average), so a few dozen steps give it to a few per cent at a small fraction of a batch's cost.
+ADAPTIVE_TRIALS = 8
+ADAPTIVE_STEPS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Flossing:
+    """Gradient flossing during training (Engelken 2024; Liu et al.): Adam (learning rate
+    `lr`) on L = mean_i (λ_i − target)² over the k leading exponents, `trials` fresh task
+    trials per iteration. `pre` iterations before epoch 1; `steps` iterations after every
+    `every`-th epoch (0: never). `local=True` detaches the state (Liu et al.)."""
+
+    pre: int = 0
+    every: int = 0
+    steps: int = 10
+    k: int = 1
+    lr: float = 1e-3
+    local: bool = False
+    target: float = 0.0
+    trials: int = 8
+
+    def __post_init__(self):
+        if min(self.pre, self.every) < 0 or self.steps < 1 or self.k < 1 or self.trials < 1 or self.lr <= 0:
+            raise ValueError(f"invalid flossing settings: {self}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.pre > 0 or self.every > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """What the trainer measures beyond the loss (all off: no extra work at all).
+
+    `lyapunov`: λ_max of every member before epoch 1 (after pre-flossing) and after the last
+    epoch, on `lyapunov_trials` task trials (`task_lyapunov`, k = 1). `diagnostics`: the
+    per-epoch curves of `dynamics_diagnostics`."""
+
+    lyapunov: bool = False
+    lyapunov_trials: int = 8
+    diagnostics: bool = False
+
+
+def analysis_key(seed: int) -> Key:
+    """The member's key for flossing inputs and Lyapunov trials: fold_in(key(seed), 3), beside
+    the init (0), data (1) and noise (2) keys of `member_keys`. Its streams: 0 pre-flossing,
+    1 inter-flossing (then folded with the epoch), 2 Lyapunov exponents."""
+    return jax.random.fold_in(jax.random.key(seed), 3)
+
+
+PRE_FLOSS, INTER_FLOSS, LYAPUNOV = 0, 1, 2
+
+
+def transient_steps(task: AbstractTask) -> int:
+    """Steps left out of Lyapunov estimates: the first T/5, while the state leaves h = 0."""
+    return task.n_steps // 5
+
+
+def task_lyapunov(cell: AbstractCell, task: AbstractTask, k: int, *, key: Key,
+                  trials: int = 8) -> Float[Array, " k"]:
+    """The k leading Lyapunov exponents (per step) of the *unforced* network driven by task
+    inputs, from h = 0, after a transient of T/5 steps; the mean over `trials` trials
+    (each with its own random initial basis)."""
+    k_data, k_basis = jax.random.split(key)
+    inputs = sample_batch(task, trials, key=k_data).inputs
+    lam = lyapunov_spectrum(cell, inputs, k, key=k_basis, transient=transient_steps(task))
+    return jnp.mean(lam, axis=0)
+
+
+def floss_cell(cell: AbstractCell, task: AbstractTask, flossing: Flossing, steps: int, *,
+               key: Key) -> tuple[AbstractCell, Float[Array, " steps"]]:
+    """`steps` flossing iterations on fresh task inputs (`analysis.floss`); returns the cell and
+    the loss history."""
+    draw = lambda k: sample_batch(task, flossing.trials, key=k).inputs  # noqa: E731
+    return floss(cell, draw, steps=steps, lr=flossing.lr, k=flossing.k, key=key, target=flossing.target,
+                 local=flossing.local, transient=transient_steps(task))
+
+
+def forced_jacobian_norms(cell: AbstractCell, forcing: AbstractForcing, batch: Trials, *,
+                          trials: int = ADAPTIVE_TRIALS, steps: int = ADAPTIVE_STEPS) -> Float[Array, "b S"]:
+    """‖J_t‖₂ = ‖∂cell(h̃_{t−1}, x_t)/∂h̃_{t−1}‖₂ along the batch's forced trajectory (no process
+    noise), on its first `trials` trials at `steps` evenly spaced steps. Padding trials
+    (weight 0) get ‖J‖ = 1, which can never raise α* = max(0, 1 − 1/‖J‖) above the real ones'."""
+    sub = jax.tree_util.tree_map(lambda a: a[:trials], batch)
+    states, _ = simulate(cell, sub, forcing)
+    n_steps = states.shape[1]
+    idx = np.unique(np.arange(min(steps, n_steps)) * n_steps // min(steps, n_steps))
+    h0 = jnp.broadcast_to(cell.init_state(), states[:, :1].shape)
+    prev = jnp.concatenate([h0, states[:, :-1]], axis=1)[:, idx]
+    x = sub.inputs[:, idx]
+    # T = 1 trajectories starting at h̃_{t−1}: `jacobian_norms` evaluates J there
+    one = lambda h, xt: jacobian_norms(cell, h[None], xt[None], h0=h)[0]  # noqa: E731
+    norms = jax.vmap(jax.vmap(one))(prev, x)
+    real = sub.info["weight"] > 0 if "weight" in sub.info else jnp.ones(norms.shape[0], bool)
+    return jnp.where(real[:, None], norms, 1.0)
+
+
+def adapt_alpha(forcing: AbstractForcing, cell: AbstractCell, batch: Trials, batches_seen) -> Float[Array, ""]:
+    """The forcing strength after one more batch (Hess et al.; `analysis.AdaptiveAlpha`, every
+    5th batch): `batches_seen` counts the batches before this one since training began."""
+    norms = forced_jacobian_norms(cell, forcing, batch)
+    state = AdaptiveAlpha(jnp.asarray(forcing.alpha), jnp.asarray(batches_seen, jnp.int32))
+    return state.update(norms).alpha
