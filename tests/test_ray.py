@@ -77,19 +77,35 @@ def ray_head(tmp_path_factory):
     start = subprocess.run([_ray_cli(), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                             "--num-cpus=2", f"--temp-dir={temp}", "--include-dashboard=false",
                             "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=180)
-    mine = lambda: [p for p in _pids() if temp in _cmdline(p)]  # noqa: E731
+
+    def mine() -> set[int]:
+        """This head's processes: those naming its temp dir or its address, and their children."""
+        def named(pid):
+            cmd = _cmdline(pid)
+            return temp in cmd or any(a.startswith(("--address=", "--gcs-address=")) and a.endswith(f":{port}")
+                                      for a in cmd.split())
+        pids = {p for p in _pids() if named(p)}
+        parents = {p: _ppid(p) for p in _pids()}
+        while True:
+            more = {p for p, pp in parents.items() if pp in pids} - pids
+            if not more:
+                return pids
+            pids |= more
+
     try:
         assert start.returncode == 0, start.stderr
         yield f"127.0.0.1:{port}", env, mine
     finally:
+        tree = mine()  # before killing: orphans lose their parent
         for sig, grace in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
-            for pid in mine():
+            alive = [p for p in tree if _cmdline(p)]
+            for pid in alive:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
             deadline = time.monotonic() + grace
-            while mine() and time.monotonic() < deadline:
+            while any(_cmdline(p) for p in tree) and time.monotonic() < deadline:
                 time.sleep(0.1)
 
 

@@ -111,6 +111,24 @@ TruncOpt = typer.Option(None, "--truncation", help="k of truncated BPTT (--rule 
 AlignOpt = typer.Option(None, "--log-alignment/--no-log-alignment",
                         help="record cos(rule gradient, exact BPTT gradient) every epoch")
 JsonOpt = typer.Option(False, "--json", help="print a machine-readable summary on stdout")
+FlossPreOpt = typer.Option(None, "--floss-pre", help="gradient-flossing iterations before training (0: none)")
+FlossEveryOpt = typer.Option(None, "--floss-every", help="inter-flossing after every E epochs (0: never)")
+FlossStepsOpt = typer.Option(None, "--floss-steps", help="iterations per inter-floss (default 10)")
+FlossKOpt = typer.Option(None, "--floss-k", help="number of Lyapunov exponents flossed toward 0 (default 1)")
+FlossLrOpt = typer.Option(None, "--floss-lr", help="flossing Adam learning rate (default 1e-3)")
+FlossLocalOpt = typer.Option(None, "--floss-local/--floss-exact", help="detach the state in flossing (Liu et al.)")
+LyapunovOpt = typer.Option(None, "--lyapunov/--no-lyapunov", help="store λ_max of each member before/after training")
+DiagnosticsOpt = typer.Option(None, "--diagnostics/--no-diagnostics",
+                              help="record Jacobian norm, update alignment and efficiency curves per epoch")
+AdaptiveOpt = typer.Option(None, "--adaptive-alpha/--fixed-alpha",
+                           help="adapt α during training (Hess et al.); --alpha is then the start (default 1)")
+
+
+def _dynamics_overrides(floss_pre, floss_every, floss_steps, floss_k, floss_lr, floss_local, lyapunov, diagnostics,
+                        adaptive) -> dict[str, Any]:
+    return {"floss.pre": floss_pre, "floss.every": floss_every, "floss.steps": floss_steps, "floss.k": floss_k,
+            "floss.lr": floss_lr, "floss.local": floss_local, "analysis.lyapunov": lyapunov,
+            "analysis.diagnostics": diagnostics, "forcing.adaptive": adaptive}
 
 
 def _with_default_out(cfg):
@@ -136,12 +154,19 @@ def train(
     learn_feedback: Optional[bool] = typer.Option(None, "--learn-feedback/--fixed-feedback",
                                                   help="--forcing feedback: learn F with its local rule"),
     causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="forcing uses e_{t-1}"),
+    floss_pre: Optional[int] = FlossPreOpt, floss_every: Optional[int] = FlossEveryOpt,
+    floss_steps: Optional[int] = FlossStepsOpt, floss_k: Optional[int] = FlossKOpt,
+    floss_lr: Optional[float] = FlossLrOpt, floss_local: Optional[bool] = FlossLocalOpt,
+    lyapunov: Optional[bool] = LyapunovOpt, diagnostics: Optional[bool] = DiagnosticsOpt,
+    adaptive_alpha: Optional[bool] = AdaptiveOpt,
     config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
 ):
     """Train one ensemble (seeds × α × lr) and record it in OUT/runs.sqlite."""
     overrides = _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain,
                                   out, data, checkpoint, threshold, noise, readout, activation, clip, model,
                                   feedback, online, online_lr, truncation, log_alignment)
+    overrides |= _dynamics_overrides(floss_pre, floss_every, floss_steps, floss_k, floss_lr, floss_local, lyapunov,
+                                     diagnostics, adaptive_alpha)
     overrides |= {"forcing.kind": forcing, "forcing.alpha": _floats(alpha, "alpha"),
                   "forcing.ratio": ratio, "forcing.causal": causal, "forcing.learn_feedback": learn_feedback}
     cfg = _with_default_out(build_config(config, overrides))
@@ -173,7 +198,13 @@ def compare(
     online: Optional[bool] = OnlineOpt, online_lr: Optional[float] = OnlineLrOpt,
     truncation: Optional[int] = TruncOpt, log_alignment: Optional[bool] = AlignOpt,
     causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="EF uses e_{t-1} (online rules)"),
-    alphas: Optional[str] = typer.Option(None, "--alphas", help="α grid for TF and EF (default 0.1,0.5,1.0)"),
+    alphas: Optional[str] = typer.Option(None, "--alphas", help="α grid for TF and EF (default 0.1,0.5,1.0; "
+                                         "with --adaptive-alpha the start values, default 1.0)"),
+    floss_pre: Optional[int] = FlossPreOpt, floss_every: Optional[int] = FlossEveryOpt,
+    floss_steps: Optional[int] = FlossStepsOpt, floss_k: Optional[int] = FlossKOpt,
+    floss_lr: Optional[float] = FlossLrOpt, floss_local: Optional[bool] = FlossLocalOpt,
+    lyapunov: Optional[bool] = LyapunovOpt, diagnostics: Optional[bool] = DiagnosticsOpt,
+    adaptive_alpha: Optional[bool] = AdaptiveOpt,
     config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
 ):
     """No forcing vs teacher forcing vs error forcing on one task (best α per method)."""
@@ -183,8 +214,10 @@ def compare(
                                   out, data, checkpoint, threshold, noise, readout, activation, clip, model,
                                   feedback, online, online_lr, truncation, log_alignment)
     overrides["forcing.causal"] = causal
+    overrides |= _dynamics_overrides(floss_pre, floss_every, floss_steps, floss_k, floss_lr, floss_local, lyapunov,
+                                     diagnostics, adaptive_alpha)
     overrides = COMPARE_DEFAULTS | {k: v for k, v in overrides.items() if v is not None}
-    grid = _floats(alphas, "alphas") or list(COMPARE_ALPHAS)
+    grid = _floats(alphas, "alphas") or ([1.0] if adaptive_alpha else list(COMPARE_ALPHAS))
     overrides["forcing.alpha"] = grid  # validated here, before anything runs or is written
     cfg = _with_default_out(build_config(config, overrides))
     result = run_compare(cfg, alphas=grid, progress=True)
@@ -289,6 +322,7 @@ def _print_table(settings: list[dict], title: str, label: bool = False) -> None:
 
 
 from ._cli_experiments import register as _register_experiments; _register_experiments(app)  # noqa: E402, E702
+from ._cli_analysis import register as _register_analysis; _register_analysis(app)  # noqa: E402, E702
 
 
 def main(argv: list[str] | None = None) -> int:

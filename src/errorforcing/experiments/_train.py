@@ -16,7 +16,7 @@ import optax
 
 from .._version import __version__
 from ..rules import Objective
-from ..training import EnsembleResult, EnsembleTrainer, Member, Schedule
+from ..training import Analysis, EnsembleResult, EnsembleTrainer, Flossing, Member, Schedule
 from ._config import TrainConfig
 from ._registry import FORCINGS, MODELS, RULES, TASKS
 
@@ -54,10 +54,17 @@ def build_trainer(config: TrainConfig) -> EnsembleTrainer:
         divergence=config.divergence, clip_norm=config.optim.clip_norm, log_alignment=config.rule.log_alignment)
     optimizer = _optimizer(config.optim)
     objective = Objective(config.rate_reg, config.readout_reg, config.model.noise_std)
+    fl = config.floss
+    flossing = Flossing(pre=fl.pre, every=fl.every, steps=fl.steps, k=fl.k, lr=fl.lr, local=fl.local,
+                        target=fl.target, trials=fl.trials) if fl.enabled else None
+    analysis = Analysis(lyapunov=config.analysis.lyapunov, lyapunov_trials=config.analysis.lyapunov_trials,
+                        diagnostics=config.analysis.diagnostics)
     return EnsembleTrainer(task, lambda key: model_entry.build(config.model, task, key),
                            lambda alpha, cell, key: forcing_entry.build(config.forcing, alpha, cell, key),
                            rule, optimizer,
-                           members, schedule, objective)
+                           members, schedule, objective, flossing=flossing,
+                           adaptive_alpha=config.forcing.adaptive and config.forcing.kind != "none",
+                           analysis=analysis)
 
 
 def _optimizer(cfg) -> Callable[..., optax.GradientTransformation]:
@@ -81,12 +88,19 @@ def member_rows(config: TrainConfig, result: EnsembleResult, run_id: str) -> lis
             diverged=int(tr.diverged[i]), epochs_run=n,
             final_val_loss=float(val[-1]) if n else None,
             final_val_accuracy=float(acc[-1]) if (n and task_cls.classification) else None,
+            lyap_max_before=_finite(result.lyap_max_before, i), lyap_max_after=_finite(result.lyap_max_after, i),
             curves=json.dumps({"train_loss": _clean(result.train_curves[i, :n]),
                                "val_loss": _clean(val),
                                **({"val_accuracy": _clean(acc)} if task_cls.classification else {}),
                                **{k: _clean(v[i, :n]) for k, v in result.extra_curves.items()}}),
         ))
     return rows
+
+
+def _finite(values, i: int) -> float | None:
+    if values is None or not np.isfinite(values[i]):
+        return None
+    return float(values[i])
 
 
 def _clean(values) -> list[float | None]:

@@ -6,9 +6,9 @@ from ._feedback import (FeedbackForcing, alignment, decoder_alignment, feedback_
                         forcing_alignment)
 from ._williams_zipser import WilliamsZipserTeacherForcing
 from ._control import ClosedLoop, ControlledCell, FeedbackControl
-from ._simulate import process_noise, rollout, simulate
+from ._simulate import forced_step, process_noise, rollout, simulate
 
 __all__ = ["AbstractForcing", "NoForcing", "TeacherForcing", "ErrorForcing", "KalmanErrorForcing",
-           "forcing_strength", "readout_pinv", "rollout", "simulate", "process_noise",
+           "forcing_strength", "readout_pinv", "rollout", "simulate", "forced_step", "process_noise",
            "FeedbackForcing", "feedback_update", "alignment", "forcing_alignment", "decoder_alignment",
            "WilliamsZipserTeacherForcing", "FeedbackControl", "ControlledCell", "ClosedLoop"]

@@ -159,7 +159,7 @@ class ControlledCell(AbstractCell):
         return self.cell.readout(h)
 
     def mask_grads(self, grads: "ControlledCell") -> "ControlledCell":
-        control = jax.tree.map(jnp.zeros_like, grads.control)
+        control = jax.tree.map(lambda g: jnp.zeros_like(g) if eqx.is_array(g) else g, grads.control)
         if self.learn_feedback:
             control = eqx.tree_at(lambda c: c.W_fb, control, grads.control.W_fb)
         return eqx.tree_at(lambda g: (g.cell, g.control), grads, (self.cell.mask_grads(grads.cell), control))

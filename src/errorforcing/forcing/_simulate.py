@@ -11,6 +11,20 @@ from ..tasks import Trials
 from ._base import AbstractForcing, NoForcing
 
 
+def forced_step(cell: AbstractCell, forcing: AbstractForcing, h_prev, fcarry, x, target, mask, xi):
+    """h_t = cell(h̃_{t-1}, x_t) [+ ξ_t];  y_t = readout(h_t);  h̃_t = forcing(h_t, y_t, ...).
+
+    Returns (h_t, y_t, h̃_t, forcing carry). Every rule that runs its own time loop uses this
+    step, so that all of them differentiate the same trajectory.
+    """
+    h = cell(h_prev, x)
+    if xi is not None:
+        h = h + xi
+    y = cell.readout(h)
+    h_forced, fcarry = forcing(h, y, target, mask, cell, fcarry)
+    return h, y, h_forced, fcarry
+
+
 def rollout(
     cell: AbstractCell,
     forcing: AbstractForcing,
@@ -30,12 +44,7 @@ def rollout(
 
     def step(state, xs):
         h_prev, fcarry = state
-        x, target, m, xi = xs
-        h = cell(h_prev, x)
-        if xi is not None:
-            h = h + xi
-        y = cell.readout(h)
-        h_forced, fcarry = forcing(h, y, target, m, cell, fcarry)
+        _, y, h_forced, fcarry = forced_step(cell, forcing, h_prev, fcarry, *xs)
         return (h_forced, fcarry), (h_forced, y)
 
     if checkpoint:

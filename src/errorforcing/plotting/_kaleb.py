@@ -40,7 +40,7 @@ def kaleb_figure(paths: dict[str, np.ndarray], curves: dict[str, np.ndarray], ta
         ax.set_yticks([])
         ax.set_title(title, fontsize=9)
 
-    draw(axes[0, 0], paths["before"], f"before adaptation, control off\ntest MSE {before:.3g}")
+    draw(axes[0, 0], paths["before"], f"before adaptation, control off\nposition MSE {before:.3g}")
     draw(axes[0, 1], paths["before, control on"], "before adaptation, control on")
     gs = axes[0, 2].get_gridspec()
     axes[0, 2].remove()
@@ -50,13 +50,13 @@ def kaleb_figure(paths: dict[str, np.ndarray], curves: dict[str, np.ndarray], ta
         ax.plot(np.arange(len(curve)), curve, color=METHOD_COLORS.get(method), label=method)
     ax.set_yscale("log")
     ax.set_xlabel("adaptation trial")
-    ax.set_ylabel("test MSE (control off)")
+    ax.set_ylabel("test position MSE (control off)")
     ax.legend(fontsize=8)
     for ax, method in zip(axes[1], ("RFLO", "RFLO+c", "BPTT", "BPTT+c")):
         if method in paths:
             value = after.get(method)
             score = "diverged" if value is None else f"{value:.3g}"
-            draw(ax, paths[method], f"after {method}, control off\ntest MSE {score}", reference=paths["before"])
+            draw(ax, paths[method], f"after {method}, control off\nposition MSE {score}", reference=paths["before"])
         else:
             ax.axis("off")
     title = f"Kaleb et al. 2024: adaptation to a {rotation:g}° visuomotor rotation"

@@ -182,7 +182,7 @@ def _html(data: dict[str, Any], sweeps: list[dict[str, Any]]) -> str:
         link = f' <a href="{html.escape(svg)}">SVG</a>' if svg else ""
         figs.append(f'<figure id="fig-{name}"><img src="{html.escape(png)}" alt="{html.escape(name)}">'
                     f"<figcaption>{html.escape(caption)}{link}</figcaption></figure>")
-    specs = "".join(f"<h3>{html.escape(s['name'])}</h3><pre>{html.escape(s['spec'])}</pre>" for s in sweeps)
+    specs = "".join(f"<h3>{html.escape(s['name'])}</h3><pre>{html.escape(s['spec'], quote=False)}</pre>" for s in sweeps)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>errorforcing report</title>
 <link rel="icon" href="data:,"><style>{CSS}</style></head>

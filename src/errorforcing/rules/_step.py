@@ -1,6 +1,6 @@
 """Pieces shared by the rules that run their own time loop (truncated BPTT, RTRL, e-prop, RFLO):
-one forced step exactly as `forcing.rollout` takes it, the objective split into per-step terms,
-and the trainable-parameter bookkeeping."""
+the objective split into per-step terms and the trainable-parameter bookkeeping. The forced
+step itself is `forcing.forced_step`, the one `forcing.rollout` takes."""
 
 from __future__ import annotations
 
@@ -11,24 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from .._types import Array, Float, Output, Scalar, State
-from ..forcing import AbstractForcing
+from ..forcing import AbstractForcing, forced_step  # noqa: F401  (re-exported for the rules)
 from ..models import AbstractCell
 from ..tasks import Trials
 from ._loss import Objective, trial_weights
-
-
-def forced_step(cell: AbstractCell, forcing: AbstractForcing, h_prev: State, fcarry: Any, x, target: Output,
-                mask: Output, xi: State | None) -> tuple[State, Output, State, Any]:
-    """h_t = cell(h̃_{t-1}, x_t) [+ ξ_t];  y_t = readout(h_t);  h̃_t = forcing(h_t, y_t, ...).
-
-    The same step as `forcing.rollout`; returns (h_t, y_t, h̃_t, forcing carry).
-    """
-    h = cell(h_prev, x)
-    if xi is not None:
-        h = h + xi
-    y = cell.readout(h)
-    h_forced, fcarry = forcing(h, y, target, mask, cell, fcarry)
-    return h, y, h_forced, fcarry
 
 
 class StepLoss(eqx.Module):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from ..forcing import process_noise
 from ._base import AbstractLearningRule
 from ._loss import Objective
-from ._step import forced_step
+from ..forcing import forced_step
 
 
 class TruncatedBPTT(AbstractLearningRule):

@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS members (
     final_val_loss     REAL,
     final_val_accuracy REAL,
     curves             TEXT NOT NULL,
+    lyap_max_before    REAL,
+    lyap_max_after     REAL,
     PRIMARY KEY (run_id, member)
 );
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -68,7 +70,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 MEMBER_COLUMNS = ("run_id", "member", "seed", "task", "rule", "forcing", "alpha", "lr", "converged",
                   "converged_epoch", "diverged", "epochs_run", "final_val_loss", "final_val_accuracy",
-                  "curves")
+                  "curves", "lyap_max_before", "lyap_max_after")
+# Columns added after the first release, with their SQL type: stores written before get them
+# (NULL in old rows) the first time they are opened.
+ADDED_MEMBER_COLUMNS = {"lr": "REAL", "lyap_max_before": "REAL", "lyap_max_after": "REAL"}
 
 
 class RunStore:
@@ -85,6 +90,7 @@ class RunStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            _migrate(db)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -195,6 +201,14 @@ class RunStore:
         if row is None:
             raise KeyError(f"no run {run_id!r} in {self.path}")
         return json.loads(row["config"])
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """ALTER TABLE ADD COLUMN for every member column an older store lacks."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(members)")}
+    for column, sql_type in ADDED_MEMBER_COLUMNS.items():
+        if column not in have:
+            db.execute(f"ALTER TABLE members ADD COLUMN {column} {sql_type}")
 
 
 def _now() -> str:

@@ -74,6 +74,11 @@ def analysis_key(seed: int) -> Key:
 PRE_FLOSS, INTER_FLOSS, LYAPUNOV = 0, 1, 2
 
 
+def lyapunov_key(seed: int) -> Key:
+    """The key of a member's Lyapunov trials and bases (before and after training alike)."""
+    return jax.random.fold_in(analysis_key(seed), LYAPUNOV)
+
+
 def transient_steps(task: AbstractTask) -> int:
     """Steps left out of Lyapunov estimates: the first T/5, while the state leaves h = 0."""
     return task.n_steps // 5
