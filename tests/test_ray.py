@@ -73,7 +73,9 @@ def ray_head(tmp_path_factory):
     port = _free_port()
     cache = tmp_path_factory.getbasetemp() / "jax-compilation-cache"
     env = os.environ | {"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+                        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                        # the same on head and driver, whatever tokens this machine's ~/.ray holds
+                        "RAY_AUTH_MODE": "disabled"}
     start = subprocess.run([_ray_cli(), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                             "--num-cpus=2", f"--temp-dir={temp}", "--include-dashboard=false",
                             "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=180)

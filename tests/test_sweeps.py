@@ -1,6 +1,7 @@
 """Sweeps: spec expansion and job grouping, bad specs, resume after SIGKILL, concurrent status
 readers while a sweep writes."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -8,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
@@ -142,6 +142,7 @@ def test_reproductions_expand(name, quick):
     ('seeds = 0\n', "seeds"),
     ('grids = 1\n', "grids"),
     ('[grid]\n"task" = [1]\n', "grid.task"),
+    ('[grid]\n"task.options" = [{bogus = 1}]\n', "task.options"),
 ])
 def test_invalid_spec_exits_2_naming_the_field_and_writes_nothing(tmp_path, capsys, spec, field):
     path = tmp_path / "spec.toml"
@@ -158,8 +159,11 @@ def test_bad_executor_options_exit_2(tmp_path, capsys):
     path.write_text(TINY)
     assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
     assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--address", "127.0.0.1:1"]) == 2
+    args = ["sweep", str(path), "--out", str(tmp_path / "o"), "--executor", "ray", "--address", "127.0.0.1:1"]
+    expected = ["--workers", "--address", "--address" if importlib.util.find_spec("ray") else "--executor"]
+    assert main(args) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("error: --workers") and err[1].startswith("error: --address")
+    assert [e.split(":")[1].strip() for e in err] == expected, err
     assert not (tmp_path / "o").exists()
 
 
@@ -175,6 +179,21 @@ def test_dry_run_prints_the_job_table_and_writes_nothing(tmp_path, capsys):
     text = capsys.readouterr().out
     assert table["jobs"][0]["job_id"] in text and "6 jobs" in text
     assert not out.exists()
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_exits_1(tmp_path, capsys):
+    path = tmp_path / "spec.toml"
+    path.write_text('seeds = 1\n[base]\nepochs = 1\nmodel.kind = "gru"\nrule.kind = "eprop"\nforcing.kind = "none"\n')
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    ((job, message),) = summary["failed"]
+    assert message.startswith("TypeError: EProp")
+    assert main(["status", str(out), "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["total"]["failed"] == 1 and state["total"]["done"] == 0
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 1  # a rerun tries it again
+    assert json.loads(capsys.readouterr().out)["already_done"] == 0
 
 
 # ----- running: resume and concurrency -----
@@ -216,7 +235,8 @@ print(json.dumps({"reads": reads, "seen": sorted(seen)}))
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cli_env):
-    """An uninterrupted sweep, read by two status readers (and the CLI) while it writes."""
+    """An uninterrupted sweep (two worker processes), read by two status readers (and the
+    CLI) while it writes."""
     root = tmp_path_factory.mktemp("reference")
     spec, out = root / "spec.toml", root / "out"
     spec.write_text(TINY)
@@ -224,7 +244,8 @@ def reference(tmp_path_factory, cli_env):
                                 stderr=subprocess.PIPE, text=True, env=cli_env) for _ in range(2)]
     for r in readers:  # reading before the sweep starts writing
         assert r.stdout.readline().strip() == "ready", r.communicate()
-    sweep = cli("sweep", str(spec), "--out", str(out), "--json", env=cli_env)
+    # two worker processes: jobs finish concurrently, the driver alone writes
+    sweep = cli("sweep", str(spec), "--out", str(out), "--json", "--workers", "2", env=cli_env)
     while _done(out) < 1 and sweep.poll() is None:
         time.sleep(0.02)
     status_call = subprocess.run([sys.executable, "-m", "errorforcing.cli", "status", str(out), "--json"],

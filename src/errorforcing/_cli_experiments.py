@@ -17,9 +17,9 @@ import typer
 def _owner(app: typer.Typer) -> ModuleType:
     # Under `python -m errorforcing.cli` the app lives in `__main__`, a second copy of the cli
     # module: errors must be that copy's BadInput for its main() to catch them.
-    for module in list(sys.modules.values()):
-        if getattr(module, "app", None) is app and hasattr(module, "BadInput"):
-            return module
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "app", None) is app and hasattr(main, "BadInput"):
+        return main
     from . import cli
 
     return cli
@@ -59,6 +59,8 @@ def register(app: typer.Typer) -> None:
                 import ray  # noqa: F401
             except ImportError:
                 fail("--executor: ray needs Ray, which is not installed (pip install 'errorforcing[ray]')")
+            if address:
+                _check_reachable(address, fail)
         return make_executor(kind, workers=workers, address=address)
 
     def plan_for(spec_file: Path):
@@ -178,6 +180,19 @@ def register(app: typer.Typer) -> None:
             print(f"{name}{' (quick)' if quick else ''} → {out_dir}; report: {result.report or '—'}")
         if failed:
             raise typer.Exit(1)
+
+
+def _check_reachable(address: str, fail) -> None:
+    """Before anything is written: is a Ray head listening at HOST:PORT (or ray://HOST:PORT)?"""
+    import socket
+
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        fail(f"--address: expected HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        fail(f"--address: no Ray head reachable at {address} ({e.strerror or e}); start one with `ray start --head`")
 
 
 def _print_plan(plan, out_dir: Path, json_out: bool) -> None:

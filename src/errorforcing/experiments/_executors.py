@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from ._sweep import Job
 
@@ -40,24 +40,36 @@ class Executor(Protocol):
     def run(self, jobs: Sequence[Job], events: JobEvents) -> None: ...
 
 
+class JobFailed(Exception):
+    """The job itself raised (in the worker); its message is one line."""
+
+
 def execute_job(job_id: str, config_json: str) -> dict[str, Any]:
-    """Train one job and return it as plain data (what crosses process and machine borders)."""
+    """Train one job and return it as plain data (what crosses process and machine borders).
+    A job that raises comes back as `{"error": "Type: message"}`: an exception object might
+    not even be deserialisable on the driver, and a retry would only raise again."""
     import equinox as eqx
 
     from ._config import TrainConfig
     from ._train import train
 
-    config = TrainConfig.model_validate_json(config_json)
-    start = time.perf_counter()
-    result = train(config, progress=False, run_id=job_id)
-    seconds = time.perf_counter() - start
-    buffer = io.BytesIO()
-    eqx.tree_serialise_leaves(buffer, result.ensemble.cells)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        config = TrainConfig.model_validate_json(config_json)
+        start = time.perf_counter()
+        result = train(config, progress=False, run_id=job_id)
+        seconds = time.perf_counter() - start
+        buffer = io.BytesIO()
+        eqx.tree_serialise_leaves(buffer, result.ensemble.cells)
+    except Exception as e:
+        return {"job_id": job_id, "error": _error_line(e), "worker": worker}
     return {"job_id": job_id, "rows": json.dumps(result.rows), "params": buffer.getvalue(),
-            "seconds": seconds, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+            "seconds": seconds, "worker": worker}
 
 
 def _decode(wire: dict[str, Any]) -> JobOutput:
+    if "error" in wire:
+        raise JobFailed(wire["error"])
     return JobOutput(wire["job_id"], json.loads(wire["rows"]), wire["params"], float(wire["seconds"]),
                      wire["worker"])
 
@@ -86,8 +98,8 @@ class LocalExecutor:
                 events.started(job)
                 try:
                     output = _decode(execute_job(*_payload(job)))
-                except Exception as e:  # a job's failure is recorded; the sweep goes on
-                    events.failed(job, _error_line(e))
+                except JobFailed as e:  # recorded; the sweep goes on
+                    events.failed(job, str(e))
                 else:
                     events.finished(job, output)
             return
@@ -96,37 +108,50 @@ class LocalExecutor:
     def _run_pool(self, jobs: Sequence[Job], events: JobEvents) -> None:
         import concurrent.futures as cf
         import multiprocessing
+        from concurrent.futures.process import BrokenProcessPool
 
-        queue = list(jobs)[::-1]
         with cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            in_flight: dict[cf.Future, Job] = {}
-            try:
-                while queue or in_flight:
-                    # only as many submitted as there are workers, so `running` in the store is true
-                    while queue and len(in_flight) < self.workers:
-                        job = queue.pop()
-                        events.started(job)
-                        in_flight[pool.submit(execute_job, *_payload(job))] = job
-                    done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-                    for future in done:
-                        job = in_flight.pop(future)
-                        try:
-                            output = _decode(future.result())
-                        except Exception as e:
-                            events.failed(job, _error_line(e))
-                        else:
-                            events.finished(job, output)
-            except BaseException:
-                for future in in_flight:
-                    future.cancel()
-                raise
+            _stream(jobs, events, self.workers,
+                    submit=lambda job: pool.submit(execute_job, *_payload(job)),
+                    wait=lambda futures: cf.wait(futures, return_when=cf.FIRST_COMPLETED)[0],
+                    collect=lambda future: future.result(), lost=(BrokenProcessPool,),
+                    cancel=lambda future: future.cancel())
+
+
+def _stream(jobs: Sequence[Job], events: JobEvents, slots: int, *, submit: Callable[[Job], Any],
+            wait: Callable[[list], Iterable], collect: Callable[[Any], dict[str, Any]],
+            lost: tuple[type[BaseException], ...], cancel: Callable[[Any], None]) -> None:
+    """Keep at most `slots` jobs in flight (so `running` in the store is true and results
+    stream back as they finish); `lost`: the errors of a worker that died."""
+    queue = list(jobs)[::-1]
+    in_flight: dict[Any, Job] = {}
+    try:
+        while queue or in_flight:
+            while queue and len(in_flight) < slots:
+                job = queue.pop()
+                events.started(job)
+                in_flight[submit(job)] = job
+            for handle in wait(list(in_flight)):
+                job = in_flight.pop(handle)
+                try:
+                    output = _decode(collect(handle))
+                except JobFailed as e:
+                    events.failed(job, str(e))
+                except lost as e:
+                    events.failed(job, _error_line(e))
+                else:
+                    events.finished(job, output)
+    except BaseException:
+        for handle in in_flight:
+            cancel(handle)
+        raise
 
 
 class RayExecutor:
     """Jobs as Ray tasks (one CPU each) on the cluster at `address` (`HOST:PORT` of a running
     head, or `ray://HOST:PORT` for Ray Client), or on a local Ray instance started here when
     `address` is None. Ray re-runs a task whose worker died (`max_retries`); a job that raises
-    is not retried (the same config would raise again)."""
+    is not retried: it comes back as a failure (the same config would raise again)."""
 
     def __init__(self, address: str | None = None, *, max_retries: int = 3):
         try:
@@ -145,6 +170,8 @@ class RayExecutor:
         with contextlib.redirect_stdout(sys.stderr):
             started_here = not ray.is_initialized()
             if started_here:
+                if self.address:
+                    _match_cluster_auth()
                 ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING,
                          include_dashboard=False, configure_logging=False)
             try:
@@ -154,32 +181,27 @@ class RayExecutor:
                     ray.shutdown()
 
     def _run(self, ray, jobs: Sequence[Job], events: JobEvents) -> None:
-        remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(execute_job)
+        remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(execute_job)
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        queue = list(jobs)[::-1]
-        in_flight: dict[Any, Job] = {}
-        try:
-            while queue or in_flight:
-                # a bounded number of tasks in flight: results stream back while the rest wait
-                while queue and len(in_flight) < slots:
-                    job = queue.pop()
-                    events.started(job)
-                    in_flight[remote.remote(*_payload(job))] = job
-                ready, _ = ray.wait(list(in_flight), num_returns=1)
-                for ref in ready:
-                    job = in_flight.pop(ref)
-                    try:
-                        output = _decode(ray.get(ref))
-                    except ray.exceptions.RayTaskError as e:
-                        events.failed(job, _error_line(e.cause) if e.cause else str(e).splitlines()[0])
-                    except ray.exceptions.RayError as e:  # retries used up: worker or node lost
-                        events.failed(job, f"{type(e).__name__}: {str(e).splitlines()[0]}")
-                    else:
-                        events.finished(job, output)
-        except BaseException:
-            for ref in in_flight:
-                ray.cancel(ref, force=True)
-            raise
+        _stream(jobs, events, slots, submit=lambda job: remote.remote(*_payload(job)),
+                wait=lambda refs: ray.wait(refs, num_returns=1)[0], collect=ray.get,
+                lost=(ray.exceptions.RayError,),  # retries used up: worker or node lost
+                cancel=lambda ref: ray.cancel(ref, force=True))
+
+
+def _match_cluster_auth() -> None:
+    """`ray start` turns Ray's token authentication on when a token exists (~/.ray/auth_token,
+    which a local `ray.init()` creates) and RAY_AUTH_MODE is unset; a driver connecting to that
+    cluster must do the same or the head refuses it. A token sent to a head without
+    authentication is ignored, so this is safe either way."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def make_executor(kind: str, *, workers: int = 1, address: str | None = None) -> Executor:

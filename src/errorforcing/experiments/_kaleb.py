@@ -3,26 +3,29 @@ pre-train a reaching network with feedback control on, then adapt it to a visuom
 with RFLO or BPTT, with the control on during learning ("+c") or off (SPEC §2, §4).
 
 Phase 1 (pre-training). A leaky ReLU RNN (N = 400, τ = 0.05 s, dt = 0.01 s, rate readout,
-125 steps) reaches to random targets in [-6, 6]² while a `FeedbackControl` feeds back its
-integrated velocity error through W_fb. BPTT (autodiff through the closed loop, the reference
-code's default) trains W_rec, W_in, b, W_out, b_out and W_fb together (`ControlledCell`),
-Adam with gradient clipping. W_fb is then fixed.
+125 steps) reaches to random targets in [-6, 6]² while a `FeedbackControl` feeds back the
+cursor's integrated velocity error (its position error) through W_fb. As in the reference
+code, a quarter of the reaches are pushed (`push_trials`) and the loss is the squared position
+error, so the controller has errors to correct; without pushes W_fb barely learns. BPTT
+(autodiff through the closed loop, the reference code's default) trains W_rec, W_in, b, W_out,
+b_out and W_fb together (`ControlledCell`), Adam with gradient clipping. W_fb is then fixed.
 
 Phase 2 (adaptation). The cursor is rotated by θ (45° by default); trials are center-out
 reaches to one of 8 targets at radius 5, batch 1, and W_rec alone changes after every step:
 
 - RFLO: `RFLO(online=True, lr=η)` (symmetric feedback B = W_outᵀ), control off while learning;
-- RFLO+c: the same with the controller on (its signal stopped, an external input);
-- BPTT: online BPTT — at each step t, W_rec ← W_rec - η ∂ℓ_t/∂W_rec, the gradient of that
-  step's loss back-propagated through the whole trajectory so far (the states as they were
-  produced, the current W_rec), as the reference code's per-step `autograd.grad` does;
+- RFLO+c: the same with the controller on (its signal stopped: an external input);
+- BPTT: online BPTT (`online_bptt_trial`) — after each step t, W_rec ← W_rec - η ∂ℓ_t/∂W_rec,
+  that step's loss back-propagated through the whole trajectory so far (the states as they
+  were produced, the current W_rec), as the reference code's per-step `autograd.grad` does;
 - BPTT+c: the same with the controller on.
 
-ℓ_t = Σ_k (y_tk - y*_tk)² / Σ m is this library's velocity loss (the reference code uses the
-squared position error and W_fb as RFLO's feedback matrix; documented differences). Each
-method runs a small learning-rate grid at once (`vmap`), and the best rate by final test
-error is reported. Test error: the velocity MSE on the 8 center-out reaches under the
-rotation, with the control OFF (`NoForcing()`), before and after adaptation.
+The rules learn this library's velocity loss ℓ_t = Σ_k (y_tk - y*_tk)² / Σ m. (The reference
+code's rules use the position error instead, and its RFLO sends it through W_fb rather than
+W_outᵀ.) Each method runs a small learning-rate grid at once (`vmap`), and the best rate by
+final test position error is reported, every rate's result kept. Test errors: velocity MSE
+and cursor position MSE on the 8 center-out reaches under the rotation, control OFF
+(`NoForcing()`), before and after adaptation.
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ import numpy as np
 import optax
 
 from .._types import Array, Float
-from ..forcing import AbstractForcing, ClosedLoop, ControlledCell, FeedbackControl, NoForcing, rollout, simulate
+from ..forcing import (AbstractForcing, ClosedLoop, ControlledCell, FeedbackControl, NoForcing, forced_step, rollout,
+                       simulate)
 from ..models import LeakyRNN
 from ..rules import RFLO, Objective, masked_mse
-from ..rules._step import forced_step
 from ..tasks import CenterOutReach, Trials, integrate_velocity, rotate, sample_batch
 
 METHODS = ("RFLO", "RFLO+c", "BPTT", "BPTT+c")
@@ -244,7 +247,7 @@ def online_bptt_trial(cell: LeakyRNN, forcing: AbstractForcing, trial: Trials, l
     return with_W(W), jnp.sum(losses)
 
 
-def test_errors(cell: LeakyRNN, test: Trials, rotation: float, dt: float,
+def reach_errors(cell: LeakyRNN, test: Trials, rotation: float, dt: float,
                 forcing: AbstractForcing | None = None) -> Float[Array, "2"]:
     """(velocity MSE, position MSE) over the test reaches, control off unless a forcing is
     given: mean (y - y*)² (this library's loss) and mean (p* - p)² of the cursor (the
@@ -267,7 +270,7 @@ def adapt(cell: LeakyRNN, control: FeedbackControl, method: str, lrs, config: Ka
     task = CenterOutReach(mode="test", rotation=config.rotation, n_steps=config.n_steps, dt=config.dt)
     test = task.test_trials()
     trial_keys = jax.random.split(key, config.adapt_trials)
-    evaluate = lambda c: test_errors(c, test, config.rotation, config.dt)
+    evaluate = lambda c: reach_errors(c, test, config.rotation, config.dt)
 
     def one_lr(lr):
         def one_trial(c, k):
@@ -327,10 +330,10 @@ def reproduce_kaleb_adaptation(*, quick: bool, out: Path, progress: bool = True,
     unrotated_control = eqx.tree_at(lambda c: c.rotation, control, 0.0)
     pair = lambda e: {"velocity_mse": _finite(e[0]), "position_mse": _finite(e[1])}
     before = {
-        "unrotated_control_off": pair(test_errors(cell, test_plain, 0.0, config.dt)),
-        "unrotated_control_on": pair(test_errors(cell, test_plain, 0.0, config.dt, unrotated_control)),
-        "rotated_control_off": pair(test_errors(cell, test, config.rotation, config.dt)),
-        "rotated_control_on": pair(test_errors(cell, test, config.rotation, config.dt, control)),
+        "unrotated_control_off": pair(reach_errors(cell, test_plain, 0.0, config.dt)),
+        "unrotated_control_on": pair(reach_errors(cell, test_plain, 0.0, config.dt, unrotated_control)),
+        "rotated_control_off": pair(reach_errors(cell, test, config.rotation, config.dt)),
+        "rotated_control_on": pair(reach_errors(cell, test, config.rotation, config.dt, control)),
     }
     say(f"pre-trained in {time.perf_counter() - t0:.0f} s; test errors before adaptation: {json.dumps(before)}")
 

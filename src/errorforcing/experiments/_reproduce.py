@@ -62,9 +62,9 @@ def ef_fig2(quick: bool) -> list[SweepSpec]:
     """EF paper Fig. 2: fraction learned and epochs to converge vs delay, delayed XOR and cued
     evidence integration; BPTT, TF-BPTT and EF-BPTT (α by grid search per delay), GRU/LSTM + BPTT."""
     if quick:
-        base = EF_PROTOCOL | {"epochs": 40}
+        base = EF_PROTOCOL | {"epochs": 60}
         seeds, alphas, delays = 4, [0.2, 0.5, 1.0], [10, 40]
-        note = _quick_note("4 seeds, delays 10 and 40, α ∈ {0.2, 0.5, 1}, 40 epochs")
+        note = _quick_note("4 seeds, delays 10 and 40, α ∈ {0.2, 0.5, 1}, 60 epochs")
     else:
         base, seeds, alphas, delays, note = EF_PROTOCOL, 20, list(ALPHA_GRID), EF_DELAYS, ""
     return [spec("ef-fig2", base=base, seeds=seeds, note=note,
@@ -76,9 +76,9 @@ def ef_fig3(quick: bool) -> list[SweepSpec]:
     """EF paper Fig. 3: RFLO vs EF-RFLO on delayed XOR over delays; EF through a fixed vs a
     learned random feedback matrix F (cos(F, W⁺) is reported when the rule records it)."""
     if quick:
-        base = EF_PROTOCOL | {"epochs": 40}
+        base = EF_PROTOCOL | {"epochs": 60}
         seeds, alphas, delays = 4, [0.2, 0.5, 1.0], [10, 40]
-        note = _quick_note("4 seeds, delays 10 and 40, α ∈ {0.2, 0.5, 1}, 40 epochs")
+        note = _quick_note("4 seeds, delays 10 and 40, α ∈ {0.2, 0.5, 1}, 60 epochs")
     else:
         base, seeds, alphas, delays, note = EF_PROTOCOL, 20, [a for a in ALPHA_GRID if a > 0], EF_DELAYS, ""
     # RFLO's own learning signal comes through fixed random feedback (Murray 2019)

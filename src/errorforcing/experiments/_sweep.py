@@ -352,5 +352,9 @@ def _label(spec: SweepSpec, cfg: TrainConfig) -> str:
 def _cost(cfg: TrainConfig) -> float:
     from ._train import build_task
 
-    steps = build_task(cfg).n_steps
+    try:  # building the task here also catches bad task options before anything runs
+        steps = build_task(cfg).n_steps
+    except Exception as e:
+        field = "task.options" if cfg.task.options else "task"
+        raise SpecError(field, f"cannot build task {cfg.task.name!r}: {e}") from None
     return float(cfg.n_members * cfg.epochs * (cfg.train_trials + cfg.val_trials) * steps * cfg.model.hidden ** 2)

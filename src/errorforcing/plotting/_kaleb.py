@@ -21,7 +21,7 @@ def kaleb_figure(paths: dict[str, np.ndarray], curves: dict[str, np.ndarray], ta
     on), and the test error (control off) over adaptation trials. Bottom: cursor paths after
     adaptation with each method (control off), the paths before in grey."""
     targets = np.asarray(targets)
-    fig, axes = plt.subplots(2, 4, figsize=(15, 7.5))
+    fig, axes = plt.subplots(2, 4, figsize=(15, 7.5), layout="constrained")
     colors = plt.get_cmap("hsv", len(targets) + 1)
 
     def draw(ax, xy, title, reference=None):
@@ -30,7 +30,9 @@ def kaleb_figure(paths: dict[str, np.ndarray], curves: dict[str, np.ndarray], ta
                 ax.plot(p[:, 0], p[:, 1], color="0.8", lw=1)
         for k, p in enumerate(xy):
             ax.plot(p[:, 0], p[:, 1], color=colors(k), lw=1.3)
-        ax.scatter(targets[:, 0], targets[:, 1], s=60, facecolors="none", edgecolors="k", lw=1)
+        # each target ringed in its path's colour (at 45° a rotated path ends on the next target)
+        ax.scatter(targets[:, 0], targets[:, 1], s=70, facecolors="none",
+                   edgecolors=[colors(k) for k in range(len(targets))], lw=1.5)
         ax.scatter([0], [0], s=15, color="k")
         lim = 1.35 * float(np.max(np.abs(targets)))
         ax.set_xlim(-lim, lim)

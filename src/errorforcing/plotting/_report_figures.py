@@ -100,6 +100,7 @@ def fraction_figure(best: list[dict], path: Path, *, x_name: dict[str, str | Non
             pts = sorted((b for b in mine if b["method"] == method), key=lambda b: _xpos(b["x"]))
             f = np.array([b["fraction"] for b in pts])
             err = np.array([[b["fraction"] - b["ci_low"] for b in pts], [b["ci_high"] - b["fraction"] for b in pts]])
+            err = np.clip(err, 0.0, None)  # at fraction 0 or 1 the interval's end can round past it
             ax.errorbar([_xpos(b["x"]) for b in pts], f, yerr=err, fmt="o-", capsize=3, color=_color(i),
                         label=method)
         ax.set_ylim(-0.03, 1.03)
@@ -165,6 +166,7 @@ def curves_figure(best: list[dict], members: dict[tuple, list[dict]], path: Path
         panels += [(task, x) for x in xs]
     fig, axes = _grid(len(panels))
     methods = sorted({b["method"] for b in best})
+    several_lr = len({b["lr"] for b in best}) > 1
     for ax, (task, x) in zip(axes, panels):
         for b in (b for b in best if b["task"] == task and b["x"] == x):
             rows = [m for m in members[b["setting"]] if m["curves"].get(key)]
@@ -173,7 +175,8 @@ def curves_figure(best: list[dict], members: dict[tuple, list[dict]], path: Path
             med, lo, hi = _median_curve(rows, key)
             epochs = np.arange(1, len(med) + 1)
             color = _color(methods.index(b["method"]))
-            ax.plot(epochs, med, color=color, label=f"{b['method']} (α={b['alpha']:g})")
+            setting = f"α={b['alpha']:g}" + (f", lr={b['lr']:g}" if several_lr else "")
+            ax.plot(epochs, med, color=color, label=f"{b['method']} ({setting})")
             ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, lw=0)
         if log and ax.get_lines():
             ax.set_yscale("log")

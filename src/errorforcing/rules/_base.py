@@ -20,6 +20,10 @@ class AbstractLearningRule(eqx.Module):
     `trials` is a batch. `grads` has the cell's pytree structure (None or zeros where nothing
     learns) and goes straight to optax. `aux` is a dict of diagnostics (at least "states" and
     "outputs" of the forced rollout are not required; rules return what they have cheaply).
+
+    Rules whose update is a sum over steps (e-prop, RFLO, RTRL) also offer
+    `rule.step_updates(cell, forcing, trials, key=key, objective=objective)`: the per-step
+    updates, leaves [T, ...], summing to the grads (used by the learning diagnostics).
     """
 
     @abc.abstractmethod

@@ -12,6 +12,7 @@ from jax.flatten_util import ravel_pytree
 from ..forcing import AbstractForcing, process_noise
 from ..models import AbstractCell
 from ._base import AbstractLearningRule
+from ._leaky_rtrl import leaky_rtrl, supports_fast_rtrl
 from ._loss import Objective
 from ._step import StepLoss, forced_step, full_grads, time_major, trainable_spec
 
@@ -43,10 +44,15 @@ class RTRL(AbstractLearningRule):
     within the trial (θ_end = θ_0 - lr · grads), and the loss is Σ_t ℓ_t as it was incurred.
     It is meant for continual tasks (a long stream as one trial, batch 1); the returned grads
     fed to `optax.sgd(lr)` land exactly on θ_end.
+
+    For the leaky RNN under no forcing or stopped additive forcing a hand-written recursion
+    (`_leaky_rtrl`) computes the same gradient about 5x faster; `fast=False` forces the
+    generic path, the oracle it is tested against.
     """
 
     online: bool = eqx.field(default=False, static=True)
     lr: float | jax.Array | None = None
+    fast: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         if self.online and self.lr is None:
@@ -72,6 +78,12 @@ class RTRL(AbstractLearningRule):
         params, rest = eqx.partition(cell, spec)
         theta0, unravel = ravel_pytree(params)
         build = lambda th: eqx.combine(unravel(th), rest)
+        to_grads = lambda g: full_grads(cell, spec, unravel(g))
+        if self.fast and supports_fast_rtrl(cell, forcing):
+            loss, g_sum, steps = leaky_rtrl(cell, forcing, trials, objective, noise, online=self.online, lr=self.lr,
+                                            per_step=per_step)
+            flat = lambda g: ravel_pytree(_like(params, g))[0]
+            return loss, flat(g_sum), (jax.vmap(flat)(steps) if per_step else None), to_grads
         carry = _CarryLayout(cell, forcing, trials)
 
         def initial_state(theta):
@@ -122,7 +134,7 @@ class RTRL(AbstractLearningRule):
         init = (theta0, bcast(s0), bcast(M0), jax.tree.map(bcast, other0), jnp.zeros_like(theta0),
                 jnp.zeros((), s0.dtype))
         (_, _, _, _, g_sum, loss), steps = jax.lax.scan(scan_step, init, time_major(trials, noise))
-        return loss, g_sum, steps, lambda g: full_grads(cell, spec, unravel(g))
+        return loss, g_sum, steps, to_grads
 
 
 def _like(params, full):

@@ -4,9 +4,10 @@ trainer can do to and measure of the network dynamics (flossing, adaptive α, di
 from ._convergence import ConvergenceTracker
 from ._diagnostics import dynamics_diagnostics, exact_step_gradients, forcing_gain, update_diagnostics
 from ._dynamics import (Analysis, Flossing, adapt_alpha, analysis_key, floss_cell, forced_jacobian_norms,
-                        lyapunov_key, task_lyapunov)
+                        lyapunov_key, sampled_jacobian_norms, task_lyapunov)
 from ._ensemble import EnsembleResult, EnsembleTrainer, Member, Schedule, member_keys
 
 __all__ = ["ConvergenceTracker", "EnsembleResult", "EnsembleTrainer", "Member", "Schedule", "member_keys",
            "Analysis", "Flossing", "adapt_alpha", "analysis_key", "floss_cell", "forced_jacobian_norms", "lyapunov_key",
+           "sampled_jacobian_norms",
            "task_lyapunov", "dynamics_diagnostics", "exact_step_gradients", "forcing_gain", "update_diagnostics"]

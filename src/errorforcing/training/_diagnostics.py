@@ -4,7 +4,8 @@ For the trial (the first of the epoch's first batch, the cell as the epoch start
 as trained, no process noise):
 
 - "jacobian_norm": mean_t ‖J_t‖₂, J_t = ∂cell(h̃_{t−1}, x_t)/∂h̃_{t−1} along the forced trajectory
-  (the cell step's Jacobian; the forcing's own factor is not included, as in `jacobian_norms`).
+  (the cell step's Jacobian; the forcing's own factor is not included, as in `jacobian_norms`),
+  averaged over 64 evenly spaced steps (all steps if T <= 64: one N × N SVD per step).
 - "cos_G_Wout": cos(G, W_outᵀ) for a forcing with a gain G (N × n_out) from the error to the
   state: W⁺ for teacher and error forcing, the Kalman gain, the feedback weights F.
 - For rules with per-step updates (`step_updates`: e-prop, RFLO, RTRL; offline or online,
@@ -34,21 +35,23 @@ import jax
 import jax.numpy as jnp
 
 from .._types import Array, Float, Key
-from ..analysis import cosine, jacobian_norms, local_alignment, update_efficiency
+from ..analysis import cosine, local_alignment, update_efficiency
 from ..forcing import AbstractForcing, TeacherForcing, alignment, readout_pinv, rollout
 from ..models import AbstractCell
 from ..rules import AbstractLearningRule, Objective
 from ..rules._step import StepLoss
 from ..tasks import Trials
+from ._dynamics import sampled_jacobian_norms
 
 ALIGNMENT_STEPS = 16
+JACOBIAN_STEPS = 64
 
 
 def dynamics_diagnostics(cell: AbstractCell, forcing: AbstractForcing, rule: AbstractLearningRule, trial: Trials,
                          *, key: Key, objective: Objective = Objective()) -> dict[str, Float[Array, ""]]:
     """The per-epoch diagnostics of the module docstring on one (unbatched) trial."""
     states, _ = rollout(cell, forcing, trial.inputs, trial.targets, trial.mask)
-    out = {"jacobian_norm": jnp.mean(jacobian_norms(cell, states, trial.inputs))}
+    out = {"jacobian_norm": jnp.mean(sampled_jacobian_norms(cell, states, trial.inputs, JACOBIAN_STEPS))}
     gain = forcing_gain(forcing, cell)
     if gain is not None:
         out["cos_G_Wout"] = alignment(gain, cell.W_out.T)

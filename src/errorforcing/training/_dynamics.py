@@ -19,9 +19,11 @@ from ..forcing import AbstractForcing, simulate
 from ..models import AbstractCell
 from ..tasks import AbstractTask, Trials, sample_batch
 
-# Adaptive α estimates ‖J‖ on a subsample of each batch: the first ADAPTIVE_TRIALS trials and
-# ADAPTIVE_STEPS evenly spaced steps. The estimate is a geometric mean over time (a smooth
-# average), so a few dozen steps give it to a few per cent at a small fraction of a batch's cost.
+# Adaptive α estimates ‖J‖ only on the batches where α changes (every ADAPTIVE_EVERY-th), on a
+# subsample: the first ADAPTIVE_TRIALS trials at ADAPTIVE_STEPS evenly spaced steps. ‖J‖ is a
+# geometric mean over time (a smooth average), so a few dozen steps give it to a few per cent;
+# each step costs an N × N SVD, which over a whole batch would cost more than the batch itself.
+ADAPTIVE_EVERY = 5
 ADAPTIVE_TRIALS = 8
 ADAPTIVE_STEPS = 32
 
@@ -111,21 +113,37 @@ def forced_jacobian_norms(cell: AbstractCell, forcing: AbstractForcing, batch: T
     (weight 0) get ‖J‖ = 1, which can never raise α* = max(0, 1 − 1/‖J‖) above the real ones'."""
     sub = jax.tree_util.tree_map(lambda a: a[:trials], batch)
     states, _ = simulate(cell, sub, forcing)
-    n_steps = states.shape[1]
-    idx = np.unique(np.arange(min(steps, n_steps)) * n_steps // min(steps, n_steps))
-    h0 = jnp.broadcast_to(cell.init_state(), states[:, :1].shape)
-    prev = jnp.concatenate([h0, states[:, :-1]], axis=1)[:, idx]
-    x = sub.inputs[:, idx]
-    # T = 1 trajectories starting at h̃_{t−1}: `jacobian_norms` evaluates J there
-    one = lambda h, xt: jacobian_norms(cell, h[None], xt[None], h0=h)[0]  # noqa: E731
-    norms = jax.vmap(jax.vmap(one))(prev, x)
+    norms = jax.vmap(lambda h, x: sampled_jacobian_norms(cell, h, x, steps))(states, sub.inputs)
     real = sub.info["weight"] > 0 if "weight" in sub.info else jnp.ones(norms.shape[0], bool)
     return jnp.where(real[:, None], norms, 1.0)
 
 
+def sampled_jacobian_norms(cell: AbstractCell, states: Float[Array, "T N"], inputs: Float[Array, "T n_in"],
+                           steps: int) -> Float[Array, " S"]:
+    """`jacobian_norms` of one trajectory at `steps` evenly spaced steps (all if T <= steps)."""
+    n_steps = states.shape[0]
+    n = min(steps, n_steps)
+    idx = np.arange(n) * n_steps // n
+    prev = jnp.concatenate([cell.init_state()[None], states[:-1]])[idx]
+    # T = 1 trajectories that start at h̃_{t−1}: `jacobian_norms` evaluates J_t there
+    return jax.vmap(lambda h, x: jacobian_norms(cell, h[None], x[None], h0=h)[0])(prev, inputs[idx])
+
+
 def adapt_alpha(forcing: AbstractForcing, cell: AbstractCell, batch: Trials, batches_seen) -> Float[Array, ""]:
-    """The forcing strength after one more batch (Hess et al.; `analysis.AdaptiveAlpha`, every
-    5th batch): `batches_seen` counts the batches before this one since training began."""
-    norms = forced_jacobian_norms(cell, forcing, batch)
+    """The forcing strength after one more batch (Hess et al. 2023; `analysis.AdaptiveAlpha`).
+
+    On every ADAPTIVE_EVERY-th batch since training began (`batches_seen` counts the earlier
+    ones): α ← α* if α* > α else 0.999 α + 0.001 α*, with
+
+        α* = max(0, 1 − 1/‖J‖),   ‖J‖ = max_b exp(mean_t log ‖J_bt‖₂)
+
+    and J_bt the cell step's Jacobian along this batch's forced trajectory
+    (`forced_jacobian_norms`): forcing with α scales it by (1 − α), so α* is the least forcing
+    that keeps the forced map from expanding. ‖J‖ is computed only on those batches (when the
+    count is not vmapped; under vmap `cond` evaluates both branches)."""
     state = AdaptiveAlpha(jnp.asarray(forcing.alpha), jnp.asarray(batches_seen, jnp.int32))
-    return state.update(norms).alpha
+
+    def update(_):
+        return state.update(forced_jacobian_norms(cell, forcing, batch), every=ADAPTIVE_EVERY).alpha
+
+    return jax.lax.cond((state.count + 1) % ADAPTIVE_EVERY == 0, update, lambda _: state.alpha, None)

@@ -19,7 +19,8 @@ from ..rules import AbstractLearningRule, Objective, feedback_alignment, masked_
 from ..tasks import AbstractTask, Trials, sample_batch
 from ._convergence import ConvergenceTracker
 from ._diagnostics import dynamics_diagnostics
-from ._dynamics import INTER_FLOSS, LYAPUNOV, PRE_FLOSS, Analysis, Flossing, adapt_alpha, analysis_key, floss_cell, task_lyapunov
+from ._dynamics import (INTER_FLOSS, LYAPUNOV, PRE_FLOSS, Analysis, Flossing, adapt_alpha, analysis_key, floss_cell,
+                        task_lyapunov)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +135,11 @@ class EnsembleTrainer:
         self.analysis_keys = jnp.stack([analysis_key(s) for s in seeds])
         self.alphas = jnp.asarray([m.alpha for m in members])
         self.lrs = jnp.asarray([m.lr for m in members])
-        self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch))
+        if adaptive_alpha:  # the epoch is not vmapped, so that α's every-5th-batch update is a real branch
+            in_axes = (eqx.if_array(0),) * 6 + (None, eqx.if_array(0))
+            self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch, in_axes=in_axes))
+        else:
+            self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch))
         self._floss = eqx.filter_jit(eqx.filter_vmap(self._member_floss))
         self._lyapunov = eqx.filter_jit(eqx.filter_vmap(self._member_lyapunov))
 
@@ -242,8 +247,8 @@ class EnsembleTrainer:
         import time
 
         s, fl = self.schedule, self.flossing
-        start = time.perf_counter()
         cells, forcings, opt_states, fixed = self.init() if state is None else state
+        start = time.perf_counter()
         M = len(self.members)
         if fl is not None and fl.pre:
             cells = self._floss(cells, jnp.ones(M, bool), self._streams(PRE_FLOSS), fl.pre)
@@ -254,9 +259,9 @@ class EnsembleTrainer:
         epoch = 0
         for epoch in range(1, s.epochs + 1):
             active = jnp.asarray(tracker.active)
+            epochs = jnp.asarray(epoch) if self.adaptive_alpha else jnp.full(M, epoch)
             cells, opt_states, forcings, train_loss, val_loss, acc, extras = self._epoch(
-                cells, opt_states, forcings, active, self.data_keys, self.noise_keys,
-                jnp.full(len(self.members), epoch), fixed)
+                cells, opt_states, forcings, active, self.data_keys, self.noise_keys, epochs, fixed)
             was_active = tracker.active
             train_loss, val_loss, acc = (np.asarray(v, np.float64) for v in (train_loss, val_loss, acc))
             tracker.update(epoch, val_loss, train_loss)
