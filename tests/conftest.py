@@ -14,3 +14,13 @@ def getkey():
     counter = itertools.count()
     base = jax.random.key(1234)
     return lambda: jax.random.fold_in(base, next(counter))
+
+
+@pytest.fixture(scope="module")
+def fast_compile():
+    """For modules that compile dozens of tiny programs, where XLA's optimisations cost more
+    than they save (`pytestmark = pytest.mark.usefixtures("fast_compile")`)."""
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)

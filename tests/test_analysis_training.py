@@ -24,12 +24,7 @@ from errorforcing.training import (EnsembleTrainer, Member, Schedule, forced_jac
 DIAGNOSTICS = ("jacobian_norm", "cos_G_Wout", "local_alignment", "global_alignment", "update_efficiency")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def tiny(**extra):

@@ -21,13 +21,7 @@ ALL = ("W_rec", "W_in", "b", "W_out", "b_out")
 OBJECTIVE = Objective(rate_reg=1e-2, readout_reg=1e-2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compile():
-    """These tests compile many tiny programs: XLA's optimisations cost more than they save."""
-    before = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", before)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def make_cell(key, readout="state", trainable=ALL, **kwargs) -> LeakyRNN:

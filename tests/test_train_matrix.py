@@ -12,13 +12,7 @@ from errorforcing.experiments import FORCINGS, RULES
 LEAKY_FORCINGS = [f for f in FORCINGS if f != "wz-tf"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-    # compile time dominates these tiny runs; XLA's optimisations do not matter for them
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def tiny(rule_kind, forcing_kind, **extra):

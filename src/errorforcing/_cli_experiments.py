@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def reproduce(
-        name: str = typer.Argument(..., help="ef-fig2, ef-fig3, liu-gain, wz-oscillators, ..."),
+        name: str = typer.Argument(..., help="ef-fig2, ef-fig3, liu-gain, wz-oscillators, kaleb-adaptation"),
         quick: bool = typer.Option(False, "--quick", help="fewer seeds, shorter delays, fewer epochs "
                                    "(about 20 minutes on 2 cores); the figures say so"),
         out: Optional[str] = typer.Option(None, "--out", help=f"results directory (default ./{cli.DEFAULT_OUT}/NAME)"),
@@ -163,10 +163,10 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JsonOpt,
     ):
         """Reproduce a paper's figure: its sweeps, then the report (rerun to resume)."""
-        from .experiments._reproduce import REPRODUCTIONS, reproduce as run_reproduction
+        from .experiments._reproduce import NAMES, reproduce as run_reproduction
 
-        if name not in REPRODUCTIONS:
-            fail(f"NAME: unknown reproduction {name!r}; choose one of: {', '.join(sorted(REPRODUCTIONS))}")
+        if name not in NAMES:
+            fail(f"NAME: unknown reproduction {name!r}; choose one of: {', '.join(NAMES)}")
         runner = executor_for(executor, workers, address)
         out_dir = Path(out or Path(cli.DEFAULT_OUT) / name)
         result = run_reproduction(name, out_dir, quick=quick, executor=runner, progress=True,

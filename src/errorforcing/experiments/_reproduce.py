@@ -3,15 +3,15 @@ run as sweeps into one directory and then reported.
 
 Specs name registry entries only. A part whose task, model, forcing or rule is not registered
 (yet) is skipped with a printed note and runs once the name exists; rerunning `reproduce` on
-the same directory then computes only what is missing. To add a reproduction (e.g.
-`kaleb-adaptation`), write a function returning sweep specs and register it:
-
-    REPRODUCTIONS["kaleb-adaptation"] = kaleb_adaptation
+the same directory then computes only what is missing. To add a reproduction, write a function
+returning sweep specs and register it in REPRODUCTIONS; a workflow that is not a sweep
+(`kaleb-adaptation`: pre-training, then online adaptation) goes in DIRECT_REPRODUCTIONS.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -125,6 +125,19 @@ REPRODUCTIONS: dict[str, Reproduction] = {
     "wz-oscillators": wz_oscillators,
 }
 
+# Reproductions that are a workflow of their own rather than sweeps: name -> fn(quick, out, progress)
+DIRECT_REPRODUCTIONS: dict[str, Callable[..., dict]] = {}
+
+
+def _kaleb(*, quick: bool, out: Path, progress: bool) -> dict:
+    from ._kaleb import reproduce_kaleb_adaptation
+
+    return reproduce_kaleb_adaptation(quick=quick, out=out, progress=progress)
+
+
+DIRECT_REPRODUCTIONS["kaleb-adaptation"] = _kaleb
+NAMES = sorted({*REPRODUCTIONS, *DIRECT_REPRODUCTIONS})
+
 
 @dataclasses.dataclass
 class ReproductionResult:
@@ -138,8 +151,13 @@ def reproduce(name: str, out: str | Path, *, quick: bool = False, executor: Exec
               progress: bool = True, echo: Callable[[str], None] = print) -> ReproductionResult:
     from ..plotting import write_report
 
-    if name not in REPRODUCTIONS:
-        raise KeyError(f"unknown reproduction {name!r}; choose one of: {', '.join(sorted(REPRODUCTIONS))}")
+    if name not in NAMES:
+        raise KeyError(f"unknown reproduction {name!r}; choose one of: {', '.join(NAMES)}")
+    if name in DIRECT_REPRODUCTIONS:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        summary = DIRECT_REPRODUCTIONS[name](quick=quick, out=Path(out), progress=progress)
+        echo(json.dumps(summary, default=str)[:2000])
+        return ReproductionResult(name, [], [], None)
     outcomes, skipped = [], []
     for s in REPRODUCTIONS[name](quick):
         plan = expand(s, skip_unregistered=True)
