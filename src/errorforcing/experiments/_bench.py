@@ -75,7 +75,6 @@ def run_benchmarks(quick: bool = False, *, show: bool = True) -> dict:
     results["training"] = [
         _in_subprocess("measure_training", members=1, epochs=epochs, checkpoint=False),
         _in_subprocess("measure_training", members=20, epochs=epochs, checkpoint=False),
-        _in_subprocess("measure_training", members=20, epochs=epochs, checkpoint=True),
     ]
     for r in results["training"]:
         r["fraction_of_numpy_floor"] = r["gflops"] / results["numpy_matmul_gflops"]
