@@ -11,6 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 ALPHA_GRID = (0.0, 0.01, 0.05, 0.1, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
+def _registered(what: str, table: str, name: str) -> str:
+    """`name` if the registry's `table` has it, else a one-line error listing the choices."""
+    from . import _registry
+
+    choices = getattr(_registry, table)
+    if name not in choices:
+        raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(sorted(choices))}")
+    return name
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -27,11 +37,7 @@ class TaskConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known_task(cls, v):
-        from ._registry import TASKS
-
-        if v not in TASKS:
-            raise ValueError(f"unknown task {v!r}; choose one of: {', '.join(sorted(TASKS))}")
-        return v
+        return _registered("task", "TASKS", v)
 
 
 class ModelConfig(_Strict):
@@ -51,11 +57,7 @@ class ModelConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _known_model(cls, v):
-        from ._registry import MODELS
-
-        if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; choose one of: {', '.join(sorted(MODELS))}")
-        return v
+        return _registered("model", "MODELS", v)
 
 
 ADAPTIVE_FORCINGS = ("tf", "ef", "kalman", "feedback")
@@ -85,11 +87,7 @@ class ForcingConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _known_forcing(cls, v):
-        from ._registry import FORCINGS
-
-        if v not in FORCINGS:
-            raise ValueError(f"unknown forcing {v!r}; choose one of: {', '.join(sorted(FORCINGS))}")
-        return v
+        return _registered("forcing", "FORCINGS", v)
 
     @field_validator("alpha", mode="before")
     @classmethod
@@ -145,11 +143,7 @@ class RuleConfig(_Strict):
     @field_validator("kind")
     @classmethod
     def _known_rule(cls, v):
-        from ._registry import RULES
-
-        if v not in RULES:
-            raise ValueError(f"unknown rule {v!r}; choose one of: {', '.join(sorted(RULES))}")
-        return v
+        return _registered("rule", "RULES", v)
 
 
 class OptimConfig(_Strict):
