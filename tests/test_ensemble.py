@@ -7,16 +7,16 @@ import optax
 import pytest
 
 import errorforcing as ef
-from errorforcing.training import ConvergenceTracker, EnsembleTrainer, Member, Schedule
+from errorforcing.training import ConvergenceTracker, EnsembleTrainer, Member, Schedule, Shards
 
 
-def _trainer(members, epochs=3, data="fresh"):
+def _trainer(members, epochs=3, data="fresh", shards=None):
     task = ef.tasks.DelayedXOR(delay=4, pulse=4)
     schedule = Schedule(epochs=epochs, batch_size=16, train_trials=40, val_trials=8, data=data,
                         dataset_size=50, threshold=1e-9)
     return EnsembleTrainer(task, lambda k: ef.models.LeakyRNN(3, 12, 1, key=k),
                            lambda a, cell, key: ef.forcing.ErrorForcing(alpha=a), ef.rules.BPTT(), optax.adam,
-                           members, schedule)
+                           members, schedule, shards=shards)
 
 
 @pytest.mark.parametrize("data", ["fresh", "fixed"])
@@ -31,6 +31,29 @@ def test_vmapped_ensemble_equals_separate_runs(data):
             np.testing.assert_allclose(a[i], b[0], rtol=1e-5, atol=1e-7)
     # members differ (α, seed and lr are really used)
     assert len({round(float(v), 8) for v in together.val_curves[:, -1]}) == 4
+
+
+def test_parallel_shards_equal_one_program():
+    """3 members as 2 parallel shards of 2 (one padded copy, dropped) = one program of 3."""
+    members = [Member(0, 0.0, 1e-2), Member(1, 0.5, 1e-2), Member(2, 1.0, 3e-3)]
+    one, split = _trainer(members, shards=1).run(), _trainer(members, shards=2).run()
+    np.testing.assert_allclose(split.val_curves, one.val_curves, rtol=1e-9)
+    np.testing.assert_allclose(split.train_curves, one.train_curves, rtol=1e-9)
+    for a, b in zip(jax.tree_util.tree_leaves(split.cells), jax.tree_util.tree_leaves(one.cells)):
+        assert a.shape[0] == 3
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_shards_split_and_join():
+    shards = Shards(5, 2)
+    assert (shards.count, shards.size) == (2, 3)
+    tree = {"x": jnp.arange(10.0).reshape(5, 2), "name": "static"}
+    parts = shards.split(tree)
+    np.testing.assert_array_equal(parts[1]["x"][:, 0], [6.0, 8.0, 8.0])  # padded with the last member
+    np.testing.assert_array_equal(shards.join(parts)["x"], tree["x"])
+    np.testing.assert_array_equal(np.concatenate(shards.split_mask(np.ones(5, bool))), [1, 1, 1, 1, 1, 0])
+    assert [float(v) for v in shards.map(lambda t, k: t["x"].sum() + k, parts, [10, 20])] == [15 + 10, 47 + 20]
+    shards.close()
 
 
 def test_same_seed_different_alpha_starts_identical():

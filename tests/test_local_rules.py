@@ -12,31 +12,15 @@ import pytest
 
 from errorforcing.forcing import (ErrorForcing, FeedbackForcing, NoForcing, TeacherForcing, decoder_alignment,
                                   feedback_update, forcing_alignment, readout_pinv, rollout)
-from errorforcing.models import LeakyRNN, WilliamsZipserNet
+from errorforcing.models import WilliamsZipserNet
 from errorforcing.rules import BPTT, RFLO, EProp, Objective, feedback_alignment
-from errorforcing.tasks import Trials
 
-N, N_IN, N_OUT, BATCH, T = 5, 2, 2, 3, 8
-ALL = ("W_rec", "W_in", "b", "W_out", "b_out")
+from rule_helpers import ALL, N, N_IN, N_OUT, make_cell, make_trials
+
 OBJECTIVE = Objective(rate_reg=1e-2, readout_reg=1e-2)
 
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
-
-
-def make_cell(key, readout="state", trainable=ALL, **kwargs) -> LeakyRNN:
-    k_cell, k_out, k_b = jax.random.split(key, 3)
-    cell = LeakyRNN(N_IN, N, N_OUT, key=k_cell, tau=3.0, readout=readout, trainable=trainable, **kwargs)
-    # a readout and biases large enough that forcing, b and b_out matter
-    return eqx.tree_at(lambda c: (c.W_out, c.b, c.b_out), cell,
-                       (0.5 * jax.random.normal(k_out, (N_OUT, N)), 0.1 * jax.random.normal(k_b, (N,)),
-                        jnp.array([0.1, -0.2])))
-
-
-def make_trials(key, batch=BATCH, steps=T) -> Trials:
-    k_x, k_y, k_m = jax.random.split(key, 3)
-    return Trials(jax.random.normal(k_x, (batch, steps, N_IN)), jax.random.normal(k_y, (batch, steps, N_OUT)),
-                  jax.random.bernoulli(k_m, 0.6, (batch, steps, N_OUT)).astype(jnp.float64), {})
 
 
 def numpy_traces(cell, trials, feedback, kind, forcing, alpha, objective):

@@ -4,7 +4,6 @@ import jax
 import numpy as np
 import pytest
 
-import errorforcing as ef
 from errorforcing.tasks import DelayedXOR, EvidenceIntegration, SineGeneration, sample_batch
 
 TASKS = [DelayedXOR(delay=30), EvidenceIntegration(delay=20), SineGeneration()]

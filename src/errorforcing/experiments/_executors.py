@@ -44,15 +44,20 @@ class JobFailed(Exception):
     """The job itself raised (in the worker); its message is one line."""
 
 
-def execute_job(job_id: str, config_json: str) -> dict[str, Any]:
+def execute_job(job_id: str, config_json: str, threads: int | None = None) -> dict[str, Any]:
     """Train one job and return it as plain data (what crosses process and machine borders).
     A job that raises comes back as `{"error": "Type: message"}`: an exception object might
-    not even be deserialisable on the driver, and a retry would only raise again."""
+    not even be deserialisable on the driver, and a retry would only raise again.
+    `threads`: the CPU cores this worker may use (the ensemble's parallel shards), so that
+    workers sharing a machine do not oversubscribe it."""
     import equinox as eqx
 
+    from ..training import THREADS_ENV
     from ._config import TrainConfig
     from ._train import train
 
+    if threads is not None:
+        os.environ[THREADS_ENV] = str(threads)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
         config = TrainConfig.model_validate_json(config_json)
@@ -110,9 +115,10 @@ class LocalExecutor:
         import multiprocessing
         from concurrent.futures.process import BrokenProcessPool
 
+        threads = max(1, len(os.sched_getaffinity(0)) // self.workers)
         with cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             _stream(jobs, events, self.workers,
-                    submit=lambda job: pool.submit(execute_job, *_payload(job)),
+                    submit=lambda job: pool.submit(execute_job, *_payload(job), threads),
                     wait=lambda futures: cf.wait(futures, return_when=cf.FIRST_COMPLETED)[0],
                     collect=lambda future: future.result(), lost=(BrokenProcessPool,),
                     cancel=lambda future: future.cancel())
@@ -183,7 +189,7 @@ class RayExecutor:
     def _run(self, ray, jobs: Sequence[Job], events: JobEvents) -> None:
         remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(execute_job)
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        _stream(jobs, events, slots, submit=lambda job: remote.remote(*_payload(job)),
+        _stream(jobs, events, slots, submit=lambda job: remote.remote(*_payload(job), 1),
                 wait=lambda refs: ray.wait(refs, num_returns=1)[0], collect=ray.get,
                 lost=(ray.exceptions.RayError,),  # retries used up: worker or node lost
                 cancel=lambda ref: ray.cancel(ref, force=True))

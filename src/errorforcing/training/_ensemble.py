@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import equinox as eqx
 import jax
@@ -21,6 +21,7 @@ from ._convergence import ConvergenceTracker
 from ._diagnostics import dynamics_diagnostics
 from ._dynamics import (INTER_FLOSS, LYAPUNOV, PRE_FLOSS, Analysis, Flossing, adapt_alpha, analysis_key, floss_cell,
                         task_lyapunov)
+from ._shards import Shards, default_shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,18 +113,22 @@ class EnsembleTrainer:
     `adaptive_alpha` (the forcing's α adapted after every batch inside the epoch program,
     Hess et al.; carried in the forcing's `alpha` leaf from epoch to epoch, recorded as the
     curve "alpha"), `analysis` (λ_max before/after training; per-epoch diagnostics).
+
+    `shards` (default: one per CPU core) splits the members into that many equal programs run
+    in parallel threads (see `_shards`); results do not depend on it beyond float rounding.
     """
 
     def __init__(self, task: AbstractTask, make_cell: Callable[..., AbstractCell],
                  make_forcing: Callable[..., AbstractForcing], rule: AbstractLearningRule,
                  optimizer: Callable[..., optax.GradientTransformation], members: list[Member],
                  schedule: Schedule, objective: Objective = Objective(), *, flossing: Flossing | None = None,
-                 adaptive_alpha: bool = False, analysis: Analysis = Analysis()):
+                 adaptive_alpha: bool = False, analysis: Analysis = Analysis(), shards: int | None = None):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.task, self.rule, self.schedule, self.objective = task, rule, schedule, objective
         self.flossing = flossing if flossing is not None and flossing.enabled else None
         self.adaptive_alpha, self.analysis = adaptive_alpha, analysis
+        self.shards = default_shards() if shards is None else shards
         self.members = members
         self.make_cell, self.make_forcing = make_cell, make_forcing
         self.optimizer = optax.inject_hyperparams(optimizer)(learning_rate=members[0].lr)
@@ -247,47 +252,58 @@ class EnsembleTrainer:
         import time
 
         s, fl = self.schedule, self.flossing
-        cells, forcings, opt_states, fixed = self.init() if state is None else state
         start = time.perf_counter()
         M = len(self.members)
-        if fl is not None and fl.pre:
-            cells = self._floss(cells, jnp.ones(M, bool), self._streams(PRE_FLOSS), fl.pre)
-        lyap_before = self._lyapunov_all(cells)
-        tracker = ConvergenceTracker(M, s.threshold, s.patience, s.divergence)
-        train_curves, val_curves, acc_curves = [], [], []
-        extra_curves: dict[str, list[np.ndarray]] = {}
-        epoch = 0
-        for epoch in range(1, s.epochs + 1):
-            active = jnp.asarray(tracker.active)
-            epochs = jnp.asarray(epoch) if self.adaptive_alpha else jnp.full(M, epoch)
-            cells, opt_states, forcings, train_loss, val_loss, acc, extras = self._epoch(
-                cells, opt_states, forcings, active, self.data_keys, self.noise_keys, epochs, fixed)
-            was_active = tracker.active
-            train_loss, val_loss, acc = (np.asarray(v, np.float64) for v in (train_loss, val_loss, acc))
-            tracker.update(epoch, val_loss, train_loss)
-            nan = np.full_like(val_loss, np.nan)
-            train_curves.append(np.where(was_active, train_loss, nan))
-            val_curves.append(np.where(was_active, val_loss, nan))
-            acc_curves.append(np.where(was_active, acc, nan))
-            for name, value in extras.items():
-                extra_curves.setdefault(name, []).append(np.where(was_active, np.asarray(value, np.float64), nan))
-            if on_epoch is not None:
-                on_epoch(epoch, tracker, val_loss)
-            if not tracker.active.any():
-                break
-            if fl is not None and fl.every and epoch % fl.every == 0 and epoch < s.epochs:
-                cells = self._floss(cells, jnp.asarray(tracker.active), self._streams(INTER_FLOSS, epoch), fl.steps)
-        lyap_after = self._lyapunov_all(cells)
+        shards = Shards(M, self.shards)
+        try:
+            cells, forcings, opt_states, fixed = zip(*shards.split(self.init() if state is None else state))
+            data_keys, noise_keys = shards.split(self.data_keys), shards.split(self.noise_keys)
+            if fl is not None and fl.pre:
+                cells = shards.map(self._floss, cells, shards.split_mask(np.ones(M, bool)),
+                                   shards.split(self._streams(PRE_FLOSS)), [fl.pre] * shards.count)
+            lyap_before = self._lyapunov_all(shards, cells)
+            tracker = ConvergenceTracker(M, s.threshold, s.patience, s.divergence)
+            train_curves, val_curves, acc_curves = [], [], []
+            extra_curves: dict[str, list[np.ndarray]] = {}
+            epoch = 0
+            for epoch in range(1, s.epochs + 1):
+                epochs = jnp.asarray(epoch) if self.adaptive_alpha else jnp.full(shards.size, epoch)
+                outputs = shards.map(self._epoch, cells, opt_states, forcings, shards.split_mask(tracker.active),
+                                     data_keys, noise_keys, [epochs] * shards.count, fixed)
+                cells, opt_states, forcings = ([out[i] for out in outputs] for i in range(3))
+                train_loss, val_loss, acc, extras = (
+                    jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), tree)
+                    for tree in shards.join([out[3:] for out in outputs]))
+                was_active = tracker.active
+                tracker.update(epoch, val_loss, train_loss)
+                nan = np.full_like(val_loss, np.nan)
+                train_curves.append(np.where(was_active, train_loss, nan))
+                val_curves.append(np.where(was_active, val_loss, nan))
+                acc_curves.append(np.where(was_active, acc, nan))
+                for name, value in extras.items():
+                    extra_curves.setdefault(name, []).append(np.where(was_active, value, nan))
+                if on_epoch is not None:
+                    on_epoch(epoch, tracker, val_loss)
+                if not tracker.active.any():
+                    break
+                if fl is not None and fl.every and epoch % fl.every == 0 and epoch < s.epochs:
+                    cells = shards.map(self._floss, cells, shards.split_mask(tracker.active),
+                                       shards.split(self._streams(INTER_FLOSS, epoch)), [fl.steps] * shards.count)
+            lyap_after = self._lyapunov_all(shards, cells)
+            cells, forcings = shards.join(cells), shards.join(forcings)
+        finally:
+            shards.close()
         seconds = time.perf_counter() - start
         stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
         return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),
                               stack(acc_curves), {k: stack(v) for k, v in extra_curves.items()}, epoch,
                               seconds, forcings, lyap_before, lyap_after)
 
-    def _lyapunov_all(self, cells) -> np.ndarray | None:
+    def _lyapunov_all(self, shards: Shards, cells: list) -> np.ndarray | None:
         if not self.analysis.lyapunov:
             return None
-        return np.asarray(self._lyapunov(cells, self._streams(LYAPUNOV)), np.float64)
+        exponents = shards.map(self._lyapunov, cells, shards.split(self._streams(LYAPUNOV)))
+        return np.asarray(shards.join(exponents), np.float64)
 
 
 def epoch_diagnostics(cell, forcing, rule) -> dict[str, jax.Array]:
