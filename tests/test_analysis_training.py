@@ -1,6 +1,7 @@
 """Dynamics analysis inside training: gradient flossing, λ_max before/after in the store, adaptive
 α, per-epoch diagnostics, `errorforcing analyze lyapunov`."""
 
+import itertools
 import json
 import math
 import os
@@ -190,8 +191,10 @@ def test_step_updates_sum_to_the_rules_gradient(getkey):
     task = ef.tasks.DelayedXOR(delay=3, pulse=2)
     trials = ef.tasks.sample_batch(task, 2, key=getkey())
     cell = ef.models.LeakyRNN(3, 4, 1, key=getkey())
-    forcing = ef.forcing.ErrorForcing(alpha=0.5, causal=True)
-    for rule in (ef.rules.RFLO(), ef.rules.RTRL(), ef.rules.EProp(online=True, lr=0.1)):
+    # offline e-prop / RFLO (the filtered-signal form) = their forward traces summed; TF: κ ≠ 1
+    rules = (ef.rules.RFLO(), ef.rules.EProp(), ef.rules.RTRL(), ef.rules.EProp(online=True, lr=0.1))
+    forcings = (ef.forcing.ErrorForcing(alpha=0.5, causal=True), ef.forcing.TeacherForcing(alpha=0.3))
+    for rule, forcing in itertools.product(rules, forcings):
         key = getkey()
         _, grads, _ = eqx.filter_jit(rule.value_and_grad)(cell, forcing, trials, key=key)
         steps = eqx.filter_jit(rule.step_updates)(cell, forcing, trials, key=key)

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from errorforcing.forcing import (ErrorForcing, FeedbackForcing, NoForcing, TeacherForcing, decoder_alignment,
-                                  feedback_update, forcing_alignment, readout_pinv, rollout)
+from errorforcing.forcing import (ErrorForcing, FeedbackForcing, KalmanErrorForcing, NoForcing, TeacherForcing,
+                                  decoder_alignment, feedback_update, forcing_alignment, readout_pinv, rollout)
 from errorforcing.models import WilliamsZipserNet
 from errorforcing.rules import BPTT, RFLO, EProp, Objective, feedback_alignment
 
@@ -107,6 +107,24 @@ def test_trace_rules_match_numpy_loops(case):
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-10)
     for f in ALL:
         np.testing.assert_allclose(getattr(grads, f), ref[f], rtol=1e-8, atol=1e-14)
+
+
+def test_forcing_gain_shortcuts_equal_the_jacobian_diagonal(getkey):
+    """κ = diag(∂h̃/∂h): the closed forms the trace rules use = the forcing's Jacobian."""
+    from errorforcing.rules._eprop import _forcing_gain
+
+    cell = make_cell(getkey())
+    h, target = jax.random.normal(getkey(), (N,)), jax.random.normal(getkey(), (N_OUT,))
+    mask = jnp.array([1.0, 0.0])
+    forcings = [NoForcing(), ErrorForcing(alpha=0.4), ErrorForcing(alpha=0.4, causal=True),
+                KalmanErrorForcing(alpha=0.3, ratio=0.5), TeacherForcing(alpha=0.3),
+                TeacherForcing(alpha=0.3, stop_gradient=True), FeedbackForcing(0.5 * jax.random.normal(getkey(), (N, N_OUT)), alpha=0.2),
+                ErrorForcing(alpha=0.4, stop_gradient=False)]  # the last: the generic Jacobian path
+    for forcing in forcings:
+        carry = forcing.init(cell)
+        forced = lambda hh: forcing(hh, cell.readout(hh), target, mask, cell, carry)[0]
+        np.testing.assert_allclose(_forcing_gain(cell, forcing, h, target, mask, carry),
+                                   jnp.diagonal(jax.jacfwd(forced)(h)), rtol=1e-12, err_msg=repr(forcing))
 
 
 def test_trace_rules_are_exact_for_a_one_step_trial():

@@ -132,8 +132,8 @@ def _show(results: dict) -> None:
                         f"{ref['n_batches']} batches/epoch; numpy {ref['batch']}×{ref['hidden']}×{ref['hidden']} "
                         f"matmul floor: {results['numpy_matmul_gflops']:.1f} GFLOP/s on one core, "
                         f"{results['numpy_matmul_gflops_all_cores']:.1f} on {results['cores']}")
-    for col in ("members", "threads", "s / epoch", "s / member-epoch", "GFLOP/s", "× floor (1 core)",
-                "× floor (all cores)", "peak RSS GiB", "compile + 1st epoch s"):
+    for col in ("members", "threads", "s/epoch", "s/member-epoch", "GFLOP/s", "× floor 1 core",
+                "× floor all cores", "peak GiB", "1st epoch s"):
         table.add_column(col)
     for r in results["training"]:
         table.add_row(str(r["members"]), str(min(r["threads"], r["members"])), f"{r['seconds_per_epoch']:.3f}",

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from .._types import Array, Float, Key, State
-from ..forcing import AbstractForcing, process_noise
+from ..forcing import AbstractForcing, NoForcing, TeacherForcing, forcing_strength, process_noise
+from ..forcing._forcings import _AdditiveErrorForcing
 from ..models import AbstractCell, frozen_grads
 from ._base import AbstractLearningRule
 from ._loss import Objective
@@ -78,7 +79,8 @@ class AbstractTraceRule(AbstractLearningRule):
         return scale * jax.random.normal(self.key, (N, n_out), cell.W_out.dtype)
 
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
-        loss, g_sum, _ = self._run(cell, forcing, trials, key, objective, per_step=False)
+        run = self._run if self.online else self._run_offline
+        loss, g_sum, _ = run(cell, forcing, trials, key, objective, per_step=False)
         return loss, frozen_grads(g_sum, cell), {}
 
     def step_updates(self, cell: AbstractCell, forcing: AbstractForcing, trials, *, key: Key,
@@ -89,7 +91,29 @@ class AbstractTraceRule(AbstractLearningRule):
         _, _, per_step = self._run(cell, forcing, trials, key, objective, per_step=True)
         return jax.vmap(lambda g: frozen_grads(g, cell))(per_step)
 
+    def _local_step(self, c, forcing, losses, feedback, h_prev, fcarry, x, target, m, xi, rate_scale):
+        """One trial's forced step and the rule's local quantities: the trace decay D_t, the
+        forcing gain κ_t, the learning signal L_t, ∂ℓ_t/∂y_t, the readout's input r_t, ℓ_t."""
+        D = self.trace_decay(c, h_prev)
+        h, y, h_forced, fcarry_new = forced_step(c, forcing, h_prev, fcarry, x, target, m, xi)
+        kappa = _forcing_gain(c, forcing, h, target, m, fcarry)
+        dy = losses.output_grad(y, target, m)
+        signal = feedback @ dy
+        if c.readout_mode == "rate":
+            signal = signal * _dphi(c, h)
+            r = c.phi(h)
+        else:
+            r = h
+        signal = signal + kappa * 2.0 * rate_scale * h_forced
+        loss = losses.term(y, h_forced, target, m, rate_scale)
+        return h_forced, fcarry_new, (D, kappa, signal, dy, r, loss)
+
+    def _init_state(self, cell, forcing, B):
+        bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
+        return bcast(cell.init_state()), jax.tree.map(bcast, forcing.init(cell))
+
     def _run(self, cell, forcing, trials, key, objective, *, per_step: bool):
+        """The traces carried forward in time (what an online learner does)."""
         _require_leaky(cell, self)
         noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
         losses = StepLoss(objective, trials, cell.n_rec)
@@ -99,24 +123,14 @@ class AbstractTraceRule(AbstractLearningRule):
 
         def trial_step(c, feedback, state, x, target, m, xi, rate_scale):
             h_prev, fcarry, P_rec, P_in, P_b = state
+            h_forced, fcarry_new, (D, kappa, signal, dy, r, loss) = self._local_step(
+                c, forcing, losses, feedback, h_prev, fcarry, x, target, m, xi, rate_scale)
             a = c.leak
-            D = self.trace_decay(c, h_prev)
             P_rec = D[:, None] * P_rec + a * c.phi(h_prev)[None, :]
             P_in = D[:, None] * P_in + a * x[None, :]
             P_b = D * P_b + a
-            h, y, h_forced, fcarry_new = forced_step(c, forcing, h_prev, fcarry, x, target, m, xi)
-            kappa = _forcing_gain(c, forcing, h, target, m, fcarry)
-            dy = losses.output_grad(y, target, m)
-            signal = feedback @ dy
-            if c.readout_mode == "rate":
-                signal = signal * _dphi(c, h)
-                r = c.phi(h)
-            else:
-                r = h
-            signal = signal + kappa * 2.0 * rate_scale * h_forced
             g = {"W_rec": signal[:, None] * P_rec, "W_in": signal[:, None] * P_in, "b": signal * P_b,
                  "W_out": jnp.outer(dy, r), "b_out": dy}
-            loss = losses.term(y, h_forced, target, m, rate_scale)
             state = (h_forced, fcarry_new, kappa[:, None] * P_rec, kappa[:, None] * P_in, kappa * P_b)
             return state, loss, g
 
@@ -137,14 +151,52 @@ class AbstractTraceRule(AbstractLearningRule):
             g_sum = jax.tree.map(jnp.add, g_sum, grads)
             return (c, state, g_sum, loss_sum + jnp.sum(loss) + penalty / T), (grads if per_step else None)
 
-        fcarry0 = forcing.init(cell)
-        bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
-        state0 = (bcast(cell.init_state()), jax.tree.map(bcast, fcarry0), jnp.zeros((B, N, N), dtype),
-                  jnp.zeros((B, N, n_in), dtype), jnp.zeros((B, N), dtype))
-        g0 = _as_cell_grads(cell, {})
-        init = (cell, state0, g0, jnp.zeros((), dtype))
+        state0 = self._init_state(cell, forcing, B) + (
+            jnp.zeros((B, N, N), dtype), jnp.zeros((B, N, n_in), dtype), jnp.zeros((B, N), dtype))
+        init = (cell, state0, _as_cell_grads(cell, {}), jnp.zeros((), dtype))
         (_, _, g_sum, loss), steps = jax.lax.scan(scan_step, init, time_major(trials, noise))
         return loss, g_sum, steps
+
+    def _run_offline(self, cell, forcing, trials, key, objective, *, per_step: bool = False):
+        """The same sum Σ_t L_t ⊙ P_t with the weights fixed over the trial, without carrying
+        the [B,N,N] traces. Unrolling the trace, P̂_t = Σ_{s≤t} (Π_{u=s+1..t} D_u κ_{u-1}) a φ(h̃_{s-1}),
+        so Σ_t L_t P̂_t = Σ_s a ē_s φ(h̃_{s-1})ᵀ with the filtered signal ē_s = L_s + κ_s D_{s+1} ē_{s+1}:
+        a diagonal recursion backwards in time, then one large matmul per weight."""
+        _require_leaky(cell, self)
+        noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
+        losses = StepLoss(objective, trials, cell.n_rec)
+        B, T = trials.inputs.shape[:2]
+        feedback = self.feedback_matrix(cell)
+
+        def trial_step(state, x, target, m, xi, rate_scale):
+            h_prev, fcarry = state
+            h_forced, fcarry_new, local = self._local_step(
+                cell, forcing, losses, feedback, h_prev, fcarry, x, target, m, xi, rate_scale)
+            return (h_forced, fcarry_new), (cell.phi(h_prev),) + local
+
+        batched = jax.vmap(trial_step, in_axes=(0, 0, 0, 0, 0, 0))
+
+        def forward(state, xs):
+            x, target, m, xi = xs
+            return batched(state, x, target, m, xi, losses.rate_scale)
+
+        xs = time_major(trials, noise)
+        _, (R_prev, D, K, L, dY, R, loss) = jax.lax.scan(forward, self._init_state(cell, forcing, B), xs)
+        carry_decay = K * jnp.concatenate([D[1:], jnp.zeros_like(D[:1])])  # κ_s D_{s+1} [T,B,N]
+
+        def backward(e_next, xs):
+            signal, decay = xs
+            e = signal + decay * e_next
+            return e, e
+
+        _, E = jax.lax.scan(backward, jnp.zeros_like(L[0]), (L, carry_decay), reverse=True)
+        a = cell.leak
+        flat = lambda Z: Z.reshape(-1, Z.shape[-1])
+        penalty, penalty_grad = jax.value_and_grad(
+            lambda W: losses.penalty(eqx.tree_at(lambda cc: cc.W_out, cell, W)))(cell.W_out)
+        g = {"W_rec": a * flat(E).T @ flat(R_prev), "W_in": a * flat(E).T @ flat(xs[0]), "b": a * jnp.sum(E, (0, 1)),
+             "W_out": flat(dY).T @ flat(R) + penalty_grad, "b_out": jnp.sum(dY, (0, 1))}
+        return jnp.sum(loss) + penalty, _as_cell_grads(cell, g), None
 
 
 class EProp(AbstractTraceRule):
@@ -176,7 +228,13 @@ def _dphi(cell, h):
 
 
 def _forcing_gain(cell: AbstractCell, forcing: AbstractForcing, h, target, m, fcarry) -> Float[Array, " N"]:
-    """κ = diag(∂h̃/∂h) of the forcing at this step, including its dependence on y = readout(h)."""
+    """κ = diag(∂h̃/∂h) of the forcing at this step, including its dependence on y = readout(h):
+    1 without forcing or with a stopped additive correction, 1 - c_t for teacher forcing (its
+    target does not depend on h), else the diagonal of the forcing's Jacobian."""
+    if isinstance(forcing, NoForcing) or (isinstance(forcing, _AdditiveErrorForcing) and forcing.stop_gradient):
+        return jnp.ones_like(h)
+    if isinstance(forcing, TeacherForcing):
+        return jnp.broadcast_to(1 - forcing_strength(forcing.alpha, m), h.shape)
     forced = lambda hh: forcing(hh, cell.readout(hh), target, m, cell, fcarry)[0]
     return jnp.diagonal(jax.jacfwd(forced)(h))
 
