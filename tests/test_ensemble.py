@@ -45,15 +45,15 @@ def test_parallel_shards_equal_one_program():
 
 
 def test_shards_split_and_join():
-    shards = Shards(5, 2)
-    assert (shards.count, shards.size) == (2, 3)
     tree = {"x": jnp.arange(10.0).reshape(5, 2), "name": "static"}
-    parts = shards.split(tree)
-    np.testing.assert_array_equal(parts[1]["x"][:, 0], [6.0, 8.0, 8.0])  # padded with the last member
-    np.testing.assert_array_equal(shards.join(parts)["x"], tree["x"])
-    np.testing.assert_array_equal(np.concatenate(shards.split_mask(np.ones(5, bool))), [1, 1, 1, 1, 1, 0])
-    assert [float(v) for v in shards.map(lambda t, k: t["x"].sum() + k, parts, [10, 20])] == [15 + 10, 47 + 20]
-    shards.close()
+    with Shards(5, 2) as shards:
+        assert (shards.count, shards.size) == (2, 3)
+        parts = shards.split(tree)
+        np.testing.assert_array_equal(parts[1]["x"][:, 0], [6.0, 8.0, 8.0])  # padded with the last member
+        np.testing.assert_array_equal(shards.join(parts)["x"], tree["x"])
+        np.testing.assert_array_equal(np.concatenate(shards.split_mask(np.ones(5, bool))), [1, 1, 1, 1, 1, 0])
+        sums = shards.map(lambda t, k: t["x"].sum() + k, parts, [10, 20])  # in two threads
+        assert [float(v) for v in sums] == [15 + 10, 47 + 20]
 
 
 def test_same_seed_different_alpha_starts_identical():

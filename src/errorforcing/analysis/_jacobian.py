@@ -38,7 +38,9 @@ def jacobian_norms(
 
         def norm(h, x):
             jac = jax.jacfwd(lambda s: cell(s, x))(h)
-            return jnp.linalg.svd(jac, compute_uv=False)[0]
+            # σ_max = √λ_max(JᵀJ): XLA's CPU SVD (gesdd) hung here when two ensemble shards
+            # ran at once (jaxlib 0.10); the symmetric eigensolver does not
+            return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(jac.T @ jac)[-1], 0.0))
 
         return jax.vmap(norm)(prev, inputs)
 

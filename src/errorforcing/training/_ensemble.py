@@ -254,8 +254,7 @@ class EnsembleTrainer:
         s, fl = self.schedule, self.flossing
         start = time.perf_counter()
         M = len(self.members)
-        shards = Shards(M, self.shards)
-        try:
+        with Shards(M, self.shards) as shards:
             cells, forcings, opt_states, fixed = zip(*shards.split(self.init() if state is None else state))
             data_keys, noise_keys = shards.split(self.data_keys), shards.split(self.noise_keys)
             if fl is not None and fl.pre:
@@ -291,8 +290,6 @@ class EnsembleTrainer:
                                        shards.split(self._streams(INTER_FLOSS, epoch)), [fl.steps] * shards.count)
             lyap_after = self._lyapunov_all(shards, cells)
             cells, forcings = shards.join(cells), shards.join(forcings)
-        finally:
-            shards.close()
         seconds = time.perf_counter() - start
         stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
         return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),

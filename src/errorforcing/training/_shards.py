@@ -65,6 +65,9 @@ class Shards:
             return [call(args) for args in zip(*shard_args)]
         return list(self._pool.map(call, zip(*shard_args)))
 
-    def close(self) -> None:
+    def __enter__(self) -> "Shards":
+        return self
+
+    def __exit__(self, *exc) -> None:
         if self._pool is not None:
             self._pool.shutdown()
