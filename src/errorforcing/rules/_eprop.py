@@ -79,8 +79,10 @@ class AbstractTraceRule(AbstractLearningRule):
         return scale * jax.random.normal(self.key, (N, n_out), cell.W_out.dtype)
 
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
-        run = self._run if self.online else self._run_offline
-        loss, g_sum, _ = run(cell, forcing, trials, key, objective, per_step=False)
+        if self.online:
+            loss, g_sum, _ = self._run(cell, forcing, trials, key, objective, per_step=False)
+        else:
+            loss, g_sum = self._run_offline(cell, forcing, trials, key, objective)
         return loss, frozen_grads(g_sum, cell), {}
 
     def step_updates(self, cell: AbstractCell, forcing: AbstractForcing, trials, *, key: Key,
@@ -157,7 +159,7 @@ class AbstractTraceRule(AbstractLearningRule):
         (_, _, g_sum, loss), steps = jax.lax.scan(scan_step, init, time_major(trials, noise))
         return loss, g_sum, steps
 
-    def _run_offline(self, cell, forcing, trials, key, objective, *, per_step: bool = False):
+    def _run_offline(self, cell, forcing, trials, key, objective):
         """The same sum Σ_t L_t ⊙ P_t with the weights fixed over the trial, without carrying
         the [B,N,N] traces. Unrolling the trace, P̂_t = Σ_{s≤t} (Π_{u=s+1..t} D_u κ_{u-1}) a φ(h̃_{s-1}),
         so Σ_t L_t P̂_t = Σ_s a ē_s φ(h̃_{s-1})ᵀ with the filtered signal ē_s = L_s + κ_s D_{s+1} ē_{s+1}:
@@ -165,7 +167,7 @@ class AbstractTraceRule(AbstractLearningRule):
         _require_leaky(cell, self)
         noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
         losses = StepLoss(objective, trials, cell.n_rec)
-        B, T = trials.inputs.shape[:2]
+        B = trials.inputs.shape[0]
         feedback = self.feedback_matrix(cell)
 
         def trial_step(state, x, target, m, xi, rate_scale):
@@ -174,7 +176,7 @@ class AbstractTraceRule(AbstractLearningRule):
                 cell, forcing, losses, feedback, h_prev, fcarry, x, target, m, xi, rate_scale)
             return (h_forced, fcarry_new), (cell.phi(h_prev),) + local
 
-        batched = jax.vmap(trial_step, in_axes=(0, 0, 0, 0, 0, 0))
+        batched = jax.vmap(trial_step)
 
         def forward(state, xs):
             x, target, m, xi = xs
@@ -196,7 +198,7 @@ class AbstractTraceRule(AbstractLearningRule):
             lambda W: losses.penalty(eqx.tree_at(lambda cc: cc.W_out, cell, W)))(cell.W_out)
         g = {"W_rec": a * flat(E).T @ flat(R_prev), "W_in": a * flat(E).T @ flat(xs[0]), "b": a * jnp.sum(E, (0, 1)),
              "W_out": flat(dY).T @ flat(R) + penalty_grad, "b_out": jnp.sum(dY, (0, 1))}
-        return jnp.sum(loss) + penalty, _as_cell_grads(cell, g), None
+        return jnp.sum(loss) + penalty, _as_cell_grads(cell, g)
 
 
 class EProp(AbstractTraceRule):
