@@ -90,6 +90,17 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, fiel
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_bad_threads_environment_exits_2(tmp_path, capsys, monkeypatch, value):
+    from errorforcing.cli import main
+
+    monkeypatch.setenv("ERRORFORCING_THREADS", value)
+    assert main(["train", "--task", "delayed-xor", "--epochs", "1", "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "ERRORFORCING_THREADS" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_tasks_lists_sources():
     r = run_cli("tasks", "--json")
     assert r.returncode == 0

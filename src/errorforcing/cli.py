@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -326,10 +327,21 @@ from ._cli_experiments import register as _register_experiments; _register_exper
 from ._cli_analysis import register as _register_analysis; _register_analysis(app)  # noqa: E402, E702
 
 
+def _check_environment() -> None:
+    if os.environ.get("ERRORFORCING_THREADS"):
+        from .training import threads_from_env
+
+        try:
+            threads_from_env()
+        except ValueError as e:
+            raise BadInput(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     from typer._click import exceptions as click_exceptions
 
     try:
+        _check_environment()
         code = app(args=argv, standalone_mode=False)  # a command's typer.Exit(n) comes back as n
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)

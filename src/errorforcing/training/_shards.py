@@ -5,6 +5,10 @@ network (batch × N × N, N ≈ 50) are too small for its intra-op threads to he
 dispatched from two threads do run on two cores, so an ensemble split into one shard per core
 trains nearly that many times faster. Shards have one size (the last padded with copies of the
 last member, whose results are dropped), so the epoch program compiles once.
+
+Known: XLA's CPU SVD (jaxlib 0.10) hung when two shards ran it at the same time, so the code
+the trainer runs avoids it (`analysis.jacobian_norms` uses the symmetric eigensolver).
+`ERRORFORCING_THREADS=1` runs one program, as before sharding.
 """
 
 from __future__ import annotations
@@ -22,11 +26,21 @@ import numpy as np
 THREADS_ENV = "ERRORFORCING_THREADS"
 
 
+def threads_from_env() -> int | None:
+    """$ERRORFORCING_THREADS as a count (None when unset)."""
+    value = os.environ.get(THREADS_ENV)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def default_shards() -> int:
     """Parallel programs per ensemble: $ERRORFORCING_THREADS, else one per usable CPU core on
     the CPU backend and one on an accelerator (which runs one program across all its cores)."""
-    if os.environ.get(THREADS_ENV):
-        return max(1, int(os.environ[THREADS_ENV]))
+    if threads_from_env() is not None:
+        return threads_from_env()
     if jax.default_backend() != "cpu":
         return 1
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
