@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tomllib
 from pathlib import Path
@@ -328,13 +327,12 @@ from ._cli_analysis import register as _register_analysis; _register_analysis(ap
 
 
 def _check_environment() -> None:
-    if os.environ.get("ERRORFORCING_THREADS"):
-        from .training import threads_from_env
+    from .training import threads_from_env
 
-        try:
-            threads_from_env()
-        except ValueError as e:
-            raise BadInput(str(e)) from None
+    try:
+        threads_from_env()
+    except ValueError as e:
+        raise BadInput(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

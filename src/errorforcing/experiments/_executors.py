@@ -115,7 +115,9 @@ class LocalExecutor:
         import multiprocessing
         from concurrent.futures.process import BrokenProcessPool
 
-        threads = max(1, len(os.sched_getaffinity(0)) // self.workers)
+        from ..training import usable_cores
+
+        threads = max(1, usable_cores() // self.workers)
         with cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             _stream(jobs, events, self.workers,
                     submit=lambda job: pool.submit(execute_job, *_payload(job), threads),

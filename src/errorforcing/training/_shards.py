@@ -36,14 +36,18 @@ def threads_from_env() -> int | None:
     return int(value)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_shards() -> int:
     """Parallel programs per ensemble: $ERRORFORCING_THREADS, else one per usable CPU core on
     the CPU backend and one on an accelerator (which runs one program across all its cores)."""
-    if threads_from_env() is not None:
-        return threads_from_env()
-    if jax.default_backend() != "cpu":
-        return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = threads_from_env()
+    if threads is not None:
+        return threads
+    return usable_cores() if jax.default_backend() == "cpu" else 1
 
 
 class Shards:
