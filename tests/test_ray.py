@@ -14,26 +14,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray")
+from sweep_helpers import N_JOBS, TINY as SPEC
 
-SPEC = """
-name = "ray"
-seeds = 2
-[base]
-epochs = 25
-batch = 16
-train_trials = 32
-val_trials = 8
-patience = 3
-task.name = "delayed-xor"
-task.delay = 4
-model.hidden = 6
-forcing.kind = "ef"
-forcing.alpha = [0.2, 1.0]
-[grid]
-threshold = [0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
-"""
-N_JOBS = 6
+pytest.importorskip("ray")
 
 
 def _free_port() -> int:

@@ -17,26 +17,7 @@ from errorforcing.cli import main
 from errorforcing.experiments._reproduce import REPRODUCTIONS
 from errorforcing.experiments._sweep import SpecError, expand, job_id, parse_spec, points
 
-# Jobs differ only in host-side fields (threshold), so they share one compiled program; with
-# JAX's persistent compilation cache every job after the first costs a fraction of a second.
-TINY = """
-name = "tiny"
-seeds = 2
-[base]
-epochs = 25
-batch = 16
-train_trials = 32
-val_trials = 8
-patience = 3
-task.name = "delayed-xor"
-task.delay = 4
-model.hidden = 6
-forcing.kind = "ef"
-forcing.alpha = [0.2, 1.0]
-[grid]
-threshold = [0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
-"""
-N_JOBS = 6
+from sweep_helpers import N_JOBS, TINY
 
 
 @pytest.fixture(scope="session")
