@@ -14,8 +14,14 @@ from ._base import AbstractCell
 GATED_TRAINABLE = ("W_x", "W_h", "bias", "W_out", "b_out")
 
 
-def _uniform(key, shape, bound, dtype):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+def _init_gated(key: Key, n_in: int, n_rec: int, n_out: int, gates: int, dtype):
+    """W_x [gates·H, n_in], W_h [gates·H, H], bias [4H] ~ U(-1/√H, 1/√H); W_out ~ N(0, 1/H²)."""
+    dtype = dtype or jnp.zeros(()).dtype
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    bound = 1 / math.sqrt(n_rec)
+    uniform = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)
+    return (uniform(k1, (gates * n_rec, n_in)), uniform(k2, (gates * n_rec, n_rec)), uniform(k3, (4 * n_rec,)),
+            jax.random.normal(k4, (n_out, n_rec), dtype) / n_rec, jnp.zeros((n_out,), dtype))
 
 
 class GRU(AbstractCell):
@@ -36,14 +42,7 @@ class GRU(AbstractCell):
     trainable: tuple[str, ...] = eqx.field(static=True)
 
     def __init__(self, n_in: int, n_rec: int, n_out: int, *, key: Key, trainable=GATED_TRAINABLE, dtype=None):
-        dtype = dtype or jnp.zeros(()).dtype
-        k1, k2, k3, k4 = jax.random.split(key, 4)
-        bound = 1 / math.sqrt(n_rec)
-        self.W_x = _uniform(k1, (3 * n_rec, n_in), bound, dtype)
-        self.W_h = _uniform(k2, (3 * n_rec, n_rec), bound, dtype)
-        self.bias = _uniform(k3, (4 * n_rec,), bound, dtype)
-        self.W_out = jax.random.normal(k4, (n_out, n_rec), dtype) / n_rec
-        self.b_out = jnp.zeros((n_out,), dtype)
+        self.W_x, self.W_h, self.bias, self.W_out, self.b_out = _init_gated(key, n_in, n_rec, n_out, 3, dtype)
         self.trainable = tuple(trainable)
 
     @property
@@ -86,14 +85,7 @@ class LSTM(AbstractCell):
 
     def __init__(self, n_in: int, n_rec: int, n_out: int, *, key: Key,
                  trainable=("W_x", "W_h", "bias", "W_out_h", "b_out"), dtype=None):
-        dtype = dtype or jnp.zeros(()).dtype
-        k1, k2, k3, k4 = jax.random.split(key, 4)
-        bound = 1 / math.sqrt(n_rec)
-        self.W_x = _uniform(k1, (4 * n_rec, n_in), bound, dtype)
-        self.W_h = _uniform(k2, (4 * n_rec, n_rec), bound, dtype)
-        self.bias = _uniform(k3, (4 * n_rec,), bound, dtype)
-        self.W_out_h = jax.random.normal(k4, (n_out, n_rec), dtype) / n_rec
-        self.b_out = jnp.zeros((n_out,), dtype)
+        self.W_x, self.W_h, self.bias, self.W_out_h, self.b_out = _init_gated(key, n_in, n_rec, n_out, 4, dtype)
         self.trainable = tuple(trainable)
 
     @property
