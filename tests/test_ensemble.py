@@ -120,3 +120,24 @@ def test_padding_trials_do_not_change_the_gradient(getkey):
     l2, g2, _ = ef.rules.BPTT().value_and_grad(cell, f, bare, key=getkey())
     np.testing.assert_allclose(l1, l2, rtol=1e-12)
     np.testing.assert_allclose(g1.W_rec, g2.W_rec, rtol=1e-10)
+
+
+def test_weight_decay_leaves_frozen_parameters_bit_identical():
+    """adamw decays every leaf it is given: only the trainable ones may reach it (W_in does
+    not train by default; rec_mask is structure, not a parameter)."""
+    task = ef.tasks.DelayedXOR(delay=4, pulse=4)
+    schedule = Schedule(epochs=5, batch_size=16, train_trials=32, val_trials=8, threshold=1e-9)
+    make_cell = lambda k: ef.models.LeakyRNN(3, 12, 1, key=k, density=0.5)
+    tr = EnsembleTrainer(task, make_cell, lambda a, cell, key: ef.forcing.ErrorForcing(alpha=a), ef.rules.BPTT(),
+                         lambda learning_rate: optax.adamw(learning_rate, weight_decay=0.5),
+                         [Member(0, 0.5, 1e-2), Member(1, 0.0, 1e-2)], schedule)
+    start = tr.init()[0]
+    result = tr.run()
+    assert result.epochs_done == 5
+    np.testing.assert_array_equal(result.cells.W_in, start.W_in)
+    np.testing.assert_array_equal(result.cells.rec_mask, start.rec_mask)
+    for name in ("W_rec", "b", "W_out", "b_out"):
+        moved = np.abs(np.asarray(getattr(result.cells, name)) - np.asarray(getattr(start, name)))
+        assert moved.max() > 1e-4, name
+    # absent connections stay absent
+    assert not np.any(np.where(start.rec_mask == 0, result.cells.W_rec, 0.0))

@@ -8,7 +8,8 @@ from ._rflo import RFLO
 from ._rtrl import RTRL
 from ._truncated import TruncatedBPTT
 from ._loss import Objective, masked_mse, sign_correct, trial_weights
+from ._step import trainable_spec
 
 __all__ = ["AbstractLearningRule", "BPTT", "Objective", "masked_mse", "sign_correct", "trial_weights",
            "TruncatedBPTT", "RTRL", "AbstractTraceRule", "EProp", "RFLO", "gradient_alignment",
-           "feedback_alignment"]
+           "feedback_alignment", "trainable_spec"]

@@ -15,7 +15,7 @@ import optax
 from ..forcing import (AbstractForcing, FeedbackForcing, NoForcing, decoder_alignment, feedback_update,
                        forcing_alignment, simulate)
 from ..models import AbstractCell
-from ..rules import AbstractLearningRule, Objective, feedback_alignment, masked_mse, sign_correct
+from ..rules import AbstractLearningRule, Objective, feedback_alignment, masked_mse, sign_correct, trainable_spec
 from ..tasks import AbstractTask, Trials, sample_batch
 from ._convergence import ConvergenceTracker
 from ._diagnostics import dynamics_diagnostics
@@ -153,8 +153,7 @@ class EnsembleTrainer:
         cells = eqx.filter_vmap(self.make_cell)(self.init_keys)
         forcing_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(self.init_keys)
         forcings = eqx.filter_vmap(self.make_forcing)(self.alphas, cells, forcing_keys)
-        params = eqx.filter(cells, eqx.is_inexact_array)
-        opt_states = eqx.filter_vmap(self.optimizer.init)(params)
+        opt_states = eqx.filter_vmap(self.optimizer.init)(trainable_params(cells))
         opt_states.hyperparams["learning_rate"] = self.lrs.astype(opt_states.hyperparams["learning_rate"].dtype)
         fixed = None
         if self.schedule.data == "fixed":
@@ -162,7 +161,14 @@ class EnsembleTrainer:
         return cells, forcings, opt_states, fixed
 
     def _fixed_dataset(self, data_key) -> Trials:
-        return sample_batch(self.task, self.schedule.dataset_size, key=jax.random.fold_in(data_key, 0))  # epochs use 1, 2, ...
+        """The member's data set: `dataset_size` trials, the first `n_val` (the held-out part)
+        drawn from the task's validation source. For a task that is its own source both draws
+        are one and the same."""
+        size, key = self.schedule.dataset_size, jax.random.fold_in(data_key, 0)  # epochs use 1, 2, ...
+        trials = sample_batch(self.task, size, key=key)
+        held_out = sample_batch(self.task.validation_source(), size, key=key)
+        n_val = self.schedule.n_val
+        return jax.tree_util.tree_map(lambda t, v: t.at[:n_val].set(v[:n_val]), trials, held_out)
 
     # ----- data for one epoch of one member -----
     def _epoch_data(self, data_key, epoch, fixed: Trials | None) -> tuple[Trials, Trials]:
@@ -170,7 +176,7 @@ class EnsembleTrainer:
         k_train, k_val = jax.random.split(jax.random.fold_in(data_key, epoch))
         if fixed is None:
             train = sample_batch(self.task, s.n_train, key=k_train)
-            val = sample_batch(self.task, s.n_val, key=k_val)
+            val = sample_batch(self.task.validation_source(), s.n_val, key=k_val)
         else:
             val = jax.tree_util.tree_map(lambda x: x[: s.n_val], fixed)
             order = jax.random.permutation(k_train, s.n_train) + s.n_val
@@ -201,8 +207,9 @@ class EnsembleTrainer:
             grads = cell.mask_grads(grads)
             if self.schedule.clip_norm is not None:
                 grads = _clip(grads, self.schedule.clip_norm)
-            params = eqx.filter(cell, eqx.is_inexact_array)
-            updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
+            # the optimizer sees only the trainable leaves: weight decay cannot move W_in or rec_mask
+            spec = trainable_spec(cell)
+            updates, new_opt_state = self.optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(cell, spec))
             new_cell = eqx.apply_updates(cell, updates)
             new_forcing = feedback_update(forcing, cell, batch)  # learned feedback weights, if any
             if self.adaptive_alpha:  # on the trajectory this batch trained on
@@ -313,6 +320,11 @@ def epoch_diagnostics(cell, forcing, rule) -> dict[str, jax.Array]:
     if getattr(rule, "feedback", None) == "random":
         out["cos_B_Wout"] = feedback_alignment(rule, cell)
     return out
+
+
+def trainable_params(cell: AbstractCell) -> AbstractCell:
+    """The leaves an optimizer may change (floating-point leaves of `cell.trainable`), None elsewhere."""
+    return eqx.filter(cell, trainable_spec(cell))
 
 
 def _clip(grads, max_norm):
