@@ -14,7 +14,7 @@ import pytest
 from errorforcing.forcing import (ClosedLoop, ControlledCell, FeedbackControl, NoForcing, readout_pinv, rollout,
                                   simulate)
 from errorforcing.models import LeakyRNN, WilliamsZipserNet
-from errorforcing.rules import BPTT, RFLO, RTRL, Objective, masked_mse
+from errorforcing.rules import BPTT, RFLO, RTRL, EProp, Objective, masked_mse
 from errorforcing.tasks import CenterOutReach, Trials
 
 N, N_IN, N_OUT, BATCH, T = 6, 3, 2, 3, 12
@@ -39,16 +39,55 @@ def rotate_np(v, degrees):
     return v @ R.T
 
 
-def applied_control(cell, control, trials):
-    """The controls u_{t-d} the rollout applied, read back from h̃_t - h_t = α a W_fb u_{t-d};
-    and the outputs y_t."""
+def masked_trials(key, batch=BATCH, steps=T) -> Trials:
+    """Random trials whose every third step is wholly unsupervised (and the rest partly)."""
+    trials = make_trials(key, batch, steps)
+    mask = np.asarray(trials.mask).copy()
+    mask[:, ::3] = 0.0
+    return trials._replace(mask=jnp.asarray(mask))
+
+
+def reference_rollout(cell, control, trials):
+    """A hand-written loop of Kaleb et al.'s step (their model_def.py `f_step`): the control
+    u_{t-1-d} enters step t as an input, only on supervised steps,
+
+        h_t = (1 - a) h_{t-1} + a (W_rec φ(h_{t-1}) + W_in x_t + b + α c_t W_fb u_{t-1-d}),
+        y_t = W_out φ(h_t) + b_out,   u_t = u_{t-1} + dt R(θ)(y*_t - y_t) ⊙ m_t  (or the error).
+
+    Returns states, outputs and the applied c_t u_{t-1-d}, as numpy arrays."""
+    W_rec, W_in, b = (np.asarray(v) for v in (cell.W_rec, cell.W_in, cell.b))
+    W_out, b_out, W_fb = (np.asarray(v) for v in (cell.W_out, cell.b_out, control.W_fb))
+    a, d, alpha = cell.leak, control.delay, float(control.alpha)
+    X, Y, M = (np.asarray(v) for v in (trials.inputs, trials.targets, trials.mask))
+    B, steps = X.shape[:2]
+    states, outputs, applied = np.zeros((B, steps, N)), np.zeros((B, steps, N_OUT)), np.zeros((B, steps, N_OUT))
+    for i in range(B):
+        h, u = np.zeros(N), [np.zeros(N_OUT)] * (d + 1)  # u[k] = u_{t-1-d+k}
+        for t in range(steps):
+            c = M[i, t].max()
+            applied[i, t] = c * u[0]
+            h = (1 - a) * h + a * (W_rec @ np.tanh(h) + W_in @ X[i, t] + b + alpha * W_fb @ applied[i, t])
+            y = W_out @ np.tanh(h) + b_out
+            e = rotate_np((Y[i, t] - y) * M[i, t], float(control.rotation))
+            u = u[1:] + [u[-1] + control.dt * e if control.signal == "integrated" else e]
+            states[i, t], outputs[i, t] = h, y
+    return states, outputs, applied
+
+
+@pytest.mark.parametrize("signal", ["integrated", "error"])
+@pytest.mark.parametrize("delay", [0, 1, 3])
+@pytest.mark.parametrize("rotation", [0.0, 40.0])
+def test_control_enters_the_next_step_as_an_input(getkey, signal, delay, rotation):
+    cell, trials = make_cell(getkey()), masked_trials(getkey())
+    control = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), alpha=0.7, signal=signal, delay=delay,
+                              rotation=rotation, dt=0.3)
     states, outputs = simulate(cell, trials, control)
-    previous = jnp.concatenate([jnp.broadcast_to(cell.init_state(), states[:, :1].shape), states[:, :-1]], axis=1)
-    pre_forcing = jax.vmap(jax.vmap(cell))(previous, trials.inputs)
-    correction = np.asarray(states - pre_forcing)
-    gain = control.alpha * cell.leak * np.asarray(control.W_fb)
-    u = np.linalg.lstsq(gain, correction.reshape(-1, N).T, rcond=None)[0].T.reshape(correction.shape[:2] + (N_OUT,))
-    return u, np.asarray(outputs)
+    ref_states, ref_outputs, applied = reference_rollout(cell, control, trials)
+    np.testing.assert_allclose(states, ref_states, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(outputs, ref_outputs, rtol=1e-10, atol=1e-12)
+    # the check has teeth: the control moved the outputs, and was off on unsupervised steps
+    assert np.max(np.abs(np.asarray(outputs) - np.asarray(simulate(cell, trials, NoForcing())[1]))) > 1e-3
+    assert np.all(applied[:, ::3] == 0) and np.max(np.abs(applied)) > 1e-3
 
 
 @pytest.mark.parametrize("signal", ["integrated", "error"])
@@ -61,33 +100,6 @@ def test_zero_feedback_weights_is_no_forcing_bit_for_bit(getkey, signal, delay):
     zero_gain = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), alpha=0.0, signal=signal, delay=delay)
     for a, b in zip(simulate(cell, trials, zero_gain), simulate(cell, trials, NoForcing())):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
-@pytest.mark.parametrize("rotation", [0.0, 40.0])
-def test_integrated_signal_is_the_cumulative_cursor_error(getkey, rotation):
-    cell, trials = make_cell(getkey()), make_trials(getkey())
-    control = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), alpha=0.7, rotation=rotation, dt=0.05)
-    u, y = applied_control(cell, control, trials)
-    error = rotate_np((np.asarray(trials.targets) - y) * np.asarray(trials.mask), rotation)
-    np.testing.assert_allclose(u, 0.05 * np.cumsum(error, axis=1), rtol=1e-9, atol=1e-11)
-
-
-def test_error_signal_is_the_instantaneous_error(getkey):
-    cell, trials = make_cell(getkey()), make_trials(getkey())
-    control = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), signal="error", rotation=-25.0)
-    u, y = applied_control(cell, control, trials)
-    expected = rotate_np((np.asarray(trials.targets) - y) * np.asarray(trials.mask), -25.0)
-    np.testing.assert_allclose(u, expected, rtol=1e-9, atol=1e-11)
-
-
-@pytest.mark.parametrize("delay", [1, 3])
-def test_delay_shifts_the_control_by_d_steps(getkey, delay):
-    cell, trials = make_cell(getkey()), make_trials(getkey())
-    control = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), delay=delay, dt=0.1)
-    u, y = applied_control(cell, control, trials)
-    signal = 0.1 * np.cumsum((np.asarray(trials.targets) - y) * np.asarray(trials.mask), axis=1)
-    shifted = np.concatenate([np.zeros_like(signal[:, :delay]), signal[:, :-delay]], axis=1)
-    np.testing.assert_allclose(u, shifted, rtol=1e-9, atol=1e-11)
 
 
 def test_control_with_the_readout_inverse_corrects_an_untrained_reaching_network(getkey):
@@ -155,16 +167,32 @@ def test_rtrl_equals_bptt_under_feedback_control(getkey, stop_gradient):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-10)
 
 
-def test_trace_rules_treat_a_stopped_controller_as_an_input(getkey):
-    """RFLO under a stopped controller equals RFLO on the same forced trajectory: the traces
-    are not scaled (∂h̃/∂h = I) and the learning signal is the output error."""
-    cell, trials = make_cell(getkey()), make_trials(getkey(), steps=1)
-    control = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), dt=0.5)
-    loss, grads, _ = RFLO().value_and_grad(cell, control, trials, key=getkey(), objective=OBJECTIVE)
-    # one step: the control acts after the only readout, so the gradient is BPTT's exactly
-    ref_loss, ref_grads, _ = BPTT(fast=False).value_and_grad(cell, control, trials, key=getkey(), objective=OBJECTIVE)
+@pytest.mark.parametrize("rule", [RFLO(), EProp()], ids=["rflo", "eprop"])
+def test_trace_rules_treat_a_stopped_controller_as_an_input(getkey, rule):
+    """A trace rule under a stopped controller equals the same rule, unforced, on a network whose
+    extra input lines carry the applied control c_t u_{t-1-d} through W_in's extra columns α W_fb:
+    the control is an input, the traces are not scaled, and every trained parameter agrees."""
+    trainable = ("W_rec", "W_in", "b", "W_out", "b_out")
+    cell, trials = make_cell(getkey(), trainable=trainable), masked_trials(getkey(), steps=8)
+    control = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), alpha=0.8, delay=1, dt=0.5)
+    key = getkey()
+    loss, grads, _ = rule.value_and_grad(cell, control, trials, key=key, objective=OBJECTIVE)
+
+    _, _, applied = reference_rollout(cell, control, trials)
+    wide = LeakyRNN(N_IN + N_OUT, N, N_OUT, key=getkey(), tau=4.0, readout="rate", activation="tanh",
+                    trainable=trainable)
+    wide = eqx.tree_at(lambda c: (c.W_rec, c.W_in, c.b, c.W_out, c.b_out), wide,
+                       (cell.W_rec, jnp.concatenate([cell.W_in, control.alpha * control.W_fb], axis=1), cell.b,
+                        cell.W_out, cell.b_out))
+    wide_trials = trials._replace(inputs=jnp.concatenate([trials.inputs, jnp.asarray(applied)], axis=-1))
+    ref_loss, ref, _ = rule.value_and_grad(wide, NoForcing(), wide_trials, key=key, objective=OBJECTIVE)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-10)
-    np.testing.assert_allclose(grads.W_rec, ref_grads.W_rec, rtol=1e-8, atol=1e-12)
+    for name in trainable:
+        got, want = getattr(grads, name), getattr(ref, name)
+        if name == "W_in":
+            want = want[:, :N_IN]
+        assert float(jnp.max(jnp.abs(want))) > 1e-6, name
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12, err_msg=name)
 
 
 def test_controlled_cell_learns_feedback_weights_with_optax(getkey):

@@ -23,6 +23,12 @@ class AbstractForcing(eqx.Module):
     def init(self, cell: AbstractCell) -> Any:
         return None
 
+    def drive(self, cell: AbstractCell, mask: Output, carry: Any) -> State | None:
+        """An input the forcing adds to step t's dynamics before its readout, from the carry
+        the previous step left (e.g. feedback control's a W_fb u_{t-1-d}); None: no input.
+        `forced_step` adds it: h_t = cell(h̃_{t-1}, x_t) + drive."""
+        return None
+
     @abc.abstractmethod
     def __call__(self, h: State, y: Output, target: Output, mask: Output, cell: AbstractCell,
                  carry: Any) -> tuple[State, Any]: ...

@@ -19,23 +19,21 @@ _SIGNALS = ("integrated", "error")
 class FeedbackControl(AbstractForcing):
     """Feedback control (Kaleb, Feulner, Gallego & Clopath 2024, "Feedback control guides
     credit assignment in recurrent neural networks"): a control signal u_t, made from the
-    output error, drives the network through feedback weights W_fb (N × n_out),
+    output error, enters the *next* steps' dynamics as an input through feedback weights
+    W_fb (N × n_out),
 
-        h̃_t = h_t + α a W_fb u_{t-d},        a = dt_cell / τ (the cell's `leak`)
+        h_t = (1 - a) h_{t-1} + a (W_rec φ(h_{t-1}) + W_in x_t + b + α c_t W_fb u_{t-1-d}),
+        y_t = readout(h_t)                    (the control's effect is in y_t)
         e_t = R(θ) (y*_t - y_t) ⊙ m_t         (the error in cursor space, θ = `rotation`)
         u_t = u_{t-1} + dt e_t                signal = "integrated" (position error; default)
         u_t = e_t                             signal = "error"      (velocity error)
-        u_{-1} = … = u_{-d} = 0
+        u_{-1} = … = u_{-1-d} = 0,  c_t = max_k m_tk (the control acts on supervised steps only)
 
-    Timing. The forcing runs after step t's readout y_t = readout(h_t), so in terms of the
-    state the network carries, h̃_t = (1 - a) h̃_{t-1} + a (W_rec φ(h̃_{t-1}) + W_in x_t + b
-    + α W_fb u_{t-d}), with the readout of step t taken just before that step's control
-    lands. With d = 0 (the default) the error made at step t reaches the output at t + 1 —
-    the reference code's `fb_delay = 0`, where the error after step t - 1 drives step t; each
-    extra step of d adds one step of latency. (The reference code adds the control inside the
-    step instead, so it reaches h_{t+1} as a W_fb u_t; here, as a state correction, its first
-    effect on h_{t+1} is (1 - a) a W_fb u_t plus its path through the recurrence.) The
-    carry is (u_{t-1}, [u_{t-d}, …, u_{t-1}]).
+    Timing as in the reference code (klarakaleb/feedback-control, `model_def.py`): step t takes
+    the signal computed after step t - 1 - d (`fb_delay = d`; the first d steps get none), so
+    with d = 0 the error made at step t reaches the state at t + 1. The control is the step's
+    input (`drive`, added by `forced_step` before the readout), not a correction of the state
+    after it; `__call__` only updates the signal. The carry is [u_{t-1-d}, …, u_{t-1}] (d + 1 rows).
 
     Visuomotor rotation. `CenterOutReach(rotation=θ)` moves the cursor with R(θ) y, and its
     targets are R(-θ) v*; the cursor's error is v* - R(θ) y = R(θ)(y* - y), which is what a
@@ -45,9 +43,9 @@ class FeedbackControl(AbstractForcing):
     Gradients. W_fb gets its gradient from every rule that differentiates the forced rollout
     (see `ControlledCell` to learn it with the cell). `stop_gradient=True` (default) treats u as
     an external input (the reference code's `error_detach` during adaptation): no gradient
-    flows back through the loop y → e → u → h̃, and trace rules see ∂h̃_t/∂h_t = I.
-    `stop_gradient=False` differentiates the closed loop. With W_fb = 0 or α = 0 this is
-    `NoForcing()`. Evaluation with the control off is `NoForcing()`.
+    flows back through the loop y → e → u → h, and trace rules see the control as an input
+    (∂h̃_t/∂h_t = I). `stop_gradient=False` differentiates the closed loop. With W_fb = 0 or
+    α = 0 this is `NoForcing()`. Evaluation with the control off is `NoForcing()`.
     """
 
     W_fb: Float[Array, "N n_out"]
@@ -77,11 +75,11 @@ class FeedbackControl(AbstractForcing):
         dtype = cell.init_state().dtype
         return cls(jax.random.uniform(key, (cell.n_rec, n_out), dtype, -s, s), **kwargs)
 
-    def init(self, cell: AbstractCell) -> tuple[Output, Float[Array, "d n_out"]]:
+    def init(self, cell: AbstractCell) -> Float[Array, "d+1 n_out"]:
         _leak(cell)  # fail early for cells without a leak
         n_out = self.W_fb.shape[1]
         dtype = jnp.result_type(self.W_fb, cell.init_state())
-        return jnp.zeros((n_out,), dtype), jnp.zeros((self.delay, n_out), dtype)
+        return jnp.zeros((self.delay + 1, n_out), dtype)
 
     def error(self, y: Output, target: Output, mask: Output) -> Output:
         """e_t = R(θ)(y*_t - y_t) ⊙ m_t."""
@@ -92,18 +90,19 @@ class FeedbackControl(AbstractForcing):
             raise ValueError(f"FeedbackControl.rotation needs 2-D outputs, got n_out = {e.shape[-1]}")
         return rotate(e, self.rotation)
 
-    def __call__(self, h: State, y: Output, target: Output, mask: Output, cell: AbstractCell,
-                 carry: tuple[Output, Float[Array, "d n_out"]]) -> tuple[State, Any]:
-        u_prev, queue = carry
-        e = self.error(y, target, mask).astype(u_prev.dtype)
-        u = u_prev + self.dt * e if self.signal == "integrated" else e
-        if self.delay:
-            applied, queue = queue[0], jnp.concatenate([queue[1:], u[None]], axis=0)
-        else:
-            applied = u
+    def drive(self, cell: AbstractCell, mask: Output, carry: Float[Array, "d+1 n_out"]) -> State:
+        """α c_t a W_fb u_{t-1-d}: the control's input to step t."""
+        applied = carry[0]
         if self.stop_gradient:
             applied = jax.lax.stop_gradient(applied)
-        return h + (self.alpha * _leak(cell)) * (self.W_fb @ applied), (u, queue)
+        gate = self.alpha * jnp.max(mask)
+        return (gate * _leak(cell)) * (self.W_fb @ applied)
+
+    def __call__(self, h: State, y: Output, target: Output, mask: Output, cell: AbstractCell,
+                 carry: Float[Array, "d+1 n_out"]) -> tuple[State, Any]:
+        e = self.error(y, target, mask).astype(carry.dtype)
+        u = carry[-1] + self.dt * e if self.signal == "integrated" else e
+        return h, jnp.concatenate([carry[1:], u[None]], axis=0)
 
 
 def _leak(cell: AbstractCell):
@@ -173,6 +172,9 @@ class ClosedLoop(AbstractForcing):
         if not isinstance(cell, ControlledCell):
             raise TypeError(f"ClosedLoop runs the controller of a ControlledCell, got {type(cell).__name__}")
         return cell.control.init(cell.cell)
+
+    def drive(self, cell: ControlledCell, mask, carry):
+        return cell.control.drive(cell.cell, mask, carry)
 
     def __call__(self, h, y, target, mask, cell: ControlledCell, carry):
         return cell.control(h, y, target, mask, cell.cell, carry)
