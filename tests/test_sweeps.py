@@ -243,8 +243,8 @@ def test_concurrent_status_readers_never_see_a_locked_database(reference):
         assert len(r["seen"]) > 2 and r["seen"][-1] == N_JOBS, r
     assert status_call.returncode == 0 and "locked" not in status_call.stderr, status_call.stderr
     assert json.loads(status_call.stdout)["total"]["jobs"] == N_JOBS
-    assert main_status(out) == {"jobs": N_JOBS, "done": N_JOBS, "running": 0, "failed": 0, "pending": 0,
-                                "members_done": 4 * N_JOBS}
+    assert main_status(out) == {"jobs": N_JOBS, "done": N_JOBS, "running": 0, "interrupted": 0, "failed": 0,
+                                "pending": 0, "members_done": 4 * N_JOBS}
 
 
 def main_status(out):

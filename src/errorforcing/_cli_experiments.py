@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def status(directory: Path = typer.Argument(..., metavar="DIR", help="results directory"),
                json_out: bool = JsonOpt):
-        """Jobs done/running/failed/pending per sweep, and an ETA."""
+        """Jobs done/running/interrupted/failed/pending per sweep, and an ETA."""
         from .experiments._status import sweep_status
 
         state = sweep_status(open_store(directory))
@@ -227,20 +227,22 @@ def _print_status(state: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="sweeps")
-    for col in ("sweep", "jobs", "done", "running", "failed", "pending", "members done", "driver", "ETA"):
-        table.add_column(col)
+    for col in ("sweep", "jobs", "done", "running", "interrupted", "failed", "pending", "members done", "driver",
+                "ETA"):
+        table.add_column(col, overflow="fold")
     for s in state["sweeps"]:
         alive = {True: "running", False: "stopped", None: "elsewhere"}[s["driver_alive"]]
-        table.add_row(s["name"], str(s["jobs"]), str(s["done"]), str(s["running"]), str(s["failed"]),
-                      str(s["pending"]), str(s["members_done"]), f"{s['driver']} ({alive})",
+        table.add_row(s["name"], str(s["jobs"]), str(s["done"]), str(s["running"]), str(s["interrupted"]),
+                      str(s["failed"]), str(s["pending"]), str(s["members_done"]), f"{s['driver']} ({alive})",
                       _fmt_seconds(s["eta_seconds"]))
     t = state["total"]
-    table.add_row("total", str(t["jobs"]), str(t["done"]), str(t["running"]), str(t["failed"]), str(t["pending"]),
-                  str(t["members_done"]), "", _fmt_seconds(t["eta_seconds"]))
+    table.add_row("total", str(t["jobs"]), str(t["done"]), str(t["running"]), str(t["interrupted"]), str(t["failed"]),
+                  str(t["pending"]), str(t["members_done"]), "", _fmt_seconds(t["eta_seconds"]))
     console = Console(width=160)
     console.print(table)
     other = state["other_runs"]
     if any(other.values()):
-        console.print(f"runs outside sweeps: {other['done']} done, {other['running']} running, {other['failed']} failed")
-    if any(s["driver_alive"] is False and (s["running"] or s["pending"]) for s in state["sweeps"]):
+        console.print(f"runs outside sweeps: {other['done']} done, {other['running']} running, "
+                      f"{other['interrupted']} interrupted (owner process gone), {other['failed']} failed")
+    if any(s["driver_alive"] is False and (s["running"] or s["interrupted"] or s["pending"]) for s in state["sweeps"]):
         console.print("a sweep was interrupted: run `errorforcing sweep SPEC --out DIR` again to resume")

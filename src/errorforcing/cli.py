@@ -338,10 +338,15 @@ def _check_environment() -> None:
 def main(argv: list[str] | None = None) -> int:
     from typer._click import exceptions as click_exceptions
 
+    from .store import StoreError
+
     try:
         _check_environment()
         code = app(args=argv, standalone_mode=False)  # a command's typer.Exit(n) comes back as n
     except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except StoreError as e:  # a damaged, busy or unwritable results store: nothing was written
         print(f"error: {e}", file=sys.stderr)
         return 2
     except click_exceptions.UsageError as e:

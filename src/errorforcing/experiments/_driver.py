@@ -3,17 +3,16 @@ an executor, and writes each finished job to the store in one transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
-import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .._version import __version__
-from ..store import RunStore
+from ..store import RunStore, StoreError, process_id
 from ._executors import Executor, JobOutput, LocalExecutor
 from ._sweep import Job, Plan
 from ._train import _git_commit
@@ -35,18 +34,58 @@ class SweepOutcome:
 
 
 def driver_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return process_id()
+
+
+LOCK_NAME = "sweep.lock"
+
+
+@contextlib.contextmanager
+def directory_lock(out: Path) -> Iterator[None]:
+    """One sweep driver per results directory: a second one (any sweep) refuses with one line
+    instead of restarting the first one's running jobs. The OS drops the lock when its holder
+    dies, so a killed driver never blocks a resume."""
+    import fcntl
+
+    path = out / LOCK_NAME
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise StoreError(f"{out}: a sweep driver ({holder}) is already running in this directory; "
+                             "wait for it to finish (`errorforcing status` shows its progress)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(driver_id())
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_sweep(plan: Plan, out: str | Path, *, executor: Executor | None = None,
               progress: bool = True) -> SweepOutcome:
-    store = RunStore(out)
+    store = RunStore(out)  # a damaged store raises here, before anything is written
+    with directory_lock(Path(out)):
+        return _run_locked(store, plan, executor, progress)
+
+
+def _run_locked(store: RunStore, plan: Plan, executor: Executor | None, progress: bool) -> SweepOutcome:
     jobs = plan.jobs
     store.add_sweep(plan.spec.name, plan.spec.text, driver_id(), [
         {"job_id": j.job_id, "position": j.position, "label": j.label, "n_members": j.n_members, "cost": j.cost}
         for j in jobs])
-    done = {r["run_id"] for r in store.runs(status="done")}
-    todo = [j for j in jobs if j.job_id not in done]
+    runs = {r["run_id"]: r for r in store.runs()}
+    todo = [j for j in jobs if runs.get(j.job_id, {}).get("status") != "done"]
+    for job in todo:
+        earlier = runs.get(job.job_id)
+        if earlier and earlier["status"] in ("interrupted", "running", "failed"):
+            why = {"interrupted": f"interrupted (its driver {earlier.get('owner')} is gone)",
+                   "running": f"still marked running by {earlier.get('owner')}", "failed": "failed"}[earlier["status"]]
+            print(f"job {job.job_id} ({job.label}) was {why}: running it again", file=sys.stderr)
     events = _StoreEvents(store, plan, len(jobs) - len(todo), len(jobs), progress)
     start = time.perf_counter()
     with events:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,7 +43,9 @@ def build_task(config: TrainConfig):
 def build_trainer(config: TrainConfig) -> EnsembleTrainer:
     task = build_task(config)
     model_entry, forcing_entry = MODELS[config.model.kind], FORCINGS[config.forcing.kind]
-    rule_key = jax.random.fold_in(jax.random.key(config.seed), 10_000)  # e.g. random feedback B
+    # random feedback B: the trainer redraws it for every member from that member's seed
+    # (rule.for_member); this key only makes the job-level rule well-formed
+    rule_key = jax.random.fold_in(jax.random.key(config.seed), 10_000)
     rule = RULES[config.rule.kind].build(config.rule, rule_key)
     members = [Member(seed=config.seed + s, alpha=a, lr=lr)
                for lr in config.optim.lr for a in config.forcing.alpha for s in range(config.seeds)]
@@ -133,7 +136,8 @@ def train(config: TrainConfig, *, progress: bool = True, run_id: str | None = No
     trainer = build_trainer(config)
     store = RunStore(config.out) if config.out else None
     if store:
-        store.begin_run(run_id, config_record(config))
+        _retire_stale_runs(store)
+        store.begin_run(run_id, config_record(config))  # owned by this process (HOST:PID)
     try:
         with _progress(progress, config) as on_epoch:
             result = trainer.run(on_epoch=on_epoch)
@@ -146,6 +150,15 @@ def train(config: TrainConfig, *, progress: bool = True, run_id: str | None = No
         store.save_params(run_id, result.cells)
         store.finish_run(run_id, rows)
     return TrainResult(run_id, config, rows, result)
+
+
+def _retire_stale_runs(store) -> None:
+    """Runs left `running` by a process that was killed are marked failed, and said so."""
+    stale = store.stale_runs()
+    store.mark_failed([r["run_id"] for r in stale])
+    for r in stale:
+        print(f"note: run {r['run_id']} in {store.directory} was interrupted (its process {r['owner']} is gone); "
+              "marked failed", file=sys.stderr)
 
 
 class _progress:
