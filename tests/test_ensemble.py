@@ -1,5 +1,6 @@
 """Ensembles: vmapped members equal separate runs; the convergence and divergence rules."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +59,7 @@ def test_shards_split_and_join():
 
 def test_same_seed_different_alpha_starts_identical():
     tr = _trainer([Member(3, 0.0, 1e-2), Member(3, 1.0, 1e-2)])
-    cells, forcings, _, _ = tr.init()
+    cells, forcings = tr.init()[:2]
     for leaf in jax.tree_util.tree_leaves(cells):
         np.testing.assert_array_equal(leaf[0], leaf[1])
     np.testing.assert_array_equal(forcings.alpha, [0.0, 1.0])
@@ -141,3 +142,49 @@ def test_weight_decay_leaves_frozen_parameters_bit_identical():
         assert moved.max() > 1e-4, name
     # absent connections stay absent
     assert not np.any(np.where(start.rec_mask == 0, result.cells.W_rec, 0.0))
+
+
+def _random_feedback_job(seed, seeds):
+    from errorforcing import TrainConfig
+
+    return TrainConfig(task={"name": "delayed-xor", "delay": 4, "options": {"pulse": 4}}, model={"hidden": 8},
+                       rule={"kind": "rflo", "feedback": "random"}, forcing={"kind": "none"}, seed=seed, seeds=seeds,
+                       epochs=2, batch=16, train_trials=32, val_trials=8, optim={"lr": [1e-2]})
+
+
+def _member(tree, i):
+    return jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, tree)
+
+
+def test_random_feedback_is_drawn_per_member_from_its_own_seed():
+    """Seeds 0, 1, 2 in one job: three different B; seed 1 inside the job trains exactly like
+    seed 1 run alone (same B, same curves, same weights), whatever the other members are."""
+    from errorforcing.experiments import build_trainer
+
+    together = build_trainer(_random_feedback_job(0, 3)).run()
+    alone = build_trainer(_random_feedback_job(1, 1)).run()
+    B = [_member(together.rules, i).feedback_matrix(_member(together.cells, i)) for i in range(3)]
+    assert B[0].shape == (8, 1)
+    assert all(float(jnp.max(jnp.abs(B[i] - B[j]))) > 1e-3 for i, j in ((0, 1), (0, 2), (1, 2)))
+    B_alone = _member(alone.rules, 0).feedback_matrix(_member(alone.cells, 0))
+    np.testing.assert_array_equal(B_alone, B[1])
+    np.testing.assert_allclose(together.val_curves[1], alone.val_curves[0], rtol=1e-9)
+    np.testing.assert_allclose(together.train_curves[1], alone.train_curves[0], rtol=1e-9)
+    for a, b in zip(jax.tree.leaves(together.cells), jax.tree.leaves(alone.cells)):
+        assert a.dtype == jnp.float64
+        np.testing.assert_allclose(a[1], b[0], rtol=1e-9, atol=1e-12)
+    assert together.extra_curves["cos_B_Wout"].shape == (3, 2)  # each member's own B
+
+
+def test_members_differing_only_in_alpha_share_their_feedback():
+    rule = ef.rules.RFLO(feedback="random", key=jax.random.key(99))
+    task = ef.tasks.DelayedXOR(delay=4, pulse=4)
+    tr = EnsembleTrainer(task, lambda k: ef.models.LeakyRNN(3, 6, 1, key=k),
+                         lambda a, cell, key: ef.forcing.ErrorForcing(alpha=a), rule, optax.adam,
+                         [Member(4, 0.0, 1e-2), Member(4, 0.5, 1e-2), Member(5, 0.5, 1e-2)], Schedule(epochs=1))
+    state = tr.init()
+    cells, rules = state[0], state[4]
+    B = [_member(rules, i).feedback_matrix(_member(cells, i)) for i in range(3)]
+    np.testing.assert_array_equal(B[0], B[1])
+    assert float(jnp.max(jnp.abs(B[0] - B[2]))) > 1e-3
+    assert float(jnp.max(jnp.abs(B[0] - rule.feedback_matrix(_member(cells, 0))))) > 1e-3  # not the job's key

@@ -26,6 +26,12 @@ class AbstractLearningRule(eqx.Module):
     updates, leaves [T, ...], summing to the grads (used by the learning diagnostics).
     """
 
+    def for_member(self, key: Key) -> "AbstractLearningRule":
+        """This rule as one ensemble member's copy, anything random in it (e.g. a random feedback
+        matrix B) drawn from `key`, which the trainer derives from the member's own seed. A rule
+        with nothing random returns itself."""
+        return self
+
     @abc.abstractmethod
     def value_and_grad(self, cell: AbstractCell, forcing: AbstractForcing, trials: Trials, *,
                        key: Key, objective: Objective = Objective()) -> tuple[Scalar, AbstractCell, dict[str, Any]]: ...

@@ -48,7 +48,8 @@ class AbstractTraceRule(AbstractLearningRule):
 
     Random feedback: B = feedback_scale · N(0, 1) of shape N × n_out drawn from `key` at every
     call (the same key gives the same B, so it is fixed); feedback_scale defaults to 1/N, the
-    scale of the leaky RNN's initial W_out.
+    scale of the leaky RNN's initial W_out. In an ensemble every member gets its own B, drawn
+    from its own seed (`for_member`); the key given here is then replaced.
     """
 
     feedback: eqx.AbstractVar[str]
@@ -65,6 +66,12 @@ class AbstractTraceRule(AbstractLearningRule):
             raise ValueError(f"{name}(feedback='random') needs an explicit key for the feedback matrix")
         if self.online and self.lr is None:
             raise ValueError(f"{name}(online=True) needs a learning rate lr")
+
+    def for_member(self, key: Key) -> "AbstractTraceRule":
+        """Random feedback: this member's own B, drawn from `key` (the member's seed)."""
+        if self.feedback != "random":
+            return self
+        return eqx.tree_at(lambda r: r.key, self, key)
 
     @abc.abstractmethod
     def trace_decay(self, cell: AbstractCell, h_prev: State) -> Float[Array, " N"]:

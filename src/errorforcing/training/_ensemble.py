@@ -86,6 +86,7 @@ class EnsembleResult:
     forcings: AbstractForcing  # batched over members (learned feedback weights, adaptive α included)
     lyap_max_before: np.ndarray | None = None  # [M] λ_max before epoch 1 (Analysis.lyapunov)
     lyap_max_after: np.ndarray | None = None  # [M] λ_max after training
+    rules: AbstractLearningRule | None = None  # batched over members (each member's own random feedback B)
 
 
 def _tree_where(flag, new, old):
@@ -141,7 +142,7 @@ class EnsembleTrainer:
         self.alphas = jnp.asarray([m.alpha for m in members])
         self.lrs = jnp.asarray([m.lr for m in members])
         if adaptive_alpha:  # the epoch is not vmapped, so that α's every-5th-batch update is a real branch
-            in_axes = (eqx.if_array(0),) * 6 + (None, eqx.if_array(0))
+            in_axes = (eqx.if_array(0),) * 7 + (None, eqx.if_array(0))
             self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch, in_axes=in_axes))
         else:
             self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch))
@@ -158,7 +159,10 @@ class EnsembleTrainer:
         fixed = None
         if self.schedule.data == "fixed":
             fixed = eqx.filter_vmap(self._fixed_dataset)(self.data_keys)
-        return cells, forcings, opt_states, fixed
+        # the rule's randomness (random feedback B) is the member's own, like the forcing's F
+        rule_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(self.init_keys)
+        rules = eqx.filter_vmap(self.rule.for_member)(rule_keys)
+        return cells, forcings, opt_states, fixed, rules
 
     def _fixed_dataset(self, data_key) -> Trials:
         """The member's data set: `dataset_size` trials, the first `n_val` (the held-out part)
@@ -184,16 +188,16 @@ class EnsembleTrainer:
         return _pad_into_batches(train, s.n_batches, s.batch_size), val
 
     # ----- one epoch of one member (vmapped over members, then jitted) -----
-    def _member_epoch(self, cell, opt_state, forcing, active, data_key, noise_key, epoch, fixed):
+    def _member_epoch(self, cell, opt_state, forcing, rule, active, data_key, noise_key, epoch, fixed):
         batches, val = self._epoch_data(data_key, epoch, fixed)
         batch_keys = jax.random.split(jax.random.fold_in(noise_key, epoch), self.schedule.n_batches)
         extras = {}
         if self.schedule.log_alignment:
             first = jax.tree_util.tree_map(lambda x: x[0], batches)
-            extras |= self._gradient_alignment(cell, forcing, first, batch_keys[0])
+            extras |= self._gradient_alignment(cell, forcing, rule, first, batch_keys[0])
         if self.analysis.diagnostics:
             trial = jax.tree_util.tree_map(lambda x: x[0, 0], batches)
-            extras |= dynamics_diagnostics(cell, forcing, self.rule, trial, key=batch_keys[0], objective=self.objective)
+            extras |= dynamics_diagnostics(cell, forcing, rule, trial, key=batch_keys[0], objective=self.objective)
         n_batches = self.schedule.n_batches
 
         # only the forcing's arrays travel through the scan carry (its flags must stay Python values)
@@ -203,7 +207,7 @@ class EnsembleTrainer:
             cell, opt_state, forcing_arrays = carry
             forcing = eqx.combine(forcing_arrays, forcing_static)
             batch, key = xs[:2]
-            loss, grads, aux = self.rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
+            loss, grads, aux = rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
             grads = cell.mask_grads(grads)
             if self.schedule.clip_norm is not None:
                 grads = _clip(grads, self.schedule.clip_norm)
@@ -230,7 +234,7 @@ class EnsembleTrainer:
         _, outputs = simulate(cell, val, NoForcing())
         val_loss = masked_mse(outputs, val.targets, val.mask)
         accuracy = jnp.mean(sign_correct(outputs, val.targets, val.mask))
-        extras |= epoch_diagnostics(cell, forcing, self.rule)
+        extras |= epoch_diagnostics(cell, forcing, rule)
         return cell, opt_state, forcing, train_loss, val_loss, accuracy, extras
 
     # ----- flossing and Lyapunov exponents of one member (vmapped, jitted; between epochs) -----
@@ -245,11 +249,11 @@ class EnsembleTrainer:
         keys = jax.vmap(lambda k: jax.random.fold_in(k, stream))(self.analysis_keys)
         return keys if epoch is None else jax.vmap(lambda k: jax.random.fold_in(k, epoch))(keys)
 
-    def _gradient_alignment(self, cell, forcing, batch, key) -> dict[str, jax.Array]:
+    def _gradient_alignment(self, cell, forcing, rule, batch, key) -> dict[str, jax.Array]:
         """cos(this rule's gradient, the exact BPTT gradient) per parameter group."""
         from ..rules import BPTT, gradient_alignment
 
-        _, g_rule, _ = self.rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
+        _, g_rule, _ = rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
         _, g_exact, _ = BPTT().value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
         aligned = gradient_alignment(cell.mask_grads(g_rule), cell.mask_grads(g_exact))
         return {f"grad_alignment_{k}": v for k, v in aligned.items() if k in cell.trainable or k == "all"}
@@ -262,7 +266,7 @@ class EnsembleTrainer:
         start = time.perf_counter()
         M = len(self.members)
         with Shards(M, self.shards) as shards:
-            cells, forcings, opt_states, fixed = zip(*shards.split(self.init() if state is None else state))
+            cells, forcings, opt_states, fixed, rules = zip(*shards.split(self.init() if state is None else state))
             data_keys, noise_keys = shards.split(self.data_keys), shards.split(self.noise_keys)
             if fl is not None and fl.pre:
                 cells = shards.map(self._floss, cells, shards.split_mask(np.ones(M, bool)),
@@ -274,7 +278,7 @@ class EnsembleTrainer:
             epoch = 0
             for epoch in range(1, s.epochs + 1):
                 epochs = jnp.asarray(epoch) if self.adaptive_alpha else jnp.full(shards.size, epoch)
-                outputs = shards.map(self._epoch, cells, opt_states, forcings, shards.split_mask(tracker.active),
+                outputs = shards.map(self._epoch, cells, opt_states, forcings, rules, shards.split_mask(tracker.active),
                                      data_keys, noise_keys, [epochs] * shards.count, fixed)
                 cells, opt_states, forcings = ([out[i] for out in outputs] for i in range(3))
                 train_loss, val_loss, acc, extras = (
@@ -296,12 +300,12 @@ class EnsembleTrainer:
                     cells = shards.map(self._floss, cells, shards.split_mask(tracker.active),
                                        shards.split(self._streams(INTER_FLOSS, epoch)), [fl.steps] * shards.count)
             lyap_after = self._lyapunov_all(shards, cells)
-            cells, forcings = shards.join(cells), shards.join(forcings)
+            cells, forcings, rules = shards.join(cells), shards.join(forcings), shards.join(rules)
         seconds = time.perf_counter() - start
         stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
         return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),
                               stack(acc_curves), {k: stack(v) for k, v in extra_curves.items()}, epoch,
-                              seconds, forcings, lyap_before, lyap_after)
+                              seconds, forcings, lyap_before, lyap_after, rules)
 
     def _lyapunov_all(self, shards: Shards, cells: list) -> np.ndarray | None:
         if not self.analysis.lyapunov:
