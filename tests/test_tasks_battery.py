@@ -354,6 +354,42 @@ def test_neurogym_padding_and_errors():
     assert not np.array_equal(np.asarray(other.bank_inputs), np.asarray(task.bank_inputs[:, :22]))
 
 
+def _trial_bytes(trials: T.Trials, k: int) -> bytes:
+    return np.asarray(trials.inputs[k]).tobytes() + np.asarray(trials.targets[k]).tobytes()
+
+
+@pytest.mark.parametrize("data", ["fresh", "fixed"])
+def test_neurogym_validation_trials_never_repeat_a_training_trial(data):
+    """Issue 10 item 5: validation trials come from a disjoint bank. With one bank of 16 trials
+    (the old behaviour) 40 training and 8 validation draws overlap almost surely."""
+    import equinox as eqx
+    import optax
+
+    import errorforcing as ef
+    from errorforcing.training import EnsembleTrainer, Member, Schedule
+
+    pytest.importorskip("neurogym")
+    task = T.from_neurogym("perceptual-decision", seed=3, n_trials=16, n_val_trials=16)
+    bank = {_trial_bytes(T.Trials(task.bank_inputs, task.bank_targets, task.bank_mask, {}), k)
+            for k in range(task.n_trials)}
+    held = task.validation_source()
+    assert held.n_steps == task.n_steps and held.n_trials == 16
+    assert not bank & {_trial_bytes(T.Trials(held.bank_inputs, held.bank_targets, held.bank_mask, {}), k)
+                       for k in range(held.n_trials)}
+    schedule = Schedule(epochs=1, batch_size=8, train_trials=40, val_trials=8, data=data, dataset_size=48)
+    trainer = EnsembleTrainer(task, lambda k: ef.models.LeakyRNN(task.n_in, 4, task.n_out, key=k),
+                              lambda a, cell, key: ef.forcing.NoForcing(), ef.rules.BPTT(), optax.adam,
+                              [Member(0, 0.0, 1e-3)], schedule)
+    key = trainer.data_keys[0]
+    fixed = eqx.filter_jit(trainer._fixed_dataset)(key) if data == "fixed" else None
+    batches, val = eqx.filter_jit(trainer._epoch_data)(key, 1, fixed)
+    train = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[:40], batches)
+    trained = {_trial_bytes(train, k) for k in range(40)}
+    assert len(trained) > 8  # really many distinct training trials
+    assert trained <= bank
+    assert not trained & {_trial_bytes(val, k) for k in range(8)}
+
+
 def test_bad_arguments():
     for make in (lambda: T.PipelinedXOR(lag=-1), lambda: T.Oscillation(pattern="010"),
                  lambda: T.Romo(dt=0.0), lambda: T.Romo(min_diff=1.0),

@@ -54,6 +54,12 @@ class AbstractTask(eqx.Module):
     @abc.abstractmethod
     def sample(self, *, key: Key) -> Trials: ...
 
+    def validation_source(self) -> "AbstractTask":
+        """The task validation and test trials are drawn from. A task that generates every trial
+        afresh is its own source; one that samples a finite bank (`NeurogymTask`) returns a
+        disjoint bank, so that held-out trials never repeat a training trial."""
+        return self
+
 
 def sample_batch(task: AbstractTask, batch_size: int, *, key: Key) -> Trials:
     """`batch_size` independent trials, one per split of `key`: `vmap(task.sample)(keys)`."""
