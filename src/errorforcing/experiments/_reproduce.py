@@ -104,18 +104,28 @@ def liu_gain(quick: bool) -> list[SweepSpec]:
                  grid={"model.gain": gains, "rule.kind": ["bptt", "eprop"]})]
 
 
-def wz_oscillators(quick: bool) -> list[SweepSpec]:
-    """Williams & Zipser (1989) §3 oscillators: a fully recurrent logistic net trained by RTRL,
-    with and without their teacher forcing, on 0101…, 00110011… and a period-25 sinusoid."""
-    base = {"model": {"kind": "williams-zipser", "hidden": 6}, "rule": {"kind": "rtrl"},
+def wz_oscillators(quick: bool, *, wide: bool = False) -> list[SweepSpec]:
+    """Williams & Zipser (1989) §3.5 oscillators: a fully recurrent logistic net trained by RTRL,
+    with and without their teacher forcing. As the paper: a single unit trained to produce
+    0101…, and a 2-unit net with one unit trained to produce 00110011… or a sinusoid of period
+    25 (the other unit free: `train_partner = false`). `wide=True` (`wz-oscillators-wide`) is
+    the earlier variant: 6 units, every output unit supervised."""
+    base = {"model": {"kind": "williams-zipser"}, "rule": {"kind": "rtrl"},
             "task": {"name": "oscillation"}, "batch": 16, "train_trials": 64, "val_trials": 16, "epochs": 200}
     seeds, note = 10, ""
     if quick:
         base, seeds = base | {"epochs": 40}, 3
         note = _quick_note("3 seeds, 40 epochs")
-    return [spec("wz-oscillators", base=base, seeds=seeds, note=note,
-                 grid={"task.options": [{"pattern": "01"}, {"pattern": "0011"}, {"pattern": "sine", "period": 25}]},
-                 zips=[{"forcing.kind": ["none", "wz-tf"], "forcing.alpha": [[0.0], [1.0]]}])]
+    name = "wz-oscillators-wide" if wide else "wz-oscillators"
+    forcings = {"forcing.kind": ["none", "wz-tf"], "forcing.alpha": [[0.0], [1.0]]}
+    if wide:
+        patterns = [{"pattern": "01"}, {"pattern": "0011"}, {"pattern": "sine", "period": 25}]
+        return [spec(name, base=base | {"model": {"kind": "williams-zipser", "hidden": 6}}, seeds=seeds, note=note,
+                     grid={"task.options": patterns}, zips=[forcings])]
+    patterns = {"task.options": [{"pattern": "01"}, {"pattern": "0011", "train_partner": False},
+                                 {"pattern": "sine", "period": 25, "train_partner": False}],
+                "model.hidden": [1, 2, 2]}
+    return [spec(name, base=base, seeds=seeds, note=note, zips=[patterns, forcings])]
 
 
 REPRODUCTIONS: dict[str, Reproduction] = {
@@ -123,6 +133,7 @@ REPRODUCTIONS: dict[str, Reproduction] = {
     "ef-fig3": ef_fig3,
     "liu-gain": liu_gain,
     "wz-oscillators": wz_oscillators,
+    "wz-oscillators-wide": lambda quick: wz_oscillators(quick, wide=True),
 }
 
 # Reproductions that are a workflow of their own rather than sweeps: name -> fn(quick, out, progress)
