@@ -1,13 +1,16 @@
-"""Analysis: Lyapunov spectra, gradient flossing, Jacobian norms and update diagnostics.
+"""Analysis: Lyapunov spectra, gradient flossing, Jacobian norms, update diagnostics, fixed
+points and PCA.
 
 Pure functions of cells and arrays; nothing here depends on the training loop.
 """
 
 from ._bench import bench_lyapunov
 from ._diagnostics import cosine, global_alignment, local_alignment, update_efficiency
+from ._fixed_points import FixedPoints, find_fixed_points, linearise, sample_states, speed, unforced_states
 from ._flossing import floss, flossing_loss
 from ._jacobian import AdaptiveAlpha, adaptive_alpha, jacobian_norms, update_alpha
 from ._lyapunov import lyapunov_spectrum, max_lyapunov
+from ._pca import PCA, condition_average, condition_labels, pca
 
 __all__ = [
     "lyapunov_spectrum", "max_lyapunov",
@@ -15,4 +18,6 @@ __all__ = [
     "jacobian_norms", "adaptive_alpha", "update_alpha", "AdaptiveAlpha",
     "update_efficiency", "cosine", "local_alignment", "global_alignment",
     "bench_lyapunov",
+    "FixedPoints", "find_fixed_points", "linearise", "sample_states", "speed", "unforced_states",
+    "PCA", "pca", "condition_average", "condition_labels",
 ]
