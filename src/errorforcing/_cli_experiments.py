@@ -201,11 +201,15 @@ def _print_plan(plan, out_dir: Path, json_out: bool) -> None:
         from .store import RunStore
 
         done = {r["run_id"] for r in RunStore(out_dir, create=False).runs(status="done")}
+    from .experiments._sweep import job_problems
+
+    problems = job_problems(plan)
     total_cost = sum(j.cost for j in plan.jobs) or 1.0
     rows: list[dict[str, Any]] = [
         {"position": j.position, "job_id": j.job_id, "label": j.label, "members": j.n_members,
          "ensemble": j.members_label, "share": j.cost / total_cost,
-         "status": "done" if j.job_id in done else "pending"} for j in plan.jobs]
+         "status": "done" if j.job_id in done else ("cannot run" if j.job_id in problems else "pending"),
+         "problem": problems.get(j.job_id)} for j in plan.jobs]
     if json_out:
         print(json.dumps({"name": plan.spec.name, "jobs": rows}))
         return
@@ -219,7 +223,11 @@ def _print_plan(plan, out_dir: Path, json_out: bool) -> None:
     for r in rows:
         table.add_row(str(r["position"]), r["job_id"], r["label"], r["ensemble"], str(r["members"]),
                       f"{100 * r['share']:.1f} %", r["status"])
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(table)
+    for r in rows:
+        if r["problem"]:
+            console.print(f"job {r['position']} cannot run: {r['problem']}", markup=False, highlight=False)
 
 
 def _print_status(state: dict[str, Any]) -> None:

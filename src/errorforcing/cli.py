@@ -338,6 +338,7 @@ def _check_environment() -> None:
 def main(argv: list[str] | None = None) -> int:
     from typer._click import exceptions as click_exceptions
 
+    from .experiments import InfeasibleConfig
     from .store import StoreError
 
     try:
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except StoreError as e:  # a damaged, busy or unwritable results store: nothing was written
+    except (StoreError, InfeasibleConfig) as e:  # raised before anything is written
         print(f"error: {e}", file=sys.stderr)
         return 2
     except click_exceptions.UsageError as e:

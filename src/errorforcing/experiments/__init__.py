@@ -6,8 +6,9 @@ from ._registry import FORCINGS, MODELS, RULES, TASKS
 from ._compare import COMPARE_ALPHAS, CompareResult, compare, method_label
 from ._summary import best_setting, summarize, wilson_interval
 from ._train import TrainResult, build_task, build_trainer, train
+from ._preflight import InfeasibleConfig, estimate_memory, preflight
 
 __all__ = ["ALPHA_GRID", "AnalysisConfig", "FlossConfig", "ForcingConfig", "ModelConfig", "OptimConfig", "RuleConfig", "TaskConfig",
            "TrainConfig", "FORCINGS", "MODELS", "RULES", "TASKS", "TrainResult", "build_task",
            "build_trainer", "train", "COMPARE_ALPHAS", "CompareResult", "compare", "method_label",
-           "best_setting", "summarize", "wilson_interval"]
+           "best_setting", "summarize", "wilson_interval", "InfeasibleConfig", "estimate_memory", "preflight"]

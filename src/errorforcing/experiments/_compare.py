@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._config import TrainConfig
+from ._preflight import preflight
 from ._summary import best_setting, summarize
 from ._train import TrainResult, build_task, train
 
@@ -31,10 +32,14 @@ def compare(config: TrainConfig, *, alphas=COMPARE_ALPHAS, methods=("none", "tf"
             progress: bool = True) -> CompareResult:
     """Train one ensemble per method (all α of a method in one compiled program)."""
     runs, settings, best = [], [], []
+    configs = {}
     for kind in methods:
         cfg = config.model_copy(deep=True)
         cfg.forcing.kind = kind
         cfg.forcing.alpha = [0.0] if kind == "none" else list(alphas)
+        configs[kind] = cfg
+        preflight(cfg)  # every method can run, before the first one writes anything
+    for kind, cfg in configs.items():
         result = train(cfg, progress=progress)
         runs.append(result)
         method_settings = summarize(result.rows)

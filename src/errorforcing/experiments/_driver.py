@@ -14,7 +14,8 @@ from typing import Any, Iterator
 from .._version import __version__
 from ..store import RunStore, StoreError, process_id
 from ._executors import Executor, JobOutput, LocalExecutor
-from ._sweep import Job, Plan
+from ._preflight import InfeasibleConfig
+from ._sweep import Job, Plan, job_problems
 from ._train import _git_commit
 
 
@@ -68,6 +69,11 @@ def directory_lock(out: Path) -> Iterator[None]:
 
 def run_sweep(plan: Plan, out: str | Path, *, executor: Executor | None = None,
               progress: bool = True) -> SweepOutcome:
+    problems = job_problems(plan)
+    if problems:
+        first = next(j for j in plan.jobs if j.job_id in problems)
+        raise InfeasibleConfig(f"{len(problems)} of {len(plan.jobs)} jobs cannot run; job {first.position} "
+                               f"({first.label}): {problems[first.job_id]}")
     store = RunStore(out)  # a damaged store raises here, before anything is written
     with directory_lock(Path(out)):
         return _run_locked(store, plan, executor, progress)

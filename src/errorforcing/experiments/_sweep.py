@@ -332,6 +332,20 @@ def _runs(values: list[int]) -> list[tuple[int, int]]:
     return [(a, n) for a, n in runs]
 
 
+def job_problems(plan: Plan) -> dict[str, str]:
+    """job_id → why that job cannot run (memory, an incompatible rule × forcing × model), for
+    every job that cannot; checked before a sweep writes anything."""
+    from ._preflight import InfeasibleConfig, preflight
+
+    problems = {}
+    for job in plan.jobs:
+        try:
+            preflight(job.config)
+        except InfeasibleConfig as e:
+            problems[job.job_id] = str(e)
+    return problems
+
+
 def job_id(cfg: TrainConfig) -> str:
     """Stable across processes and machines: a hash of the grouped config (minus `out`)."""
     canonical = json.dumps(cfg.model_dump(mode="json", exclude={"out"}), sort_keys=True, separators=(",", ":"))
@@ -350,11 +364,13 @@ def _label(spec: SweepSpec, cfg: TrainConfig) -> str:
 
 
 def _cost(cfg: TrainConfig) -> float:
-    from ._train import build_task
+    from ._train import build_schedule, build_task
 
     try:  # building the task here also catches bad task options before anything runs
-        steps = build_task(cfg).n_steps
+        task = build_task(cfg)
     except Exception as e:
         field = "task.options" if cfg.task.options else "task"
         raise SpecError(field, f"cannot build task {cfg.task.name!r}: {e}") from None
-    return float(cfg.n_members * cfg.epochs * (cfg.train_trials + cfg.val_trials) * steps * cfg.model.hidden ** 2)
+    schedule = build_schedule(cfg, task)
+    trials = schedule.n_train + schedule.n_val
+    return float(cfg.n_members * cfg.epochs * trials * task.n_steps * cfg.model.hidden ** 2)

@@ -19,6 +19,7 @@ from .._version import __version__
 from ..rules import Objective
 from ..training import Analysis, EnsembleResult, EnsembleTrainer, Flossing, Member, Schedule
 from ._config import TrainConfig
+from ._preflight import preflight
 from ._registry import FORCINGS, MODELS, RULES, TASKS
 
 
@@ -40,6 +41,17 @@ def build_task(config: TrainConfig):
     return TASKS[config.task.name].build(config.task)
 
 
+def build_schedule(config: TrainConfig, task) -> Schedule:
+    """The config's data sizes and stopping rule, the task's reference values where unset."""
+    return Schedule(
+        epochs=config.epochs, batch_size=config.batch, data=config.data,
+        train_trials=config.train_trials, val_trials=config.val_trials,
+        dataset_size=config.dataset_size or type(task).dataset_size, val_fraction=config.val_fraction,
+        test_trials=config.test_trials, threshold=config.threshold or type(task).threshold,
+        patience=config.patience, divergence=config.divergence, clip_norm=config.optim.clip_norm,
+        log_alignment=config.rule.log_alignment)
+
+
 def build_trainer(config: TrainConfig) -> EnsembleTrainer:
     task = build_task(config)
     model_entry, forcing_entry = MODELS[config.model.kind], FORCINGS[config.forcing.kind]
@@ -49,12 +61,7 @@ def build_trainer(config: TrainConfig) -> EnsembleTrainer:
     rule = RULES[config.rule.kind].build(config.rule, rule_key)
     members = [Member(seed=config.seed + s, alpha=a, lr=lr)
                for lr in config.optim.lr for a in config.forcing.alpha for s in range(config.seeds)]
-    schedule = Schedule(
-        epochs=config.epochs, batch_size=config.batch, data=config.data,
-        train_trials=config.train_trials, val_trials=config.val_trials,
-        dataset_size=config.dataset_size or type(task).dataset_size, val_fraction=config.val_fraction,
-        threshold=config.threshold or type(task).threshold, patience=config.patience,
-        divergence=config.divergence, clip_norm=config.optim.clip_norm, log_alignment=config.rule.log_alignment)
+    schedule = build_schedule(config, task)
     optimizer = _optimizer(config.optim)
     objective = Objective(config.rate_reg, config.readout_reg, config.model.noise_std)
     fl = config.floss
@@ -133,6 +140,7 @@ def train(config: TrainConfig, *, progress: bool = True, run_id: str | None = No
     from ..store import RunStore
 
     run_id = run_id or new_run_id()
+    preflight(config)  # memory and compatibility, before anything is built or written
     trainer = build_trainer(config)
     store = RunStore(config.out) if config.out else None
     if store:
