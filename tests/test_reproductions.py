@@ -3,7 +3,7 @@ verdicts that synthetic stores with known answers call for, and each runs end to
 
 import pytest
 
-from errorforcing.experiments._reproduce import REPRODUCTIONS
+from errorforcing.reproductions import SWEEPS as REPRODUCTIONS
 from errorforcing.experiments._sweep import expand
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from errorforcing.cli import main
-from errorforcing.experiments._reproduce import REPRODUCTIONS
+from errorforcing.reproductions import SWEEPS as REPRODUCTIONS
 from errorforcing.experiments._sweep import SpecError, expand, job_id, parse_spec, points
 
 from sweep_helpers import N_JOBS, TINY

@@ -155,15 +155,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def reproduce(
-        name: str = typer.Argument(..., help="ef-fig2, ef-fig3, liu-gain, wz-oscillators, kaleb-adaptation"),
+        name: str = typer.Argument(..., help="ef-fig2, ef-fig3, liu-gain, wz-oscillators, wz-oscillators-wide, kaleb-adaptation"),
         quick: bool = typer.Option(False, "--quick", help="fewer seeds, shorter delays, fewer epochs "
                                    "(about 20 minutes on 2 cores); the figures say so"),
         out: Optional[str] = typer.Option(None, "--out", help=f"results directory (default ./{cli.DEFAULT_OUT}/NAME)"),
         executor: str = ExecutorOpt, workers: int = WorkersOpt, address: Optional[str] = AddressOpt,
         json_out: bool = JsonOpt,
     ):
-        """Reproduce a paper's figure: its sweeps, then the report (rerun to resume)."""
-        from .experiments._reproduce import NAMES, reproduce as run_reproduction
+        """Reproduce a paper's figure: its sweeps, then its claims (DIR/claims.json) and the report
+        (rerun to resume)."""
+        from .reproductions import NAMES, claims_table, reproduce as run_reproduction
 
         if name not in NAMES:
             fail(f"NAME: unknown reproduction {name!r}; choose one of: {', '.join(NAMES)}")
@@ -175,11 +176,33 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print(json.dumps({"name": name, "quick": quick, "out": str(out_dir), "skipped": result.skipped,
                               "sweeps": [o.as_dict() for o in result.outcomes],
-                              "report": str(result.report) if result.report else None}))
+                              "report": str(result.report) if result.report else None,
+                              "claims": result.claims}, default=str))
         else:
             print(f"{name}{' (quick)' if quick else ''} → {out_dir}; report: {result.report or '—'}")
+            print(f"claims ({out_dir / 'claims.json'}):\n{claims_table(result.claims)}")
         if failed:
             raise typer.Exit(1)
+
+    @app.command()
+    def claims(directory: Path = typer.Argument(..., metavar="DIR", help="results directory"),
+               json_out: bool = JsonOpt):
+        """Re-evaluate the papers' claims on the results in DIR (e.g. after a resumed or partial
+        sweep): writes DIR/claims.json and prints each claim's verdict, test and numbers."""
+        from .reproductions import claims_table, evaluate_claims
+
+        if not Path(directory).is_dir():
+            fail(f"DIR: {directory} is not a directory")
+        if (Path(directory) / "runs.sqlite").exists():
+            open_store(directory)
+        try:
+            results = evaluate_claims(directory)
+        except ValueError as e:
+            fail(str(e))
+        if json_out:
+            print(json.dumps(results, default=str))
+        else:
+            print(claims_table(results))
 
 
 def _check_reachable(address: str, fail) -> None:
