@@ -102,3 +102,63 @@ def test_bad_task_arguments():
         EvidenceIntegration(delay=-5)
     with pytest.raises(ValueError, match="batch_size"):
         sample_batch(DelayedXOR(), 0, key=jax.random.key(0))
+
+
+# Issue 10 item 6: each task's reference data set size (SPEC §5), floor(10 %) held out.
+EPOCHS = {  # task config -> (training trials, validation trials, batch sizes)
+    "delayed-xor": ({"delay": 0}, 461, 51, [128, 128, 128, 77]),
+    "evidence-integration": ({"delay": 0}, 195, 21, [128, 67]),
+    "sine": ({"options": {"length": 4}}, 4500, 500, [128] * 35 + [20]),
+}
+
+
+def _epoch(config):
+    """The schedule `train` builds, the real trials per batch of an epoch and its validation count.
+    Shapes by tracing the epoch's data (no compile); the batch split by the trainer's own
+    padding of that many trials (weight 1 = a real trial)."""
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from errorforcing.experiments import TrainConfig
+    from errorforcing.experiments._train import build_trainer
+    from errorforcing.tasks import Trials
+    from errorforcing.training._ensemble import _pad_into_batches
+
+    trainer = build_trainer(TrainConfig.model_validate(config | {"seeds": 1, "model": {"hidden": 2}}))
+    s, key = trainer.schedule, trainer.data_keys[0]
+    fixed = eqx.filter_eval_shape(trainer._fixed_dataset, key) if s.data == "fixed" else None
+    batches, val = eqx.filter_eval_shape(trainer._epoch_data, key, 1, fixed)
+    assert batches.inputs.shape[:2] == (s.n_batches, s.batch_size)
+    ones = jnp.ones((s.n_train, 1, 1))
+    weights = _pad_into_batches(Trials(ones, ones, ones, {}), s.n_batches, s.batch_size).info["weight"]
+    return s, [int(w) for w in np.asarray(weights).sum(axis=1)], val.inputs.shape[0]
+
+
+@pytest.mark.parametrize("name", list(EPOCHS))
+def test_fresh_epochs_have_each_tasks_reference_size(name):
+    task, n_train, n_val, batches = EPOCHS[name]
+    schedule, sizes, val = _epoch({"task": {"name": name} | task})
+    assert (schedule.n_train, schedule.n_val, val) == (n_train, n_val, n_val)
+    assert sizes == batches and sum(sizes) == n_train
+
+
+def test_fixed_data_holds_out_floor_ten_percent():
+    schedule, sizes, val = _epoch({"task": {"name": "evidence-integration", "delay": 0}, "data": "fixed"})
+    assert (schedule.dataset_size, schedule.n_train, val, sizes) == (216, 195, 21, [128, 67])
+
+
+def test_user_trial_counts_override_the_tasks_size():
+    schedule, sizes, val = _epoch({"task": {"name": "sine", "options": {"length": 4}},
+                                   "train_trials": 100, "val_trials": 7, "batch": 64})
+    assert (schedule.n_train, val, sizes) == (100, 7, [64, 36])
+    schedule, sizes, val = _epoch({"task": {"name": "sine", "options": {"length": 4}}, "dataset_size": 300})
+    assert (schedule.n_train, val, sizes) == (270, 30, [128, 128, 14])
+
+
+def test_trial_counts_with_fixed_data_are_an_error():
+    from pydantic import ValidationError
+
+    from errorforcing.experiments import TrainConfig
+
+    with pytest.raises(ValidationError, match="train_trials applies only to data = 'fresh'"):
+        TrainConfig(data="fixed", train_trials=100)

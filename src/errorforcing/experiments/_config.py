@@ -224,10 +224,15 @@ class TrainConfig(_Strict):
     epochs: int = Field(200, ge=1)
     batch: int = Field(128, ge=1)
     data: Literal["fresh", "fixed"] = "fresh"
-    train_trials: int = Field(461, ge=1)
-    val_trials: int = Field(51, ge=1)
+    # data (SPEC §5): the task's reference data set size (512 delayed XOR, 216 evidence
+    # integration, 5000 sine) unless `dataset_size` is given; floor(val_fraction · size) of it
+    # held out. Fresh data: size − floor(0.1 size) training and floor(0.1 size) validation trials
+    # per epoch, unless `train_trials` / `val_trials` say otherwise (fresh data only).
+    train_trials: int | None = Field(None, ge=1)
+    val_trials: int | None = Field(None, ge=1)
     dataset_size: int | None = Field(None, ge=2)
     val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_trials: int = Field(200, ge=1)  # fresh trials of each member's test loss after training
     threshold: float | None = Field(None, gt=0)
     patience: int = Field(10, ge=1)
     divergence: float = Field(1e4, gt=0)
@@ -236,6 +241,13 @@ class TrainConfig(_Strict):
     floss: FlossConfig = Field(default_factory=FlossConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     out: str | None = None
+
+    @model_validator(mode="after")
+    def _trial_counts_need_fresh_data(self):
+        for name in ("train_trials", "val_trials"):
+            if self.data == "fixed" and getattr(self, name) is not None:
+                raise ValueError(f"{name} applies only to data = 'fresh'; fixed data uses dataset_size")
+        return self
 
     @model_validator(mode="after")
     def _floss_k_fits(self):

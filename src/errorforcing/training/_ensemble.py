@@ -28,35 +28,53 @@ from ._shards import Shards, default_shards
 class Schedule:
     """How much data an epoch sees and when training stops (SPEC §5 reference values).
 
-    data = "fresh": every epoch draws `train_trials` new training and `val_trials` new
-    validation trials (what the reference code effectively does). data = "fixed": one data set
-    of `dataset_size` trials per seed, `val_fraction` of it held out, reshuffled every epoch.
+    `dataset_size` is the task's reference data set size (SPEC §5: 512 delayed XOR, 216 cue,
+    5000 sine), of which floor(`val_fraction` · size) is held out. data = "fresh": every epoch
+    draws size − floor(0.1 size) new training and floor(0.1 size) new validation trials (what
+    the reference code effectively does, as its task objects draw a new trial at every
+    access); `train_trials` / `val_trials` override the two counts (fresh only; TrainConfig
+    refuses them with fixed data). data = "fixed": one data
+    set of `dataset_size` trials per seed, the held-out part fixed, the rest reshuffled every
+    epoch. `test_trials`: the fresh trials of each member's test loss after training.
     """
 
     epochs: int = 200
     batch_size: int = 128
     data: str = "fresh"
-    train_trials: int = 461
-    val_trials: int = 51
+    train_trials: int | None = None
+    val_trials: int | None = None
     dataset_size: int = 512
     val_fraction: float = 0.1
+    test_trials: int = 200
     threshold: float = 0.01
     patience: int = 10
     divergence: float = 1e4
     clip_norm: float | None = None
     log_alignment: bool = False  # cos(rule gradient, BPTT gradient) on each epoch's first batch
 
+    def __post_init__(self):
+        if self.data not in ("fresh", "fixed"):
+            raise ValueError(f"data must be 'fresh' or 'fixed', got {self.data!r}")
+        if self.held_out >= self.dataset_size:
+            raise ValueError(f"dataset_size {self.dataset_size} leaves no training trials")
+
+    @property
+    def held_out(self) -> int:
+        """floor(val_fraction · dataset_size), at least 1 (the reference's held-out 10 %)."""
+        # round first: 0.1 · 5000 must give 500, not 499 from a float just under it
+        return max(1, math.floor(round(self.val_fraction * self.dataset_size, 9)))
+
     @property
     def n_train(self) -> int:
-        if self.data == "fresh":
+        if self.data == "fresh" and self.train_trials is not None:
             return self.train_trials
-        return self.dataset_size - self.n_val
+        return self.dataset_size - self.held_out
 
     @property
     def n_val(self) -> int:
-        if self.data == "fresh":
+        if self.data == "fresh" and self.val_trials is not None:
             return self.val_trials
-        return max(1, int(round(self.val_fraction * self.dataset_size)))
+        return self.held_out
 
     @property
     def n_batches(self) -> int:
