@@ -154,7 +154,8 @@ def unforced_states(cell: AbstractCell, inputs: Float[Array, "B T n_in"]) -> Flo
             h = cell(h, x)
             return h, h
 
-        return jax.lax.scan(step, cell.init_state().astype(xs.dtype), xs)[1]
+        h0 = cell.init_state()
+        return jax.lax.scan(step, h0, xs.astype(h0.dtype))[1]
 
     return jax.vmap(one)(inputs)
 
