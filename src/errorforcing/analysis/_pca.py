@@ -67,10 +67,13 @@ def condition_labels(info: dict[str, Any], keys: tuple[str, ...] | None = None,
     """An integer condition per trial from a batch's `Trials.info`, and a name per condition.
 
     `keys=None` uses every per-trial scalar in `info` that takes at most `max_values` distinct
-    values in this batch (for delayed XOR: s1, s2 and label, i.e. its four input conditions; for
-    evidence integration: c1 and the majority label). Names read like "s1=-1 s2=1"."""
+    values in this batch, except timing variables (names ending in start, length, delay or
+    index, and the padding weight): for delayed XOR s1, s2 and label, i.e. its four input
+    conditions; for evidence integration c1 and the majority label. A column that the others
+    determine (label = s1·s2) is left out of the names, which read like "s1=-1 s2=1"."""
     columns = {}
-    for name in (sorted(info) if keys is None else keys):
+    timing = lambda name: name == "weight" or name.endswith(("start", "length", "delay", "index"))  # noqa: E731
+    for name in (sorted(n for n in info if not timing(n)) if keys is None else keys):
         if name not in info:
             raise ValueError(f"keys: {name!r} is not in the trials' info (has {sorted(info)})")
         v = np.asarray(info[name])
