@@ -14,7 +14,7 @@ import pytest
 from errorforcing.forcing import (ClosedLoop, ControlledCell, FeedbackControl, NoForcing, readout_pinv, rollout,
                                   simulate)
 from errorforcing.models import LeakyRNN, WilliamsZipserNet
-from errorforcing.rules import BPTT, RFLO, RTRL, EProp, Objective, masked_mse
+from errorforcing.rules import BPTT, RFLO, RTRL, EProp, Objective, OnlineBPTT, masked_mse
 from errorforcing.tasks import CenterOutReach, Trials
 
 N, N_IN, N_OUT, BATCH, T = 6, 3, 2, 3, 12
@@ -247,33 +247,72 @@ def test_feedback_control_arguments_are_checked(getkey):
 
 # ----- the Kaleb et al. workflow -----
 def test_online_bptt_is_the_bptt_gradient_to_first_order(getkey):
-    from errorforcing.experiments._kaleb import ADAPT_OBJECTIVE, online_bptt_trial, only_recurrent_learns
+    from errorforcing.reproductions.kaleb import ADAPT_OBJECTIVE, only_recurrent_learns
 
     cell = only_recurrent_learns(make_cell(getkey(), activation="relu"))
     trials = make_trials(getkey(), batch=1)
-    trial = jax.tree.map(lambda a: a[0], trials)
     for forcing in (NoForcing(), FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), dt=0.3)):
         eps = 1e-8
-        new, loss = online_bptt_trial(cell, forcing, trial, eps)
+        loss, grads, _ = OnlineBPTT(lr=eps).value_and_grad(cell, forcing, trials, key=getkey(),
+                                                           objective=ADAPT_OBJECTIVE)
         ref_loss, ref, _ = BPTT(fast=False).value_and_grad(cell, forcing, trials, key=getkey(),
                                                             objective=ADAPT_OBJECTIVE)
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
-        np.testing.assert_allclose((cell.W_rec - new.W_rec) / eps, ref.W_rec, rtol=1e-5,
-                                   atol=1e-5 * float(jnp.max(jnp.abs(ref.W_rec))))
-        np.testing.assert_array_equal(new.W_out, cell.W_out)
+        np.testing.assert_allclose(grads.W_rec, ref.W_rec, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(ref.W_rec))))
+        np.testing.assert_array_equal(grads.W_out, 0.0)
+
+
+def test_online_bptt_learns_every_trainable_field_to_first_order(getkey):
+    cell = make_cell(getkey(), trainable=("W_rec", "W_in", "b", "W_out", "b_out"))
+    trials = make_trials(getkey(), batch=1)
+    objective = Objective(rate_reg=0.0, readout_reg=0.0)
+    _, grads, _ = OnlineBPTT(lr=1e-8).value_and_grad(cell, NoForcing(), trials, key=getkey(), objective=objective)
+    _, ref, _ = BPTT(fast=False).value_and_grad(cell, NoForcing(), trials, key=getkey(), objective=objective)
+    for name in ("W_rec", "W_in", "b", "W_out", "b_out"):
+        want = getattr(ref, name)
+        np.testing.assert_allclose(getattr(grads, name), want, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))),
+                                   err_msg=name)
 
 
 def test_online_bptt_refuses_a_controller_that_passes_gradient(getkey):
-    from errorforcing.experiments._kaleb import online_bptt_trial
-
     cell = make_cell(getkey())
     trial = jax.tree.map(lambda a: a[0], make_trials(getkey(), batch=1))
     with pytest.raises(ValueError, match="stop_gradient"):
-        online_bptt_trial(cell, FeedbackControl(jnp.zeros((N, N_OUT)), stop_gradient=False), trial, 1e-3)
+        OnlineBPTT(lr=1e-3).trial(cell, FeedbackControl(jnp.zeros((N, N_OUT)), stop_gradient=False), trial)
+
+
+@pytest.mark.parametrize("control_on", [True, False])
+def test_kaleb_rflo_step_is_feedback_signal_times_trace(getkey, control_on):
+    """Kaleb et al.'s RFLO(+c): W_rec += lr (W_fb u_t) ⊙ P_t after every step, P_t = (1 - a) P_{t-1}
+    + a φ'(h_t) φ(h_{t-1})ᵀ, u_t the integrated cursor error; by hand over 3 steps."""
+    from errorforcing.reproductions.kaleb import kaleb_rflo_trial, only_recurrent_learns
+
+    cell = only_recurrent_learns(make_cell(getkey(), activation="relu"))
+    trial = jax.tree.map(lambda a: a[0], make_trials(getkey(), batch=1, steps=3))
+    control = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), rotation=30.0, dt=0.5)
+    lr = 0.05
+    new, _ = kaleb_rflo_trial(cell, control, trial, lr, control_on=control_on)
+
+    W, W_in, b = np.asarray(cell.W_rec), np.asarray(cell.W_in), np.asarray(cell.b)
+    W_out, b_out, W_fb = np.asarray(cell.W_out), np.asarray(cell.b_out), np.asarray(control.W_fb)
+    X, Y, M = (np.asarray(v) for v in (trial.inputs, trial.targets, trial.mask))
+    a, relu = cell.leak, lambda v: np.maximum(v, 0.0)
+    h, u_prev, P = np.zeros(N), np.zeros(N_OUT), np.zeros((N, N))
+    for t in range(3):
+        drive = a * M[t].max() * W_fb @ u_prev if control_on else 0.0
+        h_new = (1 - a) * h + a * (W @ relu(h) + W_in @ X[t] + b) + drive
+        y = W_out @ relu(h_new) + b_out
+        u = u_prev + 0.5 * rotate_np((Y[t] - y) * M[t], 30.0)
+        P = (1 - a) * P + a * np.outer((h_new > 0).astype(float), relu(h))
+        W = W + lr * (W_fb @ u)[:, None] * P
+        h, u_prev = h_new, u
+    np.testing.assert_allclose(new.W_rec, W, rtol=1e-10, atol=1e-12)
+    assert np.max(np.abs(W - np.asarray(cell.W_rec))) > 1e-4
+    np.testing.assert_array_equal(new.W_out, cell.W_out)
 
 
 def test_kaleb_workflow_writes_its_summary_and_figure(tmp_path):
-    from errorforcing.experiments._kaleb import METHODS, KalebConfig, reproduce_kaleb_adaptation
+    from errorforcing.reproductions.kaleb import METHODS, KalebConfig, reproduce_kaleb_adaptation
 
     config = KalebConfig(n_rec=8, pretrain_iterations=3, pretrain_batch=4, adapt_trials=2,
                          lr_grid={m: (1e-4,) for m in METHODS})
@@ -284,4 +323,5 @@ def test_kaleb_workflow_writes_its_summary_and_figure(tmp_path):
     for m in METHODS:
         for value in (*written["methods"][m]["test_before"].values(), *written["methods"][m]["test_after"].values()):
             assert value is not None and np.isfinite(value)
+        assert len(written["methods"][m]["test_after_per_target_position_mse"]) == 8
     assert summary["before"] == written["before"]
