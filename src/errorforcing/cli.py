@@ -28,10 +28,16 @@ def _fail(message: str) -> None:
 def _floats(text: str | None, field: str) -> list[float] | None:
     if text is None:
         return None
+    items = [v.strip() for v in text.split(",")]
+    if "" in items:
+        _fail(f"--{field}: empty item in {text!r}; give numbers separated by single commas")
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in items]
     except ValueError:
-        _fail(f"{field}: expected a number or a comma-separated list of numbers, got {text!r}")
+        _fail(f"--{field}: expected a number or a comma-separated list of numbers, got {text!r}")
+    if len(set(values)) != len(values):
+        _fail(f"--{field}: {text!r} repeats a value (duplicate members would inflate n)")
+    return values
 
 
 def _set(d: dict, dotted: str, value: Any) -> None:
@@ -43,29 +49,68 @@ def _set(d: dict, dotted: str, value: Any) -> None:
     d[leaf] = value
 
 
-def build_config(config_file: Optional[Path], overrides: dict[str, Any]):
-    """TOML file (if any) first, then every flag that was given; validated once."""
+def _has(data: dict, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def _reads(data: dict, dotted: str) -> bool:
+    """Whether the config `data` describes reads `dotted` (e.g. only delay tasks read task.delay)."""
+    from .experiments import TrainConfig
+    from .experiments._config import APPLIES
+
+    section, _, field = dotted.partition(".")
+    kinds = APPLIES.get(section, {}).get(field)
+    if kinds is None:
+        return True
+    key = "name" if section == "task" else "kind"
+    kind = data.get(section, {}).get(key, getattr(getattr(TrainConfig(), section), key))
+    return kind in kinds
+
+
+def build_config(config_file: Optional[Path], overrides: dict[str, Any], defaults: dict[str, Any] | None = None):
+    """`defaults` (a command's own, where the file and the flags say nothing and the chosen
+    variant reads them), then the TOML file (if any), then every flag that was given;
+    validated once. A flag given for a variant that ignores it is refused."""
     from pydantic import ValidationError
 
     from .experiments import TrainConfig
+    from .experiments._config import APPLIES, FLOSS_STEP_FIELDS, inapplicable
 
     data: dict[str, Any] = {}
     if config_file is not None:
-        if not config_file.exists():
+        if not config_file.is_file():
             _fail(f"--config: no such file {str(config_file)!r}")
         try:
             data = tomllib.loads(config_file.read_text())
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             _fail(f"--config: {config_file} is not valid TOML ({e})")
-    for dotted, value in overrides.items():
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for dotted, value in given.items():
         _set(data, dotted, value)
+    for dotted, value in (defaults or {}).items():
+        if dotted not in given and not _has(data, dotted) and _reads(data, dotted):
+            _set(data, dotted, value)
     try:
-        return TrainConfig.model_validate(data)
+        cfg = TrainConfig.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "config"
+        field = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "config"
         msg = err["msg"].removeprefix("Value error, ")
-        _fail(f"{field}: {msg}")
+        _fail(msg if msg.startswith(field + ".") else f"{field}: {msg}")
+    for dotted in given:  # flags equal to a default still ask for something the variant ignores
+        section, _, field = dotted.partition(".")
+        why = inapplicable(section, getattr(cfg, section), field) if field in APPLIES.get(section, {}) else None
+        if section == "floss" and field in FLOSS_STEP_FIELDS and not cfg.floss.enabled:
+            why = f"floss.{field} applies only when flossing is on (--floss-pre or --floss-every > 0)"
+        if dotted == "forcing.adaptive" and cfg.forcing.kind == "none":
+            why = "forcing.adaptive applies only to a forcing; forcing.kind 'none' ignores it"
+        if why:
+            _fail(why)
+    return cfg
 
 
 def _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain, out, data,
@@ -107,6 +152,8 @@ ModelOpt = typer.Option(None, "--model", help="leaky (default), gru, lstm, willi
 FeedbackOpt = typer.Option(None, "--feedback", help="e-prop/RFLO learning signal: symmetric (W_outᵀ) or random")
 OnlineOpt = typer.Option(None, "--online/--offline", help="apply updates at every step (RTRL, e-prop, RFLO)")
 OnlineLrOpt = typer.Option(None, "--online-lr", help="per-step learning rate of --online rules")
+OnlineOptimOpt = typer.Option(None, "--online-optimizer",
+                              help="per-step optax optimizer of --online rules (default sgd), e.g. adam")
 TruncOpt = typer.Option(None, "--truncation", help="k of truncated BPTT (--rule tbptt)")
 AlignOpt = typer.Option(None, "--log-alignment/--no-log-alignment",
                         help="record cos(rule gradient, exact BPTT gradient) every epoch")
@@ -149,6 +196,14 @@ def train(
     noise: Optional[float] = NoiseOpt, readout: Optional[str] = ReadoutOpt, activation: Optional[str] = ActOpt,
     clip: Optional[float] = ClipOpt, model: Optional[str] = ModelOpt, feedback: Optional[str] = FeedbackOpt,
     online: Optional[bool] = OnlineOpt, online_lr: Optional[float] = OnlineLrOpt,
+    online_optimizer: Optional[str] = OnlineOptimOpt,
+    continual: Optional[bool] = typer.Option(None, "--continual/--no-continual",
+                                             help="online learning on one stream per member (Williams–Zipser "
+                                                  "tasks), no epochs: --steps, --val-every"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="--continual: length of each member's stream"),
+    val_every: Optional[int] = typer.Option(None, "--val-every", help="--continual: steps between validation checks"),
+    val_steps: Optional[int] = typer.Option(None, "--val-steps",
+                                            help="--continual: steps of each validation stream (default: the task's)"),
     truncation: Optional[int] = TruncOpt, log_alignment: Optional[bool] = AlignOpt,
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Kalman EF: σ_o² / σ²"),
     learn_feedback: Optional[bool] = typer.Option(None, "--learn-feedback/--fixed-feedback",
@@ -169,6 +224,8 @@ def train(
                                      diagnostics, adaptive_alpha)
     overrides |= {"forcing.kind": forcing, "forcing.alpha": _floats(alpha, "alpha"),
                   "forcing.ratio": ratio, "forcing.causal": causal, "forcing.learn_feedback": learn_feedback}
+    overrides |= {"rule.online_optimizer": online_optimizer, "continual": continual, "steps": steps,
+                  "val_every": val_every, "val_steps": val_steps}
     cfg = _with_default_out(build_config(config, overrides))
     from .experiments import summarize, train as run_train
     from .plotting import learning_curves
@@ -179,7 +236,9 @@ def train(
                           title=f"{cfg.rule.kind}/{cfg.forcing.kind} on {cfg.task.name}")[0]
     summary = summarize(result.rows)
     if json_out:
-        print(json.dumps({"run_id": result.run_id, "out": cfg.out, "settings": summary,
+        members = [{k: r.get(k) for k in ("member", "seed", "alpha", "lr", "converged", "diverged", "test_loss")}
+                   for r in result.rows]
+        print(json.dumps({"run_id": result.run_id, "out": cfg.out, "settings": summary, "members": members,
                           "figure": str(fig)}))
     else:
         _print_table(summary, f"run {result.run_id} → {cfg.out}")
@@ -217,10 +276,10 @@ def compare(
     overrides["forcing.causal"] = causal
     overrides |= _dynamics_overrides(floss_pre, floss_every, floss_steps, floss_k, floss_lr, floss_local, lyapunov,
                                      diagnostics, adaptive_alpha)
-    overrides = COMPARE_DEFAULTS | {k: v for k, v in overrides.items() if v is not None}
-    grid = _floats(alphas, "alphas") or ([1.0] if adaptive_alpha else list(COMPARE_ALPHAS))
-    overrides["forcing.alpha"] = grid  # validated here, before anything runs or is written
-    cfg = _with_default_out(build_config(config, overrides))
+    overrides["forcing.alpha"] = _floats(alphas, "alphas")  # validated here, before anything runs or is written
+    defaults = COMPARE_DEFAULTS | {"forcing.alpha": [1.0] if adaptive_alpha else list(COMPARE_ALPHAS)}
+    cfg = _with_default_out(build_config(config, overrides, defaults=defaults))
+    grid = cfg.forcing.alpha  # --alphas, else the file's forcing.alpha, else the default grid
     result = run_compare(cfg, alphas=grid, progress=True)
     if json_out:
         print(json.dumps({"out": cfg.out, "best": result.best, "settings": result.settings,
@@ -289,8 +348,20 @@ def tasks_show(
     from .experiments import build_task
     from .plotting import trial_figure
 
-    cfg = build_config(config, {"task.name": name, "task.delay": delay})
-    task = build_task(cfg)
+    if seed < 0:
+        _fail(f"--seed: must be >= 0, got {seed}")
+    if out.suffix.lower() not in (".png", ".svg"):
+        _fail(f"--out: the figure must be .png or .svg, got {str(out)!r}")
+    if out.is_dir():
+        _fail(f"--out: {str(out)!r} is a directory; name the figure file")
+    cfg = build_config(config, {"task.name": name, "task.delay": delay, "seed": seed})
+    from .experiments import InfeasibleConfig
+    from .experiments._preflight import check_task
+
+    try:
+        task = check_task(cfg)
+    except InfeasibleConfig as e:
+        _fail(str(e))
     trial = task.sample(key=jax.random.key(seed))
     path = trial_figure(trial, out, title=f"{name} (T = {task.n_steps}, seed {seed})")
     print(f"figure: {path}")
@@ -312,13 +383,15 @@ def _print_table(settings: list[dict], title: str, label: bool = False) -> None:
 
     table = Table(title=title)
     for col in (["method"] if label else []) + ["forcing", "α", "learned", "fraction (95% CI)",
-                                                "median epochs", "diverged", "median final val loss"]:
+                                                "median epochs", "diverged", "median final val loss",
+                                                "median test loss"]:
         table.add_column(col)
     for s in settings:
         med = "—" if s["median_epochs"] is None else f"{s['median_epochs']:.0f}"
+        test = "—" if s.get("median_test_loss") is None else f"{s['median_test_loss']:.4g}"
         table.add_row(*([s["label"]] if label else []), s["forcing"], f"{s['alpha']:g}",
                       f"{s['learned']}/{s['n']}", f"{s['fraction']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
-                      med, str(s["diverged"]), f"{s['median_final_val_loss']:.4g}")
+                      med, str(s["diverged"]), f"{s['median_final_val_loss']:.4g}", test)
     Console().print(table)
 
 

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ._config import TrainConfig
+from ._config import APPLIES, ForcingConfig, TrainConfig, inapplicable
 from ._preflight import preflight
 from ._summary import best_setting, summarize
 from ._train import TrainResult, build_task, train
@@ -28,15 +28,27 @@ def method_label(forcing: str, rule: str) -> str:
     return METHOD_PREFIX.get(forcing, forcing + "-") + rule.upper()
 
 
+def method_forcing(forcing: ForcingConfig, kind: str, alphas) -> ForcingConfig:
+    """`forcing` as method `kind` uses it: its α grid, and only the fields that kind reads
+    (no forcing takes no α; teacher forcing has no causal form)."""
+    data = forcing.model_dump(exclude_unset=True) | {"kind": kind}
+    if kind == "none":
+        data = {"kind": "none"}
+    else:
+        data["alpha"] = list(alphas)
+        for name in APPLIES["forcing"]:
+            if inapplicable("forcing", ForcingConfig(kind=kind), name):
+                data.pop(name, None)
+    return ForcingConfig.model_validate(data)
+
+
 def compare(config: TrainConfig, *, alphas=COMPARE_ALPHAS, methods=("none", "tf", "ef"),
             progress: bool = True) -> CompareResult:
     """Train one ensemble per method (all α of a method in one compiled program)."""
     runs, settings, best = [], [], []
     configs = {}
     for kind in methods:
-        cfg = config.model_copy(deep=True)
-        cfg.forcing.kind = kind
-        cfg.forcing.alpha = [0.0] if kind == "none" else list(alphas)
+        cfg = config.model_copy(update={"forcing": method_forcing(config.forcing, kind, alphas)}, deep=True)
         configs[kind] = cfg
         preflight(cfg)  # every method can run, before the first one writes anything
     for kind, cfg in configs.items():

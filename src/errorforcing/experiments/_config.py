@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+MAX_SEED = 2**32 - 1  # JAX keys are seeded from 32-bit words; the store keeps seeds as INTEGER
 ALPHA_GRID = (0.0, 0.01, 0.05, 0.1, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
@@ -22,7 +23,43 @@ def _registered(what: str, table: str, name: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: nan, inf (and 1e999, which parses as inf) are refused in every float field
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# Fields that only some variants read: set away from its default for another variant, a field
+# would be stored (and hashed into a sweep's job id) but change nothing, so it is refused.
+# section → field → the kinds (task names) that read it.
+DELAY_TASKS = ("delayed-xor", "evidence-integration")  # the registry passes them `delay`
+APPLIES: dict[str, dict[str, tuple[str, ...]]] = {
+    "task": {"delay": DELAY_TASKS, "shift": ("sine",)},
+    "model": {f: ("leaky",) for f in ("gain", "tau", "dt", "activation", "readout", "density", "trainable")},
+    "rule": {"truncation": ("tbptt",), "feedback": ("eprop", "rflo")},
+    "forcing": {"causal": ("ef", "kalman", "feedback"), "learn_feedback": ("feedback",)},
+}
+FLOSS_STEP_FIELDS = ("steps", "k", "lr", "local", "target", "trials")  # read only when flossing is on
+
+
+def _kind_of(section: str, model: BaseModel) -> str:
+    return model.name if section == "task" else model.kind
+
+
+def inapplicable(section: str, model: BaseModel, field: str) -> str | None:
+    """Why `section.field` has no effect for `model`'s kind (None if it has)."""
+    kinds = APPLIES.get(section, {}).get(field)
+    kind = _kind_of(section, model)
+    if kinds is None or kind in kinds:
+        return None
+    what = "task.name" if section == "task" else f"{section}.kind"
+    return f"{section}.{field} applies only to {what} {' or '.join(map(repr, kinds))}; {kind!r} ignores it"
+
+
+def _refuse_ignored(section: str, model: BaseModel) -> None:
+    for name in APPLIES[section]:
+        default = type(model).model_fields[name].get_default(call_default_factory=True)
+        why = inapplicable(section, model, name) if getattr(model, name) != default else None
+        if why:
+            raise ValueError(why)
 
 
 class TaskConfig(_Strict):
@@ -38,6 +75,11 @@ class TaskConfig(_Strict):
     @classmethod
     def _known_task(cls, v):
         return _registered("task", "TASKS", v)
+
+    @model_validator(mode="after")
+    def _no_ignored_fields(self):
+        _refuse_ignored("task", self)
+        return self
 
 
 class ModelConfig(_Strict):
@@ -58,6 +100,11 @@ class ModelConfig(_Strict):
     @classmethod
     def _known_model(cls, v):
         return _registered("model", "MODELS", v)
+
+    @model_validator(mode="after")
+    def _no_ignored_fields(self):
+        _refuse_ignored("model", self)
+        return self
 
 
 ADAPTIVE_FORCINGS = ("tf", "ef", "kalman", "feedback")
@@ -99,6 +146,8 @@ class ForcingConfig(_Strict):
     def _alpha_range(cls, v):
         if not v:
             raise ValueError("give at least one value")
+        if len(set(v)) != len(v):
+            raise ValueError(f"repeated value in {v} (duplicate members would inflate n)")
         for a in v:
             if not 0.0 <= a <= 1.0:
                 raise ValueError(f"forcing strength must be in [0, 1], got {a}")
@@ -108,15 +157,17 @@ class ForcingConfig(_Strict):
     @classmethod
     def _adaptive_kind(cls, v, info):
         kind = info.data.get("kind")
-        if v and kind not in ADAPTIVE_FORCINGS + ("none",):
+        if v and kind not in ADAPTIVE_FORCINGS:
             raise ValueError(f"adaptive α needs forcing {', '.join(ADAPTIVE_FORCINGS)}; got {kind!r}")
         return v
 
     @model_validator(mode="after")
     def _no_alpha_without_forcing(self):
+        _refuse_ignored("forcing", self)
         if self.kind == "none":
+            if "alpha" in self.model_fields_set and self.alpha != [0.0]:
+                raise ValueError("forcing.alpha applies only to a forcing; forcing.kind 'none' ignores it")
             self.__dict__["alpha"] = [0.0]
-            self.__dict__["adaptive"] = False
         elif self.adaptive and "alpha" not in self.model_fields_set:
             self.__dict__["alpha"] = [1.0]  # Hess et al. start at full forcing
         return self
@@ -129,21 +180,45 @@ class RuleConfig(_Strict):
     checkpoint: bool = False
     truncation: int = Field(50, ge=1)
     feedback: Literal["symmetric", "random"] = "symmetric"
+    # online: θ changed at every step while the network runs (rtrl, eprop, rflo), by
+    # `online_optimizer` (an optax alias, default plain SGD) with rate `online_lr`
     online: bool = False
     online_lr: float | None = Field(None, gt=0)  # per-step learning rate of online rules
+    online_optimizer: str | None = None
     log_alignment: bool = False  # record cos(rule gradient, BPTT gradient) every epoch
     options: dict = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _online_needs_lr(self):
+    def _online_fields_fit(self):
+        from ._registry import ONLINE_RULES
+
+        if self.online and self.kind not in ONLINE_RULES:
+            raise ValueError(f"rule.online: {self.kind} has no online form; online rules: {', '.join(ONLINE_RULES)}")
         if self.online and self.online_lr is None:
             raise ValueError("online learning needs rule.online_lr (the per-step learning rate)")
+        for name in ("online_lr", "online_optimizer"):
+            if not self.online and getattr(self, name) is not None:
+                raise ValueError(f"rule.{name} applies only to online learning (rule.online = true)")
         return self
+
+    @field_validator("online_optimizer")
+    @classmethod
+    def _online_optax_name(cls, v):
+        import optax
+
+        if v is not None and not callable(getattr(optax, v, None)):
+            raise ValueError(f"unknown optax optimizer {v!r} (e.g. sgd, adam, rmsprop)")
+        return v
 
     @field_validator("kind")
     @classmethod
     def _known_rule(cls, v):
         return _registered("rule", "RULES", v)
+
+    @model_validator(mode="after")
+    def _no_ignored_fields(self):
+        _refuse_ignored("rule", self)
+        return self
 
 
 class OptimConfig(_Strict):
@@ -164,6 +239,8 @@ class OptimConfig(_Strict):
     def _positive(cls, v):
         if not v or any(x <= 0 for x in v):
             raise ValueError("lr must be a non-empty list of positive numbers")
+        if len(set(v)) != len(v):
+            raise ValueError(f"repeated value in {v} (duplicate members would inflate n)")
         return v
 
     @field_validator("name")
@@ -196,6 +273,15 @@ class FlossConfig(_Strict):
     @property
     def enabled(self) -> bool:
         return self.pre > 0 or self.every > 0
+
+    @model_validator(mode="after")
+    def _step_fields_need_flossing(self):
+        if self.enabled:
+            return self
+        for name in FLOSS_STEP_FIELDS:
+            if getattr(self, name) != type(self).model_fields[name].get_default():
+                raise ValueError(f"floss.{name} applies only when flossing is on (floss.pre or floss.every > 0)")
+        return self
 
 
 class AnalysisConfig(_Strict):
@@ -240,13 +326,57 @@ class TrainConfig(_Strict):
     readout_reg: float = Field(1e-6, ge=0)
     floss: FlossConfig = Field(default_factory=FlossConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    # continual learning (SPEC §3, real-time RTRL / e-prop / RFLO on a Williams–Zipser task's
+    # stream): no epochs or trials; every member learns online on one stream of `steps` steps,
+    # checked every `val_every` steps on `val_steps` fresh steps (default: the task's n_steps)
+    continual: bool = False
+    steps: int | None = Field(None, ge=1)
+    val_every: int | None = Field(None, ge=1)
+    val_steps: int | None = Field(None, ge=1)
     out: str | None = None
+
+    @model_validator(mode="after")
+    def _online_and_continual_fit(self):
+        if self.rule.online and self.optim != OptimConfig():
+            raise ValueError("optim: does not apply to online learning (its per-step optimizer is "
+                             "rule.online_optimizer with rule.online_lr)")
+        if not self.continual:
+            for name in ("steps", "val_every", "val_steps"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} applies only to continual learning (continual = true)")
+            return self
+        if not self.rule.online:
+            raise ValueError("continual: needs an online rule (rule.online = true with rtrl, eprop or rflo)")
+        if self.steps is None or self.val_every is None:
+            raise ValueError("continual: needs steps (the stream's length) and val_every (steps between checks)")
+        if self.steps % self.val_every:
+            raise ValueError(f"steps must be a multiple of val_every ({self.val_every}), got {self.steps}")
+        fields = type(self).model_fields
+        for name in ("epochs", "batch", "data", "train_trials", "val_trials", "dataset_size", "val_fraction"):
+            if getattr(self, name) != fields[name].default:
+                raise ValueError(f"{name} does not apply to continual learning (no epochs or trials)")
+        if self.floss.enabled or self.analysis != AnalysisConfig() or self.forcing.adaptive or self.rule.log_alignment:
+            raise ValueError("continual: flossing, analysis, adaptive alpha and log_alignment are epoch features")
+        from ..tasks import AbstractContinualTask
+        from ._registry import TASKS
+
+        if not isinstance(TASKS[self.task.name].build(self.task), AbstractContinualTask):
+            raise ValueError(f"task.name: continual learning needs a stream task (Williams–Zipser family), "
+                             f"got {self.task.name!r}")
+        return self
 
     @model_validator(mode="after")
     def _trial_counts_need_fresh_data(self):
         for name in ("train_trials", "val_trials"):
             if self.data == "fixed" and getattr(self, name) is not None:
                 raise ValueError(f"{name} applies only to data = 'fresh'; fixed data uses dataset_size")
+        return self
+
+    @model_validator(mode="after")
+    def _seeds_fit_a_key(self):
+        if self.seed + self.seeds - 1 > MAX_SEED:
+            raise ValueError(f"seed: members' seeds run to seed + seeds - 1 = {self.seed + self.seeds - 1}; a JAX key "
+                             f"seed must be <= {MAX_SEED} (2**32 - 1)")
         return self
 
     @model_validator(mode="after")
