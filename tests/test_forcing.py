@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import errorforcing as ef
-from errorforcing.forcing import ErrorForcing, KalmanErrorForcing, NoForcing, TeacherForcing, readout_pinv
+from errorforcing.forcing import (ErrorForcing, FeedbackForcing, KalmanErrorForcing, NoForcing, TeacherForcing,
+                                  WilliamsZipserTeacherForcing, readout_pinv)
 
 
 @pytest.fixture
@@ -52,12 +53,40 @@ def test_full_forcing_puts_readout_on_target(getkey, forcing):
     assert not np.allclose(h_forced, h)
 
 
-@pytest.mark.parametrize("forcing", [TeacherForcing(alpha=0.7), ErrorForcing(alpha=0.7), KalmanErrorForcing(alpha=0.7)])
-def test_unmasked_steps_untouched(getkey, forcing):
+UNMASKED_CASES = {
+    "tf": lambda cell, key: TeacherForcing(alpha=0.7),
+    "tf-stopped": lambda cell, key: TeacherForcing(alpha=0.7, stop_gradient=True),
+    "ef": lambda cell, key: ErrorForcing(alpha=0.7),
+    "ef-causal": lambda cell, key: ErrorForcing(alpha=0.7, causal=True),
+    "ef-causal-flowing": lambda cell, key: ErrorForcing(alpha=0.7, causal=True, stop_gradient=False),
+    "kalman": lambda cell, key: KalmanErrorForcing(alpha=0.7, ratio=0.36),
+    "kalman-causal": lambda cell, key: KalmanErrorForcing(alpha=0.7, ratio=0.36, causal=True),
+    "feedback": lambda cell, key: FeedbackForcing.random(cell, key=key, alpha=0.7),
+    "feedback-causal": lambda cell, key: FeedbackForcing.random(cell, key=key, alpha=0.7, causal=True),
+}
+
+
+@pytest.mark.parametrize("name", list(UNMASKED_CASES))
+def test_unmasked_steps_untouched(getkey, name):
+    """An unsupervised step is never forced, also right after a supervised one (where a causal
+    variant holds a nonzero previous error)."""
     cell = _two_output_cell(getkey)
-    h = jax.random.normal(getkey(), (10,))
-    out, _ = forcing(h, cell.readout(h), jnp.array([1.0, 1.0]), jnp.zeros(2), cell, forcing.init(cell))
-    assert np.array_equal(np.asarray(out), np.asarray(h))
+    forcing = UNMASKED_CASES[name](cell, getkey())
+    h0, h1 = jax.random.normal(getkey(), (2, 10))
+    target = jnp.array([1.0, -1.0])
+    _, carry = forcing(h0, cell.readout(h0), target, jnp.ones(2), cell, forcing.init(cell))
+    out, _ = forcing(h1, cell.readout(h1), target, jnp.zeros(2), cell, carry)
+    assert np.array_equal(np.asarray(out), np.asarray(h1))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.0])
+def test_williams_zipser_unmasked_units_untouched(getkey, alpha):
+    cell = ef.models.WilliamsZipserNet(2, 5, 2, key=getkey())
+    forcing = WilliamsZipserTeacherForcing(alpha=1.0)
+    h = jax.random.uniform(getkey(), (5,))
+    out, _ = forcing(h, cell.readout(h), jnp.array([1.0, 0.0]), jnp.array([alpha, 0.0]), cell, forcing.init(cell))
+    np.testing.assert_array_equal(np.asarray(out)[1:], np.asarray(h)[1:])
+    assert float(out[0]) == (1.0 if alpha else float(h[0]))
 
 
 def test_error_forcing_is_orthogonal_projection(getkey):
@@ -97,18 +126,50 @@ def test_kalman_tends_to_error_forcing(getkey):
     assert gaps[2] < 1e-3
 
 
-def test_causal_error_forcing_delays_correction_by_one_step(setup):
-    cell, trials = setup
-    # with the causal variant the correction computed at t is applied at t + 1
-    f, fc = ErrorForcing(alpha=0.6), ErrorForcing(alpha=0.6, causal=True)
-    h = jnp.ones(8) * 0.1
-    y = cell.readout(h)
-    target, mask = jnp.array([1.0]), jnp.array([1.0])
-    now, _ = f(h, y, target, mask, cell, f.init(cell))
-    later0, carry = fc(h, y, target, mask, cell, fc.init(cell))
-    np.testing.assert_array_equal(later0, h)  # nothing applied yet
-    later1, _ = fc(h, y, target, jnp.array([0.0]), cell, carry)
-    np.testing.assert_allclose(later1, now, rtol=1e-6)
+def _numpy_causal_rollout(cell, trials, alpha, eps=1e-7, readout_reg=0.0, rate_reg=0.0):
+    """The reference EF-RFLO cell as a plain loop: h̃_t = h_t + α max(m_t) W⁺ e_{t-1},
+    e_{t-1} = (y*_{t-1} - y_{t-1}) ⊙ m_{t-1}, e_{-1} = 0. Returns forced states, outputs, loss."""
+    W, W_in, b = (np.asarray(v) for v in (cell.W_rec, cell.W_in, cell.b))
+    W_out, b_out = np.asarray(cell.W_out), np.asarray(cell.b_out)
+    pinv = W_out.T @ np.linalg.inv(W_out @ W_out.T + eps * np.eye(W_out.shape[0]))
+    X, Y_star, M = (np.asarray(v) for v in (trials.inputs, trials.targets, trials.mask))
+    B, T, _ = X.shape
+    a = cell.leak
+    states, outputs = np.zeros((B, T, W.shape[0])), np.zeros((B, T, W_out.shape[0]))
+    for bi in range(B):
+        h_forced = np.zeros(W.shape[0])
+        e_prev = np.zeros(W_out.shape[0])
+        for t in range(T):
+            h = (1 - a) * h_forced + a * (W @ np.tanh(h_forced) + W_in @ X[bi, t] + b)
+            y = W_out @ h + b_out
+            h_forced = h + alpha * M[bi, t].max() * (pinv @ e_prev)
+            e_prev = (Y_star[bi, t] - y) * M[bi, t]
+            states[bi, t], outputs[bi, t] = h_forced, y
+    loss = np.sum(M * (outputs - Y_star) ** 2) / M.sum() + rate_reg * np.mean(states**2)
+    loss += readout_reg * (1 - np.linalg.norm(W_out)) ** 2
+    return states, outputs, loss
+
+
+def test_causal_error_forcing_matches_a_hand_written_loop(getkey):
+    """Causal EF against a plain loop of the reference EF-RFLO cell, through `simulate` and
+    through the rules' own loops (fast and autodiff BPTT, RTRL): the mask gating the
+    correction is the current step's, so the step after a response window is not forced."""
+    task = ef.tasks.DelayedXOR(delay=3, pulse=4)
+    cell = ef.models.LeakyRNN(task.n_in, 6, task.n_out, key=getkey(), tau=2.0)
+    cell = eqx_set(cell, "W_out", cell.W_out * 20)
+    cell = eqx_set(cell, "b_out", jnp.array([0.3]))
+    trials = ef.tasks.sample_batch(task, 3, key=getkey())
+    m = np.asarray(trials.mask)[..., 0]
+    assert np.any((m[:, :-1] == 1) & (m[:, 1:] == 0))  # a window ends inside the trial
+    forcing = ErrorForcing(alpha=0.6, causal=True)
+    states_np, outputs_np, loss_np = _numpy_causal_rollout(cell, trials, 0.6, rate_reg=1e-2, readout_reg=1e-2)
+    states, outputs = ef.simulate(cell, trials, forcing)
+    np.testing.assert_allclose(states, states_np, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(outputs, outputs_np, rtol=1e-10, atol=1e-12)
+    objective = ef.rules.Objective(rate_reg=1e-2, readout_reg=1e-2)
+    for rule in (ef.rules.BPTT(), ef.rules.BPTT(fast=False), ef.rules.RTRL()):
+        loss = rule.value_and_grad(cell, forcing, trials, key=getkey(), objective=objective)[0]
+        np.testing.assert_allclose(loss, loss_np, rtol=1e-10, err_msg=type(rule).__name__)
 
 
 def test_readout_pinv_is_right_inverse(getkey):

@@ -32,7 +32,8 @@ class FeedbackForcing(_AdditiveErrorForcing):
     that is not driven is forgotten (as in Kolen & Pollack's weight mirroring). Report the
     alignment with `forcing_alignment` (cos(F, W⁺)) and `decoder_alignment` (cos(F, W_outᵀ)).
 
-    `causal=True` applies the previous step's correction, as for `ErrorForcing`.
+    `causal=True` forces with the previous step's error gated by the current mask,
+    h̃_t = h_t + c_t sg(F e_{t-1}), as for `ErrorForcing`.
     """
 
     F: Float[Array, "N n_out"]

@@ -53,8 +53,13 @@ class TeacherForcing(AbstractForcing):
 class _AdditiveErrorForcing(AbstractForcing):
     """h̃_t = h_t + c_t sg(G e_t) with e_t = (y*_t - y_t) ⊙ m_t and a gain G (N × n_out).
 
-    `causal=True` applies the previous step's correction c_{t-1} G e_{t-1} instead (needed by
-    online rules, where e_t is not yet known when h_t is formed).
+    `causal=True` (needed by online rules, where e_t is not yet known when h_t is formed; the
+    reference EF-RFLO cell) forces with the previous step's error, gated by the *current* mask:
+
+        h̃_t = h_t + c_t sg(G e_{t-1}),   c_t = α max_k m_tk,   e_{-1} = 0
+
+    so nothing is forced at t = 0 nor on an unsupervised step that follows a supervised one.
+    The carry holds e_{t-1} (not a correction).
     """
 
     alpha: eqx.AbstractVar[float | jax.Array]
@@ -67,16 +72,15 @@ class _AdditiveErrorForcing(AbstractForcing):
     def init(self, cell):
         require_linear_readout(cell, self)
         gain = self.gain(cell)
-        return (gain, jnp.zeros((cell.n_rec,), gain.dtype)) if self.causal else (gain, None)
+        return (gain, jnp.zeros((gain.shape[1],), gain.dtype)) if self.causal else (gain, None)
 
     def __call__(self, h, y, target, mask, cell, carry):
-        gain, previous = carry
-        correction = forcing_strength(self.alpha, mask) * (gain @ ((target - y) * mask))
+        gain, previous_error = carry
+        error = (target - y) * mask
+        correction = forcing_strength(self.alpha, mask) * (gain @ (previous_error if self.causal else error))
         if self.stop_gradient:
             correction = jax.lax.stop_gradient(correction)
-        if self.causal:
-            return h + previous, (gain, correction)
-        return h + correction, carry
+        return h + correction, ((gain, error) if self.causal else carry)
 
 
 class ErrorForcing(_AdditiveErrorForcing):

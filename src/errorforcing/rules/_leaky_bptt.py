@@ -78,22 +78,21 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     h0 = jnp.broadcast_to(cell.init_state(), (B, N))
 
     def forward(carry, xs):
-        h_prev, r_prev, corr_prev = carry
+        h_prev, r_prev, e_prev = carry
         x, xi, y_star, m, c = xs
         h = (1 - a) * h_prev + a * (r_prev @ W.T + x @ cell.W_in.T + cell.b)
         if noise is not None:
             h = h + xi
         y = (phi(h) if rate_readout else h) @ W_out.T + b_out
-        corr, h_forced = corr_prev, h
-        if additive:
-            corr = c * (((y_star - y) * m) @ G.T)
-            h_forced = h + (corr_prev if causal else corr)
+        e, h_forced = (y_star - y) * m, h
+        if additive:  # causal: the previous step's error, gated by this step's c_t
+            h_forced = h + c * ((e_prev if causal else e) @ G.T)
         elif teacher:
             h_forced = (1 - c) * h + c * ((y_star - b_out) @ P.T)
         r = phi(h_forced)
-        return (h_forced, r, corr), (h_forced, r, y, h if teacher else h[:, :0])
+        return (h_forced, r, e), (h_forced, r, y, h if teacher else h[:, :0])
 
-    carry0 = (h0, phi(h0), jnp.zeros((B, N), dtype))
+    carry0 = (h0, phi(h0), jnp.zeros((B, W_out.shape[0]), dtype))
     _, (H_forced, R, Y, H_teacher) = jax.lax.scan(forward, carry0, (X, Xi, Y_star, M, C))
 
     # ----- the loss and its direct derivatives -----
@@ -108,8 +107,10 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         loss = loss + objective.rate_reg * jnp.sum(w * jnp.mean(H_forced**2, axis=(0, 2))) / w_total
         reg_scale = 2.0 * objective.rate_reg / (T * N * w_total)
     if additive:
-        CE = C * (-err * M)  # c_t e_t: the corrections are (c e) Gᵀ, low rank
-        CE_applied = jnp.concatenate([jnp.zeros_like(CE[:1]), CE[:-1]]) if causal else CE
+        E = -err * M  # e_t
+        if causal:  # c_t e_{t-1}, e_{-1} = 0
+            E = jnp.concatenate([jnp.zeros_like(E[:1]), E[:-1]])
+        CE_applied = C * E  # the corrections are (c e) Gᵀ, low rank
     if teacher:
         H = H_teacher  # pre-forcing states h_t
     elif additive:

@@ -25,6 +25,10 @@ class StepLoss(eqx.Module):
         rate_scale_b = rate_reg · w_b / (T · N · max(Σ_b w_b, 1))
 
     which is `Objective` term by term (the normalisers are fixed by the batch up front).
+
+    `per_step=True` (continual streams): every step is normalised on its own, whatever the
+    length of the segment: mse_scale = 1 / (B · n_out), rate_scale_b = rate_reg · w_b / (N ·
+    max(Σ_b w_b, 1)), and the readout penalty counted once per step (n_terms = B).
     """
 
     mse_scale: Scalar
@@ -32,10 +36,16 @@ class StepLoss(eqx.Module):
     readout_reg: float | Array
     n_terms: int = eqx.field(static=True)  # B · T: the readout penalty is spread over all terms
 
-    def __init__(self, objective: Objective, trials: Trials, n_rec: int):
+    def __init__(self, objective: Objective, trials: Trials, n_rec: int, per_step: bool = False):
         B, T = trials.inputs.shape[:2]
-        w = trial_weights(trials)
-        self.mse_scale = 1.0 / jnp.maximum(jnp.sum(trials.mask), 1.0)
+        # the normalisers in the default float precision (float64 under x64), as `Objective`
+        # divides: float32 trial masks must not round them
+        w = trial_weights(trials).astype(jnp.result_type(float))
+        if per_step:
+            self.mse_scale = jnp.asarray(1.0 / (B * trials.targets.shape[-1]), w.dtype)
+            T = 1
+        else:
+            self.mse_scale = 1.0 / jnp.maximum(jnp.sum(trials.mask, dtype=w.dtype), 1.0)
         self.rate_scale = objective.rate_reg * w / (T * n_rec * jnp.maximum(jnp.sum(w), 1.0))
         self.readout_reg = objective.readout_reg
         self.n_terms = B * T
