@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+import statistics
 import subprocess
 import sys
 
@@ -28,6 +29,11 @@ def test_train_writes_the_store(tmp_path):
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert {s["alpha"] for s in summary["settings"]} == {0.2, 1.0}
+    test_losses = {(m["seed"], m["alpha"]): m["test_loss"] for m in summary["members"]}
+    assert len(test_losses) == 4 and all(v > 0 for v in test_losses.values())
+    for s in summary["settings"]:
+        mine = [v for (_, a), v in test_losses.items() if a == s["alpha"]]
+        assert s["median_test_loss"] == pytest.approx(statistics.median(mine))
     db = sqlite3.connect(out / "runs.sqlite")
     assert {"run_id", "created", "config", "status"} <= set(_columns(db, "runs"))
     assert set(MEMBER_COLUMNS) - {"lr"} <= set(_columns(db, "members"))
@@ -36,6 +42,8 @@ def test_train_writes_the_store(tmp_path):
     assert json.loads(config)["config"]["forcing"]["alpha"] == [0.2, 1.0]
     rows = db.execute("SELECT member, seed, alpha, epochs_run, converged, diverged, curves FROM members").fetchall()
     assert len(rows) == 4
+    assert dict(((seed, alpha), loss) for seed, alpha, loss in db.execute(
+        "SELECT seed, alpha, test_loss FROM members")) == test_losses
     assert sorted((seed, alpha) for _, seed, alpha, *_ in rows) == [(0, 0.2), (0, 1.0), (1, 0.2), (1, 1.0)]
     for *_, epochs_run, converged, diverged, curves in rows:
         curves = json.loads(curves)
@@ -63,6 +71,7 @@ def test_compare_writes_three_methods_and_a_figure(tmp_path):
     assert [b["label"] for b in summary["best"]] == ["BPTT", "TF-BPTT", "EF-BPTT"]
     for b in summary["best"]:
         assert 0.0 <= b["ci_low"] <= b["fraction"] <= b["ci_high"] <= 1.0
+        assert b["median_test_loss"] > 0
     db = sqlite3.connect(out / "runs.sqlite")
     assert db.execute("SELECT count(*) FROM runs WHERE status = 'done'").fetchone()[0] == 3
     forcings = db.execute("SELECT forcing, count(*) FROM members GROUP BY forcing ORDER BY forcing").fetchall()

@@ -37,7 +37,7 @@ model.hidden = 6
 "forcing.alpha" = [[0.2, 1.0], [0.2, 1.0], [0.0]]
 """
 N_MEMBERS = 2 * 2 * 2 + 2
-FIGURES = {"fraction_learned", "epochs_to_converge", "learning_curves", "alpha_heatmap", "curve_cos_F"}
+FIGURES = {"fraction_learned", "epochs_to_converge", "learning_curves", "alpha_heatmap", "curve_cos_F", "test_loss"}
 LABEL = {"none": "BPTT", "ef": "EF-BPTT"}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -150,6 +150,31 @@ def test_figure_numbers_equal_the_store(swept):
             (_, _, alpha), members = _best(groups, method, delay)
             assert line["label"] == f"{method} (α={alpha:g})"
             assert line["y"] == pytest.approx([np.median([m / 10 for *_, m in members])] * len(line["y"]))
+
+
+def test_test_loss_figure_and_table_equal_the_store(swept):
+    out, _ = swept
+    groups = _store_settings(out)
+    with sqlite3.connect(out / "runs.sqlite") as db:
+        test_loss = {(forcing, alpha, json.loads(config)["config"]["task"]["delay"], member): loss
+                     for forcing, alpha, member, loss, config in db.execute(
+                         "SELECT m.forcing, m.alpha, m.member, m.test_loss, r.config FROM members m "
+                         "JOIN runs r USING (run_id) WHERE r.status = 'done'")}
+    assert all(v is not None and v > 0 for v in test_loss.values())  # nothing diverged in this sweep
+    forcing_of = {v: k for k, v in LABEL.items()}
+    (panel,) = _figure(out / "report", "test_loss")
+    assert {s["label"] for s in panel["errorbars"]} == {"BPTT", "EF-BPTT"}
+    for series in panel["errorbars"]:
+        for x, y, low, high in zip(series["x"], series["y"], series["low"], series["high"]):
+            (_, _, alpha), members = _best(groups, series["label"], x)
+            losses = [test_loss[(forcing_of[series["label"]], alpha, x, m)] for *_, m in members]
+            assert (y, low, high) == pytest.approx(tuple(np.percentile(losses, [50, 25, 75])))
+    best = json.loads((out / "report" / "report.json").read_text())["best"]
+    for b in best:
+        (_, _, alpha), members = _best(groups, b["method"], b["x"])
+        losses = [test_loss[(forcing_of[b["method"]], alpha, b["x"], m)] for *_, m in members]
+        assert b["median_test_loss"] == pytest.approx(np.median(losses))
+    assert 'data-key="median_test_loss"' in (out / "report" / "report.html").read_text()
 
 
 # ----- the page in a real browser -----

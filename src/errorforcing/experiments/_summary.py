@@ -23,7 +23,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 
 def summarize(rows: Iterable[dict[str, Any]], keys: tuple[str, ...] = ("task", "rule", "forcing", "alpha")) -> list[dict[str, Any]]:
     """One dict per distinct setting `keys`: n, learned, fraction, ci_low, ci_high,
-    median/q25/q75 epochs to converge (over the members that converged), diverged count."""
+    median/q25/q75 epochs to converge (over the members that converged), diverged count,
+    median final validation loss and median test loss (over the members that have one: not
+    the diverged, nor members of a store written before test losses were recorded)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[tuple(r.get(k) for k in keys)].append(r)
@@ -43,8 +45,14 @@ def summarize(rows: Iterable[dict[str, Any]], keys: tuple[str, ...] = ("task", "
             no_errors=(sum(a >= 1.0 for a in acc) / len(acc)) if acc else None,
             median_final_val_loss=float(np.nanmedian([m["final_val_loss"] if m["final_val_loss"] is not None
                                                       else np.nan for m in members])),
+            median_test_loss=_median([m.get("test_loss") for m in members]),
         ))
     return out
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.median(present)) if present else None
 
 
 def best_setting(settings: list[dict[str, Any]]) -> dict[str, Any]:

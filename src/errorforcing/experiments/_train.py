@@ -99,6 +99,7 @@ def member_rows(config: TrainConfig, result: EnsembleResult, run_id: str) -> lis
             final_val_loss=float(val[-1]) if n else None,
             final_val_accuracy=float(acc[-1]) if (n and task_cls.classification) else None,
             lyap_max_before=_finite(result.lyap_max_before, i), lyap_max_after=_finite(result.lyap_max_after, i),
+            test_loss=_finite(result.test_loss, i),
             curves=json.dumps({"train_loss": _clean(result.train_curves[i, :n]),
                                "val_loss": _clean(val),
                                **({"val_accuracy": _clean(acc)} if task_cls.classification else {}),

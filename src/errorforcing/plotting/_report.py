@@ -97,6 +97,7 @@ def write_report(directory: str | Path, *, out: str | Path | None = None, note: 
 
     add("fraction_learned", F.fraction_figure(best, fig_dir / "fraction_learned", x_name=x_name, note=note_line))
     add("epochs_to_converge", F.epochs_figure(best, fig_dir / "epochs_to_converge", x_name=x_name, note=note_line))
+    add("test_loss", F.test_loss_figure(best, members, fig_dir / "test_loss", x_name=x_name, note=note_line))
     add("learning_curves", F.curves_figure(best, members, fig_dir / "learning_curves", x_name=x_name, note=note_line))
     add("alpha_heatmap", F.heatmap_figure(settings, fig_dir / "alpha_heatmap", x_name=x_name, note=note_line))
     for key in sorted({k for r in rows for k in r["curves"]} - F.BASE_KEYS):
@@ -161,14 +162,16 @@ SETTING_COLUMNS = [("task", "task"), ("method", "method"), ("x", "x"), ("alpha",
                    ("learned", "learned"), ("fraction", "fraction"), ("ci_low", "95 % low"), ("ci_high", "95 % high"),
                    ("median_epochs", "median epochs"), ("q25_epochs", "epochs q25"), ("q75_epochs", "epochs q75"),
                    ("diverged", "diverged"), ("no_errors", "no errors"),
-                   ("median_final_val_loss", "median final val loss")]
+                   ("median_final_val_loss", "median final val loss"), ("median_test_loss", "median test loss")]
 STATUS_COLUMNS = [("name", "sweep"), ("jobs", "jobs"), ("done", "done"), ("running", "running"),
                   ("failed", "failed"), ("pending", "pending"), ("members_done", "members done")]
 CAPTIONS = {"fraction_learned": "Fraction of members that learned (converged within the budget), Wilson 95 % "
                                 "intervals, at the best α per setting.",
             "epochs_to_converge": "Epochs to converge: median and interquartile range over the members that learned.",
             "learning_curves": "Validation loss (unforced) per epoch: median and IQR over members, best α.",
-            "alpha_heatmap": "Fraction learned for every α (best lr per cell)."}
+            "alpha_heatmap": "Fraction learned for every α (best lr per cell).",
+            "test_loss": "Test loss: unforced masked MSE on 200 fresh trials after training, median and IQR over "
+                         "the members that did not diverge, at the best α per setting."}
 
 
 def _html(data: dict[str, Any], sweeps: list[dict[str, Any]]) -> str:

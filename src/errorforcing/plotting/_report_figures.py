@@ -139,6 +139,37 @@ def epochs_figure(best: list[dict], path: Path, *, x_name: dict[str, str | None]
     return _finish(fig, path, note)
 
 
+def test_loss_figure(best: list[dict], members: dict[tuple, list[dict]], path: Path, *,
+                     x_name: dict[str, str | None], note: str = ""):
+    """Test loss (unforced masked MSE on fresh trials after training; median and IQR over the
+    members that have one, i.e. did not diverge) vs x, at each method's best α/lr per x, as the
+    EF paper's test-error panels. Nothing is drawn when no member has a test loss."""
+    tasks = sorted({b["task"] for b in best})
+    losses = {b["setting"]: [m["test_loss"] for m in members[b["setting"]] if m.get("test_loss") is not None]
+              for b in best}
+    if not any(losses.values()):
+        return [], []
+    fig, axes = _grid(len(tasks))
+    for ax, task in zip(axes, tasks):
+        mine = [b for b in best if b["task"] == task]
+        for i, method in enumerate(sorted({b["method"] for b in mine})):
+            pts = sorted((b for b in mine if b["method"] == method and losses[b["setting"]]),
+                         key=lambda b: _xpos(b["x"]))
+            if not pts:
+                continue
+            med, lo, hi = (np.array([np.percentile(losses[b["setting"]], q) for b in pts]) for q in (50, 25, 75))
+            ax.errorbar([_xpos(b["x"]) for b in pts], med, yerr=np.array([med - lo, hi - med]), fmt="D-",
+                        capsize=3, color=_color(i), label=method)
+        if ax.get_lines():
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        ax.set_ylabel("test loss (median, IQR)")
+        ax.set_title(task)
+        _xaxis(ax, [b["x"] for b in mine], x_name[task])
+    fig.suptitle("Test loss after training (unforced, fresh trials)", y=0.965 if note else 1.0)
+    return _finish(fig, path, note)
+
+
 def _median_curve(members: list[dict], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = max(len(m["curves"].get(key, [])) for m in members)
     mat = np.full((len(members), n), np.nan)

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS members (
     curves             TEXT NOT NULL,
     lyap_max_before    REAL,
     lyap_max_after     REAL,
+    test_loss          REAL,
     PRIMARY KEY (run_id, member)
 );
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -72,11 +73,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 
 MEMBER_COLUMNS = ("run_id", "member", "seed", "task", "rule", "forcing", "alpha", "lr", "converged",
                   "converged_epoch", "diverged", "epochs_run", "final_val_loss", "final_val_accuracy",
-                  "curves", "lyap_max_before", "lyap_max_after")
+                  "curves", "lyap_max_before", "lyap_max_after", "test_loss")
 # Columns added after the first release, with their SQL type: stores written before get them
 # (NULL in old rows) the first time they are opened.
 ADDED_RUN_COLUMNS = {"owner": "TEXT"}  # "HOST:PID" of the process that records the run
-ADDED_MEMBER_COLUMNS = {"lr": "REAL", "lyap_max_before": "REAL", "lyap_max_after": "REAL"}
+ADDED_MEMBER_COLUMNS = {"lr": "REAL", "lyap_max_before": "REAL", "lyap_max_after": "REAL", "test_loss": "REAL"}
 
 
 class StoreError(Exception):

@@ -67,13 +67,20 @@ class Analysis:
 
 
 def analysis_key(seed: int) -> Key:
-    """The member's key for flossing inputs and Lyapunov trials: fold_in(key(seed), 3), beside
-    the init (0), data (1) and noise (2) keys of `member_keys`. Its streams: 0 pre-flossing,
-    1 inter-flossing (then folded with the epoch), 2 Lyapunov exponents."""
+    """The member's key for flossing inputs, Lyapunov and test trials: fold_in(key(seed), 3),
+    beside the init (0), data (1) and noise (2) keys of `member_keys`. Its streams: 0
+    pre-flossing, 1 inter-flossing (then folded with the epoch), 2 Lyapunov exponents, 3 the
+    test trials of the test loss after training."""
     return jax.random.fold_in(jax.random.key(seed), 3)
 
 
-PRE_FLOSS, INTER_FLOSS, LYAPUNOV = 0, 1, 2
+PRE_FLOSS, INTER_FLOSS, LYAPUNOV, TEST_LOSS = 0, 1, 2, 3
+
+
+def evaluation_key(seed: int) -> Key:
+    """The key of a member's test trials: fold_in(analysis_key(seed), 3), split from its
+    training and validation trials (those come from the data key, fold_in(key(seed), 1))."""
+    return jax.random.fold_in(analysis_key(seed), TEST_LOSS)
 
 
 def lyapunov_key(seed: int) -> Key:

@@ -19,8 +19,8 @@ from ..rules import AbstractLearningRule, Objective, feedback_alignment, masked_
 from ..tasks import AbstractTask, Trials, sample_batch
 from ._convergence import ConvergenceTracker
 from ._diagnostics import dynamics_diagnostics
-from ._dynamics import (INTER_FLOSS, LYAPUNOV, PRE_FLOSS, Analysis, Flossing, adapt_alpha, analysis_key, floss_cell,
-                        task_lyapunov)
+from ._dynamics import (INTER_FLOSS, LYAPUNOV, PRE_FLOSS, TEST_LOSS, Analysis, Flossing, adapt_alpha, analysis_key,
+                        floss_cell, task_lyapunov)
 from ._shards import Shards, default_shards
 
 
@@ -105,6 +105,7 @@ class EnsembleResult:
     lyap_max_before: np.ndarray | None = None  # [M] λ_max before epoch 1 (Analysis.lyapunov)
     lyap_max_after: np.ndarray | None = None  # [M] λ_max after training
     rules: AbstractLearningRule | None = None  # batched over members (each member's own random feedback B)
+    test_loss: np.ndarray | None = None  # [M] held_out_loss after training (NaN for a diverged member)
 
 
 def _tree_where(flag, new, old):
@@ -166,6 +167,7 @@ class EnsembleTrainer:
             self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch))
         self._floss = eqx.filter_jit(eqx.filter_vmap(self._member_floss))
         self._lyapunov = eqx.filter_jit(eqx.filter_vmap(self._member_lyapunov))
+        self._test_loss = eqx.filter_jit(eqx.filter_vmap(self._member_test_loss))
 
     # ----- building the ensemble -----
     def init(self):
@@ -263,6 +265,9 @@ class EnsembleTrainer:
     def _member_lyapunov(self, cell, key):
         return task_lyapunov(cell, self.task, 1, key=key, trials=self.analysis.lyapunov_trials)[0]
 
+    def _member_test_loss(self, cell, key):
+        return held_out_loss(cell, self.task, self.schedule.test_trials, key=key)
+
     def _streams(self, stream: int, epoch: int | None = None):
         keys = jax.vmap(lambda k: jax.random.fold_in(k, stream))(self.analysis_keys)
         return keys if epoch is None else jax.vmap(lambda k: jax.random.fold_in(k, epoch))(keys)
@@ -318,18 +323,30 @@ class EnsembleTrainer:
                     cells = shards.map(self._floss, cells, shards.split_mask(tracker.active),
                                        shards.split(self._streams(INTER_FLOSS, epoch)), [fl.steps] * shards.count)
             lyap_after = self._lyapunov_all(shards, cells)
+            test_loss = shards.join(shards.map(self._test_loss, cells, shards.split(self._streams(TEST_LOSS))))
+            # a diverged member has no test loss (its weights may be NaN)
+            test_loss = np.where(tracker.diverged, np.nan, np.asarray(test_loss, np.float64))
             cells, forcings, rules = shards.join(cells), shards.join(forcings), shards.join(rules)
         seconds = time.perf_counter() - start
         stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
         return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),
                               stack(acc_curves), {k: stack(v) for k, v in extra_curves.items()}, epoch,
-                              seconds, forcings, lyap_before, lyap_after, rules)
+                              seconds, forcings, lyap_before, lyap_after, rules, test_loss)
 
     def _lyapunov_all(self, shards: Shards, cells: list) -> np.ndarray | None:
         if not self.analysis.lyapunov:
             return None
         exponents = shards.map(self._lyapunov, cells, shards.split(self._streams(LYAPUNOV)))
         return np.asarray(shards.join(exponents), np.float64)
+
+
+def held_out_loss(cell: AbstractCell, task: AbstractTask, trials: int, *, key) -> jax.Array:
+    """The test loss of the reference code: the unforced masked MSE, Σ m (y − y*)² / Σ m, of
+    `cell` on `trials` fresh trials from the task's validation source, from h = 0, no noise.
+    The trainer evaluates it once after training, with the member's `evaluation_key`."""
+    test = sample_batch(task.validation_source(), trials, key=key)
+    _, outputs = simulate(cell, test, NoForcing())
+    return masked_mse(outputs, test.targets, test.mask)
 
 
 def epoch_diagnostics(cell, forcing, rule) -> dict[str, jax.Array]:
