@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -23,6 +23,12 @@ def _owner(app: typer.Typer) -> ModuleType:
     from . import cli
 
     return cli
+
+
+def _dumps(obj: Any) -> str:
+    from .cli import dumps  # non-finite numbers as null
+
+    return dumps(obj)
 
 
 def register(app: typer.Typer) -> None:
@@ -65,7 +71,7 @@ def register(app: typer.Typer) -> None:
                                  formats=(fmt,))[0]
         rows = result.table()
         if json_out:
-            print(json.dumps({"run_id": result.run_id, "k": int(result.spectra.shape[1]), "members": rows,
+            print(_dumps({"run_id": result.run_id, "k": int(result.spectra.shape[1]), "members": rows,
                               "spectra": result.spectra.tolist(), "figure": str(figure)}))
             return
         _print_table(rows, f"Lyapunov exponents (per step), run {result.run_id}, k = {result.spectra.shape[1]}")

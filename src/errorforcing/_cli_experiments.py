@@ -34,6 +34,12 @@ def _fmt_seconds(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def _dumps(obj: Any) -> str:
+    from .cli import dumps  # non-finite numbers as null
+
+    return dumps(obj)
+
+
 def register(app: typer.Typer) -> None:
     cli = _owner(app)
     fail = cli._fail
@@ -97,7 +103,7 @@ def register(app: typer.Typer) -> None:
 
         outcome = run_sweep(plan, out_dir, executor=runner, progress=True)
         if json_out:
-            print(json.dumps(outcome.as_dict() | {"out": str(out_dir)}))
+            print(_dumps(outcome.as_dict() | {"out": str(out_dir)}))
         else:
             print(f"sweep {outcome.name}: {outcome.jobs} jobs, {outcome.already_done} already done, "
                   f"{outcome.finished} finished now, {len(outcome.failed)} failed → {out_dir}")
@@ -112,7 +118,7 @@ def register(app: typer.Typer) -> None:
 
         state = sweep_status(open_store(directory))
         if json_out:
-            print(json.dumps(state))
+            print(_dumps(state))
             return
         _print_status(state)
 
@@ -129,7 +135,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             fail(str(e))
         if json_out:
-            print(json.dumps({"html": str(result.html),
+            print(_dumps({"html": str(result.html),
                               "figures": {k: [str(p) for p in v] for k, v in result.figures.items()}}))
         else:
             print(f"report: {result.html}")
@@ -174,7 +180,7 @@ def register(app: typer.Typer) -> None:
                                   echo=lambda line: print(line, file=sys.stderr))
         failed = [f for o in result.outcomes for f in o.failed]
         if json_out:
-            print(json.dumps({"name": name, "quick": quick, "out": str(out_dir), "skipped": result.skipped,
+            print(_dumps({"name": name, "quick": quick, "out": str(out_dir), "skipped": result.skipped,
                               "sweeps": [o.as_dict() for o in result.outcomes],
                               "report": str(result.report) if result.report else None,
                               "claims": result.claims}, default=str))
@@ -200,7 +206,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             fail(str(e))
         if json_out:
-            print(json.dumps(results, default=str))
+            print(_dumps(results, default=str))
         else:
             print(claims_table(results))
 
@@ -234,7 +240,7 @@ def _print_plan(plan, out_dir: Path, json_out: bool) -> None:
          "status": "done" if j.job_id in done else ("cannot run" if j.job_id in problems else "pending"),
          "problem": problems.get(j.job_id)} for j in plan.jobs]
     if json_out:
-        print(json.dumps({"name": plan.spec.name, "jobs": rows}))
+        print(_dumps({"name": plan.spec.name, "jobs": rows}))
         return
     from rich.console import Console
     from rich.table import Table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tomllib
 from pathlib import Path
@@ -23,6 +24,21 @@ class BadInput(Exception):
 
 def _fail(message: str) -> None:
     raise BadInput(message)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """JSON for --json: non-finite numbers become null (NaN is not JSON)."""
+    return json.dumps(_finite(obj), allow_nan=False)
 
 
 def _floats(text: str | None, field: str) -> list[float] | None:
@@ -57,20 +73,6 @@ def _has(data: dict, dotted: str) -> bool:
     return True
 
 
-def _reads(data: dict, dotted: str) -> bool:
-    """Whether the config `data` describes reads `dotted` (e.g. only delay tasks read task.delay)."""
-    from .experiments import TrainConfig
-    from .experiments._config import APPLIES
-
-    section, _, field = dotted.partition(".")
-    kinds = APPLIES.get(section, {}).get(field)
-    if kinds is None:
-        return True
-    key = "name" if section == "task" else "kind"
-    kind = data.get(section, {}).get(key, getattr(getattr(TrainConfig(), section), key))
-    return kind in kinds
-
-
 def build_config(config_file: Optional[Path], overrides: dict[str, Any], defaults: dict[str, Any] | None = None):
     """`defaults` (a command's own, where the file and the flags say nothing and the chosen
     variant reads them), then the TOML file (if any), then every flag that was given;
@@ -78,7 +80,7 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any], default
     from pydantic import ValidationError
 
     from .experiments import TrainConfig
-    from .experiments._config import APPLIES, FLOSS_STEP_FIELDS, inapplicable
+    from .experiments._config import APPLIES, FLOSS_STEP_FIELDS, inapplicable, is_read
 
     data: dict[str, Any] = {}
     if config_file is not None:
@@ -92,7 +94,7 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any], default
     for dotted, value in given.items():
         _set(data, dotted, value)
     for dotted, value in (defaults or {}).items():
-        if dotted not in given and not _has(data, dotted) and _reads(data, dotted):
+        if dotted not in given and not _has(data, dotted) and is_read(data, dotted):
             _set(data, dotted, value)
     try:
         cfg = TrainConfig.model_validate(data)
@@ -238,7 +240,7 @@ def train(
     if json_out:
         members = [{k: r.get(k) for k in ("member", "seed", "alpha", "lr", "converged", "diverged", "test_loss")}
                    for r in result.rows]
-        print(json.dumps({"run_id": result.run_id, "out": cfg.out, "settings": summary, "members": members,
+        print(dumps({"run_id": result.run_id, "out": cfg.out, "settings": summary, "members": members,
                           "figure": str(fig)}))
     else:
         _print_table(summary, f"run {result.run_id} → {cfg.out}")
@@ -282,7 +284,7 @@ def compare(
     grid = cfg.forcing.alpha  # --alphas, else the file's forcing.alpha, else the default grid
     result = run_compare(cfg, alphas=grid, progress=True)
     if json_out:
-        print(json.dumps({"out": cfg.out, "best": result.best, "settings": result.settings,
+        print(dumps({"out": cfg.out, "best": result.best, "settings": result.settings,
                           "runs": [r.run_id for r in result.runs],
                           "figure": str(result.figure) if result.figure else None}))
     else:
@@ -323,7 +325,7 @@ def tasks(ctx: typer.Context, json_out: bool = JsonOpt):
         return
     rows = _task_rows()
     if json_out:
-        print(json.dumps(rows))
+        print(dumps(rows))
         return
     from rich.console import Console
     from rich.table import Table
@@ -374,7 +376,7 @@ def bench(json_out: bool = JsonOpt, quick: bool = typer.Option(False, "--quick",
 
     results = run_benchmarks(quick=quick)
     if json_out:
-        print(json.dumps(results))
+        print(dumps(results))
 
 
 def _print_table(settings: list[dict], title: str, label: bool = False) -> None:

@@ -54,6 +54,23 @@ def inapplicable(section: str, model: BaseModel, field: str) -> str | None:
     return f"{section}.{field} applies only to {what} {' or '.join(map(repr, kinds))}; {kind!r} ignores it"
 
 
+def is_read(data: dict, dotted: str) -> bool:
+    """Whether a config given as nested `data` reads field `dotted` (task.delay only for delay
+    tasks, forcing.alpha not without forcing, ...). Sweeps drop grid values a point ignores."""
+    section, _, field = dotted.partition(".")
+    part = data.get(section, {}) if isinstance(data.get(section), dict) else {}
+    if dotted in ("forcing.alpha", "forcing.adaptive"):
+        return part.get("kind", ForcingConfig.model_fields["kind"].default) != "none"
+    if section == "floss" and field in FLOSS_STEP_FIELDS:
+        return bool(part.get("pre", 0) or part.get("every", 0))
+    kinds = APPLIES.get(section, {}).get(field)
+    if kinds is None:
+        return True
+    key = "name" if section == "task" else "kind"
+    defaults = {"task": TaskConfig, "model": ModelConfig, "rule": RuleConfig, "forcing": ForcingConfig}[section]
+    return part.get(key, defaults.model_fields[key].default) in kinds
+
+
 def _refuse_ignored(section: str, model: BaseModel) -> None:
     for name in APPLIES[section]:
         default = type(model).model_fields[name].get_default(call_default_factory=True)

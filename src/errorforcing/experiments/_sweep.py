@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ._config import TrainConfig
+from ._config import TrainConfig, is_read
 from ._registry import FORCINGS, MODELS, RULES, TASKS
 
 SPEC_KEYS = ("name", "note", "seeds", "base", "grid", "zip")
@@ -241,6 +241,10 @@ def _nested(flat: dict[str, Any]) -> dict[str, Any]:
 
 def point_config(spec: SweepSpec, point: dict[str, Any]) -> TrainConfig:
     flat = copy.deepcopy(_flatten(spec.base) | ({"seeds": spec.seeds} if spec.seeds is not None else {}) | point)
+    whole = _nested(flat)
+    for dotted in point:  # a grid axis does not apply to the variants that ignore it (α without forcing)
+        if not is_read(whole, dotted):
+            del flat[dotted]
     try:
         return TrainConfig.model_validate(_nested(flat))
     except ValidationError as e:
