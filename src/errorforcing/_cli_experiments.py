@@ -82,6 +82,8 @@ def register(app: typer.Typer) -> None:
 
         if not (Path(directory) / "runs.sqlite").exists():
             fail(f"DIR: no results store at {Path(directory) / 'runs.sqlite'}")
+        if not Path(directory).is_dir():
+            fail(f"DIR: {directory} is not a directory")
         return RunStore(directory, create=False)
 
     @app.command()
@@ -128,6 +130,8 @@ def register(app: typer.Typer) -> None:
                json_out: bool = JsonOpt):
         """Figures (PNG and SVG), tables and a static report.html of the finished runs."""
         open_store(directory)
+        if out is not None and out.exists() and not out.is_dir():
+            fail(f"--out: {str(out)!r} is a file; name a directory for the report")
         from .plotting import write_report
 
         try:
@@ -154,10 +158,17 @@ def register(app: typer.Typer) -> None:
                 import pyarrow  # noqa: F401
             except ImportError:
                 fail("--parquet: needs pyarrow, which is not installed (pip install pyarrow); --csv needs nothing")
+        path = out or Path(directory) / f"members.{fmt}"
+        if path.suffix.lower() != f".{fmt}":
+            fail(f"--out: {str(path)!r} does not end in .{fmt} (the format written)")
+        if path.is_dir():
+            fail(f"--out: {str(path)!r} is a directory; name the file to write")
         store = open_store(directory)
+        if not store.runs(status="done"):
+            fail(f"DIR: no finished runs in {directory} to export")
         from .store import export as write
 
-        print(write(store, out or Path(directory) / f"members.{fmt}", fmt))
+        print(write(store, path, fmt))
 
     @app.command()
     def reproduce(

@@ -236,7 +236,7 @@ def train(
     rows = [r | {"curves": json.loads(r["curves"])} for r in result.rows]
     fig = learning_curves(rows, Path(cfg.out) / f"curves-{result.run_id}.png",
                           title=f"{cfg.rule.kind}/{cfg.forcing.kind} on {cfg.task.name}")[0]
-    summary = summarize(result.rows)
+    summary = summarize(result.rows, keys=_setting_keys(result.rows))
     if json_out:
         members = [{k: r.get(k) for k in ("member", "seed", "alpha", "lr", "converged", "diverged", "test_loss")}
                    for r in result.rows]
@@ -330,7 +330,12 @@ def tasks(ctx: typer.Context, json_out: bool = JsonOpt):
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("task", "in", "out", "T (default)", "what", "source")
+    table = Table()
+    table.add_column("task", no_wrap=True)  # names are never cut: descriptions fold instead
+    for col in ("in", "out", "T"):
+        table.add_column(col, no_wrap=True, justify="right")
+    table.add_column("what", overflow="fold", ratio=3)
+    table.add_column("source", overflow="fold", ratio=2)
     fmt = lambda v: "—" if v is None else str(v)
     for r in rows:
         table.add_row(r["name"], fmt(r["n_in"]), fmt(r["n_out"]), fmt(r["n_steps"]), r["summary"], r["source"])
@@ -379,21 +384,33 @@ def bench(json_out: bool = JsonOpt, quick: bool = typer.Option(False, "--quick",
         print(dumps(results))
 
 
+def _setting_keys(rows: list[dict]) -> tuple[str, ...]:
+    """Group members by every hyperparameter that varies between them (α and lr), as report does."""
+    keys = ("task", "rule", "forcing", "alpha")
+    return keys + (("lr",) if len({r.get("lr") for r in rows}) > 1 else ())
+
+
 def _print_table(settings: list[dict], title: str, label: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    # Identifiers and the interval never wrap or truncate; headers fold instead (80 columns, pipes).
+    with_lr = any("lr" in s for s in settings)
     table = Table(title=title)
-    for col in (["method"] if label else []) + ["forcing", "α", "learned", "fraction (95% CI)",
-                                                "median epochs", "diverged", "median final val loss",
-                                                "median test loss"]:
-        table.add_column(col)
+    for col in (["method"] if label else []) + ["forcing", "α"] + (["lr"] if with_lr else []) + ["learned"]:
+        table.add_column(col, no_wrap=True)
+    table.add_column("fraction [95% CI]", no_wrap=True)
+    for col in ("median epochs", "diverged", "median val loss", "median test loss"):
+        table.add_column(col, overflow="fold")
     for s in settings:
         med = "—" if s["median_epochs"] is None else f"{s['median_epochs']:.0f}"
         test = "—" if s.get("median_test_loss") is None else f"{s['median_test_loss']:.4g}"
+        val = "—" if s["median_final_val_loss"] is None or not math.isfinite(s["median_final_val_loss"]) else (
+            f"{s['median_final_val_loss']:.4g}")
         table.add_row(*([s["label"]] if label else []), s["forcing"], f"{s['alpha']:g}",
-                      f"{s['learned']}/{s['n']}", f"{s['fraction']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
-                      med, str(s["diverged"]), f"{s['median_final_val_loss']:.4g}", test)
+                      *([f"{s['lr']:g}"] if with_lr else []), f"{s['learned']}/{s['n']}",
+                      f"{s['fraction']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]",
+                      med, str(s["diverged"]), val, test)
     Console().print(table)
 
 
