@@ -24,3 +24,123 @@ def test_wz_oscillators_trains_one_unit_as_the_paper(quick):
     for name in ("wz-oscillators", "wz-oscillators-wide"):
         assert {(j.config.forcing.kind, j.config.rule.kind) for j in _jobs(name, quick)} == {("none", "rtrl"),
                                                                                              ("wz-tf", "rtrl")}
+
+
+# ----- statistics -----
+import numpy as np
+import scipy.stats
+
+from errorforcing.experiments._stats import Outcomes, compare_fractions, fisher_greater
+from errorforcing.reproductions import (AllOf, Arm, Evidence, FewerEpochs, FractionLearned, claims_table,
+                                        evaluate_claims, reproduce)
+
+
+@pytest.mark.parametrize("counts", [(7, 8, 1, 8), (4, 8, 7, 8), (3, 4, 0, 4), (10, 20, 3, 20), (0, 5, 0, 5),
+                                    (5, 5, 5, 5), (12, 17, 2, 9)])
+def test_fisher_matches_scipy(counts):
+    k1, n1, k2, n2 = counts
+    want = scipy.stats.fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="greater").pvalue
+    assert fisher_greater(k1, n1, k2, n2) == pytest.approx(want, rel=1e-10)
+
+
+def test_split_half_selection_chooses_on_one_half_and_tests_on_the_other():
+    # A: setting 0.1 learns on the even-position seeds only, 0.5 on the odd ones: chosen on the
+    # even half, 0.1 is then tested on the odd half, where it never learns
+    a = Outcomes("A", {(0.1, None): {s: s % 2 == 0 for s in range(8)}, (0.5, None): {s: s % 2 == 1 for s in range(8)}})
+    b = Outcomes("B", {(0.0, None): {s: False for s in range(8)}})
+    out = compare_fractions(a, b)
+    assert out["selection"] == "split" and out["A"]["setting"] == [0.1, None] and out["A"]["learned"] == 0
+    naive = compare_fractions(a, b, selection="bonferroni")
+    assert naive["A"]["learned"] == 4 and naive["p"] == pytest.approx(2 * fisher_greater(4, 8, 0, 8))
+
+
+# ----- claims on synthetic stores with known answers -----
+def _rows(method, learned, n, epochs=30, delay=400, alpha=0.5):
+    return [{"task": "delayed-xor", "forcing": method, "rule": "bptt", "config.model.kind": "leaky",
+             "config.task.delay": delay, "alpha": alpha, "lr": 3e-4, "seed": s, "converged": int(s < learned),
+             "converged_epoch": epochs + s if s < learned else None} for s in range(n)]
+
+
+EF_ARM, BPTT_ARM = (Arm("EF", {"forcing": "ef"}), Arm("BPTT", {"forcing": "none"}))
+LONGEST = dict(where={"task": "delayed-xor"}, at_field="config.task.delay", at="max")
+
+
+@pytest.mark.parametrize("ef, bptt, n, verdict", [(20, 2, 20, "reproduced"), (1, 19, 20, "not reproduced"),
+                                                   (3, 1, 4, "inconclusive")])
+def test_fraction_claim_verdicts(ef, bptt, n, verdict):
+    # the shorter delay would say the opposite: only the longest counts
+    rows = _rows("ef", ef, n) + _rows("none", bptt, n) + _rows("ef", 0, n, delay=50) + _rows("none", n, n, delay=50)
+    out = FractionLearned("EF > BPTT", "test", EF_ARM, BPTT_ARM, **LONGEST).evaluate(Evidence(rows))
+    assert out["verdict"] == verdict, out
+    assert out["numbers"]["where"]["config.task.delay"] == 400
+    assert {"claim", "source", "verdict", "test", "numbers"} <= set(out)
+
+
+def test_epochs_claim_and_missing_arms():
+    rows = _rows("ef", 10, 10, epochs=10) + _rows("none", 10, 10, epochs=60)
+    assert FewerEpochs("EF faster", "t", EF_ARM, BPTT_ARM).evaluate(Evidence(rows))["verdict"] == "reproduced"
+    assert FewerEpochs("BPTT faster", "t", BPTT_ARM, EF_ARM).evaluate(Evidence(rows))["verdict"] == "not reproduced"
+    few = FewerEpochs("EF faster", "t", EF_ARM, BPTT_ARM).evaluate(Evidence(_rows("ef", 2, 10) + _rows("none", 2, 10)))
+    assert few["verdict"] == "inconclusive" and "fewer than" in few["why"]
+    gone = FractionLearned("EF > GRU", "t", EF_ARM, Arm("GRU", {"forcing": "gru"})).evaluate(Evidence(rows))
+    assert gone["verdict"] == "inconclusive" and "GRU" in gone["why"]
+    both = AllOf("all", "t", (FewerEpochs("a", "t", EF_ARM, BPTT_ARM), FewerEpochs("b", "t", BPTT_ARM, EF_ARM)))
+    assert both.evaluate(Evidence(rows))["verdict"] == "not reproduced"
+    assert "REPRODUCED" in claims_table([FewerEpochs("a", "t", EF_ARM, BPTT_ARM).evaluate(Evidence(rows))])
+
+
+# ----- end to end on tiny settings -----
+def _tiny(specs):
+    from errorforcing.reproductions._spec import spec
+
+    out = []
+    for s in specs:
+        base = dict(s.base) | {"epochs": 2, "train_trials": 8, "val_trials": 4, "batch": 4}
+        if "task" in base and base["task"].get("delay"):
+            base["task"] = base["task"] | {"delay": 5}
+        grid = {k: (v[:1] if k == "task.delay" else v) for k, v in s.grid.items()}
+        if "task.delay" in grid:
+            grid["task.delay"] = [5]
+        out.append(spec(s.name, base=base, grid=grid, zips=list(s.zips), seeds=2, note=s.note))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ef-fig2", "ef-fig3", "liu-gain", "wz-oscillators"])
+def test_reproduce_quick_end_to_end_writes_claims_and_report(tmp_path, name):
+    from errorforcing.reproductions import REPRODUCTIONS
+
+    result = reproduce(name, tmp_path, quick=True, progress=False, echo=lambda line: None,
+                       specs=_tiny(REPRODUCTIONS[name].sweeps(True)))
+    written = __import__("json").loads((tmp_path / "claims.json").read_text())
+    assert len(written) == len(REPRODUCTIONS[name].claims) == len(result.claims)
+    assert all(c["verdict"] in ("reproduced", "not reproduced", "inconclusive") for c in written)
+    html = result.report.read_text()
+    assert html.index('id="claims"') < html.index("<h2>Figures")
+    assert [c["verdict"] for c in evaluate_claims(tmp_path)] == [c["verdict"] for c in written]
+
+
+def test_claims_command_on_a_directory_without_results_exits_2(tmp_path, capsys):
+    from errorforcing.cli import main
+
+    assert main(["claims", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no results" in err[0]
+    assert not (tmp_path / "claims.json").exists()
+
+
+def test_claims_command_evaluates_a_kaleb_summary(tmp_path, capsys):
+    import json
+
+    from errorforcing.cli import main
+    from errorforcing.reproductions.kaleb import METHODS
+
+    per_target = {"RFLO": [0.5] * 8, "RFLO+c": [0.1] * 8, "BPTT": [0.2] * 8, "BPTT+c": [0.3] * 8}
+    summary = {"methods": {m: {"best_learning_rate": 1e-3, "test_after_per_target_position_mse":
+                               [v + 0.01 * i for i, v in enumerate(per_target[m])]} for m in METHODS}}
+    (tmp_path / "kaleb-adaptation.json").write_text(json.dumps(summary))
+    assert main(["claims", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "claims.json").read_text())
+    assert [c["verdict"] for c in written] == ["reproduced", "not reproduced", "inconclusive"]
+    assert "update_efficiency" in written[2]["why"]
+    assert "REPRODUCED" in capsys.readouterr().out

@@ -108,12 +108,33 @@ def write_report(directory: str | Path, *, out: str | Path | None = None, note: 
     data = {"version": __version__, "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "directory": str(Path(directory).resolve()), "notes": notes, "x": x_name,
             "best": public(best), "settings": public(settings), "status": status,
+            "claims": _claims(directory),
             "figures": {name: {"files": [p.relative_to(out).as_posix() for p in paths], "data": figure_data[name]}
                         for name, paths in figures.items()}}
     (out / "report.json").write_text(json.dumps(data, indent=1))
     page = out / "report.html"
     page.write_text(_html(data, sweeps))
     return Report(page, figures, data)
+
+
+def _claims(directory) -> list[dict[str, Any]]:
+    """The verdicts in DIR/claims.json (written by `reproduce` and `errorforcing claims`), if any."""
+    path = Path(directory) / "claims.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _claims_html(claims: list[dict[str, Any]]) -> str:
+    if not claims:
+        return ""
+    from ..reproductions import headline
+
+    rows = "".join(
+        f'<tr class="{html.escape(c["verdict"].replace(" ", "-"))}"><td class="text">{html.escape(c["claim"])}</td>'
+        f'<td class="text">{html.escape(c["source"])}</td><td class="text verdict">{html.escape(c["verdict"])}</td>'
+        f'<td class="text">{html.escape(headline(c))}</td><td class="text">{html.escape(c["test"])}</td></tr>'
+        for c in claims)
+    return ('<h2>Claims</h2><table id="claims"><thead><tr><th>claim</th><th>source</th><th>verdict</th>'
+            f"<th>numbers</th><th>test</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
 def _spec_note(spec_text: str) -> str:
@@ -134,6 +155,8 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td.text { text-align: left; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+tr.reproduced td.verdict { background: #c8e6c9; } tr.not-reproduced td.verdict { background: #ffcdd2; }
+tr.inconclusive td.verdict { background: #e0e0e0; }
 """
 
 
@@ -194,6 +217,7 @@ def _html(data: dict[str, Any], sweeps: list[dict[str, Any]]) -> str:
 <p class="meta">errorforcing {html.escape(data['version'])} · generated {html.escape(data['generated'])} ·
 {html.escape(data['directory'])}</p>
 {notes}
+{_claims_html(data.get('claims', []))}
 <h2>Progress</h2>
 {_table(data['status']['sweeps'], STATUS_COLUMNS, 'status')}
 <h2>Figures</h2>
