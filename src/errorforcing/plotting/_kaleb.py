@@ -1,4 +1,4 @@
-"""The figure of the Kaleb et al. adaptation reproduction (`experiments._kaleb`)."""
+"""The figure of the Kaleb et al. adaptation reproduction (`reproductions.kaleb`)."""
 
 from __future__ import annotations
 
