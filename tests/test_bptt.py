@@ -171,3 +171,61 @@ def test_hand_written_bptt_equals_autodiff(getkey, forcing, readout, activation)
     np.testing.assert_allclose(l1, l2, rtol=1e-12)
     for field in ("W_rec", "W_in", "b", "W_out", "b_out"):
         np.testing.assert_allclose(getattr(g1, field), getattr(g2, field), rtol=1e-9, atol=1e-12, err_msg=field)
+
+
+def _numpy_readout_penalty(W_out):
+    """The reference code's svd_ratio_loss: (1 - ‖w‖)² for one output, else the condition
+    number penalty (1 - s_max / (s_min + 1e-8))², by numpy's SVD."""
+    W_out = np.asarray(W_out)
+    if W_out.shape[0] == 1:
+        return (1 - np.linalg.norm(W_out)) ** 2
+    s = np.linalg.svd(W_out, compute_uv=False)
+    return (1 - s.max() / (s.min() + 1e-8)) ** 2
+
+
+def two_output_problem(getkey, T=9, B=3, partial_mask=False):
+    """A 2-output leaky RNN and random trials (the sine task's shape, short)."""
+    cell = ef.models.LeakyRNN(2, 6, 2, key=getkey(), tau=2.0, trainable=("W_rec", "W_in", "b", "W_out", "b_out"))
+    cell = eqx.tree_at(lambda c: (c.W_out, c.b_out), cell, (cell.W_out * 20, jnp.array([0.2, -0.1])))
+    inputs = jax.random.normal(getkey(), (B, T, 2))
+    targets = jnp.cos(jnp.linspace(0, 3, T))[None, :, None] * jnp.array([1.0, -0.5])
+    targets = jnp.broadcast_to(targets, (B, T, 2))
+    mask = jnp.ones((B, T, 2))
+    if partial_mask:  # component 1 unsupervised on every other step, nothing supervised at t = 0
+        mask = mask.at[:, ::2, 1].set(0.0).at[:, 0, :].set(0.0)
+    return cell, ef.tasks.Trials(inputs, targets, mask, {})
+
+
+@pytest.mark.parametrize("n_out", [1, 2, 3])
+def test_readout_penalty_matches_the_reference_formula(getkey, n_out):
+    """Objective and the per-step StepLoss both add readout_reg · R(W_out), R by n_out."""
+    from errorforcing.rules._step import StepLoss
+
+    cell = ef.models.LeakyRNN(2, 7, n_out, key=getkey())
+    cell = eqx.tree_at(lambda c: c.W_out, cell, cell.W_out * 20)
+    trials = ef.tasks.Trials(jnp.zeros((2, 4, 2)), jnp.zeros((2, 4, n_out)), jnp.zeros((2, 4, n_out)), {})
+    states, outputs = ef.simulate(cell, trials)
+    expected = 0.3 * _numpy_readout_penalty(cell.W_out)
+    assert expected > 1e-3  # not a vacuous comparison
+    loss = Objective(rate_reg=0.0, readout_reg=0.3)(cell, states, outputs, trials)  # mask 0: MSE term is 0
+    np.testing.assert_allclose(loss, expected, rtol=1e-10)
+    np.testing.assert_allclose(StepLoss(Objective(rate_reg=0.0, readout_reg=0.3), trials, 7).penalty(cell),
+                               expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("forcing", [NoForcing(), ErrorForcing(alpha=0.5), ErrorForcing(alpha=0.5, causal=True),
+                                     TeacherForcing(alpha=0.6)], ids=lambda f: type(f).__name__)
+def test_hand_written_bptt_equals_autodiff_with_two_outputs(getkey, forcing):
+    """n_out = 2 (the condition-number penalty): the fast path's loss is the hand computation and
+    its gradient equals autodiff's."""
+    cell, trials = two_output_problem(getkey)
+    objective = Objective(rate_reg=0.0, readout_reg=0.1)
+    key = getkey()
+    l1, g1, _ = BPTT().value_and_grad(cell, forcing, trials, key=key, objective=objective)
+    l2, g2, _ = BPTT(fast=False).value_and_grad(cell, forcing, trials, key=key, objective=objective)
+    _, outputs = ef.simulate(cell, trials, forcing)
+    mse = np.sum(np.asarray(trials.mask) * (np.asarray(outputs) - np.asarray(trials.targets)) ** 2) / np.sum(trials.mask)
+    np.testing.assert_allclose(l1, mse + 0.1 * _numpy_readout_penalty(cell.W_out), rtol=1e-10)
+    np.testing.assert_allclose(l1, l2, rtol=1e-12)
+    for field in ("W_rec", "W_in", "b", "W_out", "b_out"):
+        np.testing.assert_allclose(getattr(g1, field), getattr(g2, field), rtol=1e-9, atol=1e-12, err_msg=field)

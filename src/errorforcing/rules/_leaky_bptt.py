@@ -19,7 +19,7 @@ from ..forcing import AbstractForcing, NoForcing, TeacherForcing, readout_pinv
 from ..forcing._forcings import _AdditiveErrorForcing
 from ..models import LeakyRNN
 from ..tasks import Trials
-from ._loss import Objective, trial_weights
+from ._loss import Objective, readout_penalty, trial_weights
 
 # φ'(h) written in terms of r = φ(h), so the backward pass needs only the stored rates.
 _DERIVATIVE_FROM_RATE = {
@@ -170,10 +170,10 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         _, pullback = jax.vjp(lambda Wo: readout_pinv(Wo, forcing.eps), W_out)
         gW_out = gW_out + pullback(dP)[0]
         gb_out = gb_out - P.T @ dq
-    if objective.readout_reg:
-        norm = jnp.linalg.norm(W_out)
-        loss = loss + objective.readout_reg * (1.0 - norm) ** 2
-        gW_out = gW_out - 2.0 * objective.readout_reg * (1.0 - norm) * W_out / norm
+    if objective.readout_reg:  # a function of W_out alone, tiny: autodiff it
+        penalty, penalty_grad = jax.value_and_grad(readout_penalty)(W_out)
+        loss = loss + objective.readout_reg * penalty
+        gW_out = gW_out + objective.readout_reg * penalty_grad
 
     grads = jax.tree_util.tree_map(lambda _: None, eqx.filter(cell, eqx.is_inexact_array))
     grads = eqx.tree_at(lambda g: (g.W_rec, g.W_in, g.b, g.W_out, g.b_out), grads,

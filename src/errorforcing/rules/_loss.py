@@ -10,10 +10,11 @@ from ..tasks import Trials
 
 
 class Objective(eqx.Module):
-    """L = Σ_{b,t,k} m (y - y*)² / Σ m  +  rate_reg · mean(h̃²)  +  readout_reg · (1 - ‖W_out‖)²
+    """L = Σ_{b,t,k} m (y - y*)² / Σ m  +  rate_reg · mean(h̃²)  +  readout_reg · R(W_out)
 
-    Reference values: rate_reg = 1e-5 over the forced states, readout_reg = 1e-6 (Frobenius
-    norm). `noise_std` is the process noise σ added to the state during training rollouts.
+    with R from `readout_penalty`: (1 - ‖W_out‖)² for one output, the condition-number penalty
+    (1 - s_max / (s_min + 1e-8))² for several. Reference values: rate_reg = 1e-5 over the forced
+    states, readout_reg = 1e-6. `noise_std` is the process noise σ added to the state during training rollouts.
     Trials may carry `info["weight"]` (0 for padding trials), which removes them from the loss.
     """
 
@@ -29,8 +30,25 @@ class Objective(eqx.Module):
             w = trial_weights(trials)
             loss = loss + self.rate_reg * jnp.sum(w * per_trial) / jnp.maximum(jnp.sum(w), 1.0)
         if self.readout_reg and hasattr(cell, "W_out"):
-            loss = loss + self.readout_reg * (1.0 - jnp.linalg.norm(cell.W_out)) ** 2
+            loss = loss + self.readout_reg * readout_penalty(cell.W_out)
         return loss
+
+
+def readout_penalty(W_out: Float[Array, "n_out N"]) -> Scalar:
+    """R(W_out) of the Error Forcing reference code (its `svd_ratio_loss`), by output count:
+
+        n_out = 1:  R = (1 - ‖W_out‖)²
+        n_out > 1:  R = (1 - s_max / (s_min + 1e-8))²,   s the singular values of W_out
+
+    The singular values come from the eigenvalues of the smaller Gram matrix (s² = λ(W Wᵀ)):
+    XLA's CPU SVD has hung under concurrent ensemble shards, its symmetric eigensolver has not.
+    """
+    n_out, N = W_out.shape
+    if n_out == 1:
+        return (1.0 - jnp.linalg.norm(W_out)) ** 2
+    gram = W_out @ W_out.T if n_out <= N else W_out.T @ W_out
+    s = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(gram), 0.0))  # ascending
+    return (1.0 - s[-1] / (s[0] + 1e-8)) ** 2
 
 
 def masked_mse(outputs, targets, mask) -> Scalar:

@@ -14,13 +14,13 @@ from .._types import Array, Float, Output, Scalar, State
 from ..forcing import AbstractForcing, forced_step  # noqa: F401  (re-exported for the rules)
 from ..models import AbstractCell
 from ..tasks import Trials
-from ._loss import Objective, trial_weights
+from ._loss import Objective, readout_penalty, trial_weights
 
 
 class StepLoss(eqx.Module):
     """The objective as a sum of per-(trial, step) terms plus the readout penalty:
 
-        L = Σ_{b,t} ℓ_{b,t} + readout_reg (1 - ‖W_out‖)²
+        L = Σ_{b,t} ℓ_{b,t} + readout_reg R(W_out)       (R: `readout_penalty`)
         ℓ_{b,t} = Σ_k m_btk (y_btk - y*_btk)² / max(Σ m, 1)  +  rate_scale_b ‖h̃_bt‖²
         rate_scale_b = rate_reg · w_b / (T · N · max(Σ_b w_b, 1))
 
@@ -59,10 +59,10 @@ class StepLoss(eqx.Module):
         return 2.0 * self.mse_scale * mask * (y - target)
 
     def penalty(self, cell: AbstractCell) -> Scalar:
-        """readout_reg (1 - ‖W_out‖)² (zero for cells without a linear readout)."""
+        """readout_reg R(W_out) (zero for cells without a linear readout)."""
         if not hasattr(cell, "W_out"):
             return jnp.zeros((), jnp.result_type(float))
-        return self.readout_reg * (1.0 - jnp.linalg.norm(cell.W_out)) ** 2
+        return self.readout_reg * readout_penalty(cell.W_out)
 
 
 def time_major(trials: Trials, noise):
