@@ -188,3 +188,70 @@ def test_members_differing_only_in_alpha_share_their_feedback():
     np.testing.assert_array_equal(B[0], B[1])
     assert float(jnp.max(jnp.abs(B[0] - B[2]))) > 1e-3
     assert float(jnp.max(jnp.abs(B[0] - rule.feedback_matrix(_member(cells, 0))))) > 1e-3  # not the job's key
+
+
+def test_online_rule_in_the_trainer_ends_at_its_end_of_trial_weights():
+    """An online rule's batch step is the rule's own real-time run: the trainer keeps the
+    weights where each batch ended and carries the per-step optimizer's state (here Adam) on,
+    batch to batch and epoch to epoch; the epoch optimizer (SGD at a huge rate) is never used."""
+    rule = ef.rules.RFLO(online=True, lr=0.05, optimizer=optax.adam)
+    task = ef.tasks.DelayedXOR(delay=4, pulse=4)
+    schedule = Schedule(epochs=2, batch_size=8, train_trials=16, val_trials=4, threshold=1e-9)
+    tr = EnsembleTrainer(task, lambda k: ef.models.LeakyRNN(3, 6, 1, key=k),
+                         lambda a, cell, key: ef.forcing.ErrorForcing(alpha=a, causal=True), rule, optax.sgd,
+                         [Member(0, 0.5, 1e6)], schedule)
+    result = tr.run()
+    cell = _member(tr.init()[0], 0)
+    opt_state, forcing = rule.online_init(cell), ef.forcing.ErrorForcing(alpha=0.5, causal=True)
+    for epoch in (1, 2):
+        batches, _ = tr._epoch_data(tr.data_keys[0], epoch, None)
+        keys = jax.random.split(jax.random.fold_in(tr.noise_keys[0], epoch), schedule.n_batches)
+        for i in range(schedule.n_batches):
+            batch = jax.tree.map(lambda x: x[i], batches)
+            _, cell, opt_state, _ = rule.online_run(cell, opt_state, forcing, batch, key=keys[i],
+                                                    objective=tr.objective)
+    for a, b in zip(jax.tree.leaves(result.cells), jax.tree.leaves(cell)):
+        np.testing.assert_allclose(a[0], b, rtol=1e-9, atol=1e-12)
+    assert float(jnp.max(jnp.abs(cell.W_rec - _member(tr.init()[0], 0).W_rec))) > 1e-3
+
+
+def test_continual_learning_is_one_unbroken_stream_with_checks():
+    """Three checks of 20 steps: the same weights as one real-time run over the whole 60-step
+    stream (state, influence matrix and optimizer state carried across the checks)."""
+    from errorforcing.training import ContinualSchedule, ContinualTrainer
+
+    task = ef.tasks.PipelinedXOR(lag=1)
+    make_cell = lambda k: ef.models.WilliamsZipserNet(task.n_in, 3, task.n_out, key=k, init_scale=0.5)
+    rule = ef.rules.RTRL(online=True, lr=0.5)
+    members = [Member(0, 1.0, 0.5), Member(1, 1.0, 0.5)]
+    tr = ContinualTrainer(task, make_cell, lambda a, cell, key: ef.forcing.WilliamsZipserTeacherForcing(alpha=a),
+                          rule, members, ContinualSchedule(steps=60, val_every=20, val_steps=10, threshold=1e-9))
+    result = tr.run()
+    assert result.epochs_done == 3 and result.val_curves.shape == (2, 3)
+    np.testing.assert_array_equal(result.extra_curves["step"], [[20, 40, 60]] * 2)
+    assert np.all(np.isfinite(result.val_curves))
+    for i, m in enumerate(members):
+        cell = make_cell(ef.training.member_keys(m.seed)[0])
+        whole = ef.tasks.stream(task, 60, key=jax.random.fold_in(ef.training.member_keys(m.seed)[1], 0))
+        whole = jax.tree.map(lambda a: a[None], whole._replace(info={}))
+        _, end, _, _ = rule.online_run(cell, rule.online_init(cell), ef.forcing.WilliamsZipserTeacherForcing(),
+                                       whole, key=jax.random.key(0), objective=tr.objective, per_step_loss=True)
+        np.testing.assert_allclose(result.cells.W[i], end.W, rtol=1e-9, atol=1e-12)
+    assert float(jnp.max(jnp.abs(result.cells.W[0] - result.cells.W[1]))) > 1e-3
+
+
+def test_continual_train_writes_one_row_per_member_with_curves_per_check(tmp_path):
+    import json
+
+    from errorforcing import TrainConfig, train
+
+    cfg = TrainConfig(task={"name": "pipelined-xor", "options": {"lag": 1}},
+                      model={"kind": "williams-zipser", "hidden": 3}, forcing={"kind": "wz-tf", "alpha": [1.0]},
+                      rule={"kind": "rtrl", "online": True, "online_lr": 0.5}, seeds=2, continual=True, steps=40,
+                      val_every=20, out=str(tmp_path))
+    rows = train(cfg, progress=False).rows
+    assert [r["seed"] for r in rows] == [0, 1] and all(r["epochs_run"] == 2 for r in rows)
+    assert all(r["lr"] == 0.5 for r in rows)  # the per-step rate
+    curves = json.loads(rows[0]["curves"])
+    assert curves["step"] == [20.0, 40.0] and len(curves["val_loss"]) == 2 and len(curves["train_loss"]) == 2
+    assert TrainConfig.model_validate(cfg.model_dump()) == cfg  # the stored config round-trips

@@ -283,3 +283,47 @@ def test_learned_feedback_aligns_with_a_decoder_learning_by_the_same_rule(getkey
     (_, _), cos = co_learn(forcing, cell.W_out)
     assert float(decoder_alignment(forcing, cell)) < 0.5
     assert float(cos[-1]) > 0.999 and float(cos[-1]) > float(cos[0])
+
+
+# ----- real-time learning: `online_run` -----
+
+
+def hand_online_eprop(cell, trials, lr, kind):
+    """Online e-prop / RFLO (state readout, tanh, no forcing, symmetric B = W_outᵀ, plain masked
+    MSE) as a numpy loop over steps and trials: traces updated with the current weights, then
+    every weight changed by -lr times that step's update, summed over the batch."""
+    theta = {f: np.array(getattr(cell, f), np.float64) for f in ALL}
+    a = cell.leak
+    x, target, m = (np.asarray(v, np.float64) for v in trials[:3])
+    B, T, n_in = x.shape
+    n = m.sum()
+    h = np.zeros((B, N))
+    P_rec, P_in, P_b = np.zeros((B, N, N)), np.zeros((B, N, n_in)), np.zeros((B, N))
+    for t in range(T):
+        W, W_in, b, W_out, b_out = (theta[f] for f in ALL)
+        r = np.tanh(h)
+        D = (1 - a) + (a * np.diag(W) * (1 - r**2) if kind == "eprop" else np.zeros((B, N)))
+        P_rec = D[:, :, None] * P_rec + a * r[:, None, :]
+        P_in = D[:, :, None] * P_in + a * x[:, t][:, None, :]
+        P_b = D * P_b + a
+        h = (1 - a) * h + a * (r @ W.T + x[:, t] @ W_in.T + b)
+        y = h @ W_out.T + b_out
+        dy = 2 * m[:, t] * (y - target[:, t]) / n
+        L = dy @ W_out  # the learning signal B dy with B = W_outᵀ
+        g = {"W_rec": np.einsum("bi,bij->ij", L, P_rec), "W_in": np.einsum("bi,bij->ij", L, P_in),
+             "b": np.sum(L * P_b, 0), "W_out": dy.T @ h, "b_out": dy.sum(0)}
+        theta = {k: theta[k] - lr * g[k] for k in theta}
+    return theta
+
+
+@pytest.mark.parametrize("rule", [EProp, RFLO], ids=["eprop", "rflo"])
+def test_online_trace_rule_run_is_a_hand_written_loop_of_sgd_steps(rule, getkey):
+    lr = 0.4
+    cell, trials = make_cell(getkey()), make_trials(getkey())
+    r = rule(online=True, lr=lr)
+    _, end, _, _ = eqx.filter_jit(r.online_run)(cell, r.online_init(cell), NoForcing(), trials, key=getkey(),
+                                                objective=Objective(0.0, 0.0))
+    ref = hand_online_eprop(cell, trials, lr, rule.__name__.lower())
+    for f in ALL:
+        np.testing.assert_allclose(getattr(end, f), ref[f], rtol=1e-10, atol=1e-13)
+    assert float(jnp.max(jnp.abs(end.W_rec - cell.W_rec))) > 1e-3

@@ -226,3 +226,149 @@ def test_online_rtrl_with_small_rate_tracks_offline(getkey):
 def test_online_rtrl_needs_a_learning_rate():
     with pytest.raises(ValueError, match="learning rate"):
         RTRL(online=True)
+
+
+# ----- real-time learning as the trainer uses it: `online_run` -----
+
+ALL_FIELDS = ("W_rec", "W_in", "b", "W_out", "b_out")
+
+
+def hand_online_rtrl(cell, trials, update, state):
+    """Real-time RTRL for the leaky RNN (state readout, tanh, no forcing, plain masked MSE),
+    written out in numpy: per trial the influence of every parameter on h,
+        M_t = J_t M_{t-1} + a ∂̄h_t/∂θ,   J_t = (1 - a) I + a W diag(φ'(h_{t-1})),
+    g_t = Σ_b ∂ℓ_t/∂h_t M_t (+ the readout's direct terms), and θ changed by `update(g_t, θ,
+    state)` after every step."""
+    theta = {f: np.array(getattr(cell, f), np.float64) for f in ALL_FIELDS}
+    a = cell.leak
+    x, target, m = (np.asarray(v, np.float64) for v in trials[:3])
+    B, T, n_in = x.shape
+    n = m.sum()
+    idx = np.arange(N)
+    h = np.zeros((B, N))
+    M = {"W_rec": np.zeros((B, N, N, N)), "W_in": np.zeros((B, N, N, n_in)), "b": np.zeros((B, N, N))}
+    loss = 0.0
+    for t in range(T):
+        W, W_in, b, W_out, b_out = (theta[f] for f in ALL_FIELDS)
+        r = np.tanh(h)
+        J = (1 - a) * np.eye(N)[None] + a * W[None] * (1 - r**2)[:, None, :]
+        M = {k: np.einsum("bil,bl...->bi...", J, v) for k, v in M.items()}
+        M["W_rec"][:, idx, idx, :] += a * r[:, None, :]
+        M["W_in"][:, idx, idx, :] += a * x[:, t][:, None, :]
+        M["b"][:, idx, idx] += a
+        h = (1 - a) * h + a * (r @ W.T + x[:, t] @ W_in.T + b)
+        y = h @ W_out.T + b_out
+        err = m[:, t] * (y - target[:, t])
+        loss += np.sum(err * (y - target[:, t])) / n
+        dy = 2 * err / n
+        dh = dy @ W_out
+        g = {k: np.einsum("bi,bi...->...", dh, v) for k, v in M.items()}
+        g |= {"W_out": dy.T @ h, "b_out": dy.sum(0)}
+        theta, state = update(g, theta, state)
+    return loss, theta, state
+
+
+def sgd(lr):
+    return lambda g, theta, state: ({k: theta[k] - lr * g[k] for k in theta}, state)
+
+
+PLAIN = Objective(rate_reg=0.0, readout_reg=0.0)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "generic"])
+def test_online_rtrl_run_is_a_hand_written_loop_of_sgd_steps(fast, getkey):
+    """Two trials in a row: θ changes at every step, and the second trial starts where the first ended."""
+    lr = 0.3
+    cell, first, second = make_cell(getkey()), make_trials(getkey()), make_trials(getkey())
+    rule = RTRL(online=True, lr=lr, fast=fast)
+    run = eqx.filter_jit(lambda c, s, tr: rule.online_run(c, s, NoForcing(), tr, key=jax.random.key(0),
+                                                           objective=PLAIN))
+    loss1, mid, opt_state, _ = run(cell, rule.online_init(cell), first)
+    loss2, end, _, _ = run(mid, opt_state, second)
+
+    ref1, theta_mid, _ = hand_online_rtrl(cell, first, sgd(lr), None)
+    ref2, theta_end, _ = hand_online_rtrl(eqx.tree_at(lambda c: [getattr(c, f) for f in ALL_FIELDS], cell,
+                                                      [jnp.asarray(theta_mid[f]) for f in ALL_FIELDS]),
+                                          second, sgd(lr), None)
+    np.testing.assert_allclose([loss1, loss2], [ref1, ref2], rtol=1e-10)
+    for f in ALL_FIELDS:
+        np.testing.assert_allclose(getattr(mid, f), theta_mid[f], rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(getattr(end, f), theta_end[f], rtol=1e-10, atol=1e-13)
+    assert float(jnp.max(jnp.abs(end.W_rec - cell.W_rec))) > 1e-3  # it did learn
+
+
+def test_online_rtrl_with_adam_steps_adam_at_every_step(getkey):
+    """`optimizer=optax.adam`: the hand loop applies optax's Adam to each step's gradient; its
+    state (moments, count) carries across steps and into the next trial."""
+    import optax
+
+    lr = 0.05
+    cell, first, second = make_cell(getkey()), make_trials(getkey()), make_trials(getkey())
+    rule = RTRL(online=True, lr=lr, optimizer=optax.adam)
+    run = eqx.filter_jit(lambda c, s, tr: rule.online_run(c, s, NoForcing(), tr, key=jax.random.key(0),
+                                                           objective=PLAIN))
+    _, mid, opt_state, _ = run(cell, rule.online_init(cell), first)
+    _, end, opt_state, _ = run(mid, opt_state, second)
+
+    adam = optax.adam(lr)
+
+    def adam_step(g, theta, state):
+        updates, state = adam.update({k: jnp.asarray(v) for k, v in g.items()}, state)
+        return {k: theta[k] + np.asarray(updates[k]) for k in theta}, state
+
+    state0 = adam.init({f: getattr(cell, f) for f in ALL_FIELDS})
+    _, theta_mid, state = hand_online_rtrl(cell, first, adam_step, state0)
+    mid_ref = eqx.tree_at(lambda c: [getattr(c, f) for f in ALL_FIELDS], cell,
+                          [jnp.asarray(theta_mid[f]) for f in ALL_FIELDS])
+    _, theta_end, state = hand_online_rtrl(mid_ref, second, adam_step, state)
+    for f in ALL_FIELDS:
+        np.testing.assert_allclose(getattr(end, f), theta_end[f], rtol=1e-9, atol=1e-12)
+    assert int(state[0].count) == 2 * first.inputs.shape[1]
+    # not what SGD at the same rate would give
+    _, theta_sgd, _ = hand_online_rtrl(cell, first, sgd(lr), None)
+    assert np.max(np.abs(theta_sgd["W_rec"] - theta_mid["W_rec"])) > 1e-4
+
+
+def test_online_run_continues_a_stream_across_segments(getkey):
+    """Passing the returned carry on: two halves of a trial are the whole trial."""
+    cell, trials = make_cell(getkey()), make_trials(getkey(), steps=8)
+    half = lambda sl: jax.tree.map(lambda a: a[:, sl], trials._replace(info={}))  # noqa: E731
+    for rule in (RTRL(online=True, lr=0.2), RTRL(online=True, lr=0.2, fast=False)):
+        run = eqx.filter_jit(lambda c, s, tr, carry: rule.online_run(
+            c, s, ErrorForcing(alpha=0.5), tr, key=jax.random.key(0), objective=PLAIN, carry=carry, per_step_loss=True))
+        l_all, whole, _, _ = run(cell, rule.online_init(cell), trials, None)
+        l1, c1, s1, carry = run(cell, rule.online_init(cell), half(slice(0, 4)), None)
+        l2, c2, _, _ = run(c1, s1, half(slice(4, 8)), carry)
+        np.testing.assert_allclose(l1 + l2, l_all, rtol=1e-12)
+        assert_trees_close(eqx.filter(c2, eqx.is_array), eqx.filter(whole, eqx.is_array), rtol=1e-12)
+
+
+def test_online_options_that_cannot_apply_are_refused(capsys, tmp_path):
+    from errorforcing.cli import main
+
+    import optax
+
+    with pytest.raises(ValueError, match="online=True"):
+        RTRL(optimizer=optax.adam)
+    out = tmp_path / "runs"
+    cases = {("--rule", "bptt", "--online", "--online-lr", "0.1"): "rule.online",
+             ("--rule", "tbptt", "--online", "--online-lr", "0.1"): "rule.online",
+             ("--rule", "rflo", "--online-lr", "0.1"): "rule.online_lr",
+             ("--rule", "rtrl", "--online-optimizer", "adam"): "rule.online_optimizer",
+             ("--rule", "rflo", "--online", "--online-lr", "0.1", "--online-optimizer", "nope"): "online_optimizer",
+             ("--rule", "eprop", "--online", "--online-lr", "0.1", "--lr", "1e-3"): "optim",
+             ("--rule", "eprop", "--online", "--online-lr", "0.1", "--clip", "1"): "optim",
+             ("--continual", "--rule", "rtrl", "--online", "--online-lr", "0.1", "--steps", "100",
+              "--val-every", "10"): "task.name",
+             ("--continual", "--task", "pipelined-xor", "--rule", "rtrl", "--steps", "100",
+              "--val-every", "10"): "continual",
+             ("--continual", "--task", "pipelined-xor", "--rule", "rtrl", "--online", "--online-lr", "0.1",
+              "--steps", "100", "--val-every", "30"): "steps",
+             ("--continual", "--task", "pipelined-xor", "--rule", "rtrl", "--online", "--online-lr", "0.1",
+              "--steps", "100", "--val-every", "10", "--epochs", "3"): "epochs",
+             ("--steps", "100",): "steps"}
+    for args, field in cases.items():
+        assert main(["train", *args, "--out", str(out)]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and field in err, (args, err)
+    assert not out.exists()

@@ -103,12 +103,21 @@ def _random_key(c, key):
     return key if c.feedback == "random" else None
 
 
+def _online(c) -> dict[str, Any]:
+    """The online-learning arguments of rtrl, eprop and rflo."""
+    import optax
+
+    optimizer = None if c.online_optimizer is None else getattr(optax, c.online_optimizer)
+    return {"online": c.online, "lr": c.online_lr, "optimizer": optimizer}
+
+
 RULES: dict[str, Entry] = {
     "bptt": Entry(lambda c, key: R.BPTT(checkpoint=c.checkpoint), "backpropagation through time"),
     "tbptt": Entry(lambda c, key: R.TruncatedBPTT(c.truncation, checkpoint=c.checkpoint), "truncated BPTT(k)"),
-    "rtrl": Entry(lambda c, key: R.RTRL(online=c.online, lr=c.online_lr), "real-time recurrent learning"),
-    "eprop": Entry(lambda c, key: R.EProp(feedback=c.feedback, key=_random_key(c, key), online=c.online,
-                                          lr=c.online_lr), "e-prop (Bellec et al. 2020)"),
-    "rflo": Entry(lambda c, key: R.RFLO(feedback=c.feedback, key=_random_key(c, key), online=c.online,
-                                        lr=c.online_lr), "random-feedback local online learning (Murray 2019)"),
+    "rtrl": Entry(lambda c, key: R.RTRL(**_online(c)), "real-time recurrent learning"),
+    "eprop": Entry(lambda c, key: R.EProp(feedback=c.feedback, key=_random_key(c, key), **_online(c)),
+                   "e-prop (Bellec et al. 2020)"),
+    "rflo": Entry(lambda c, key: R.RFLO(feedback=c.feedback, key=_random_key(c, key), **_online(c)),
+                  "random-feedback local online learning (Murray 2019)"),
 }
+ONLINE_RULES = ("rtrl", "eprop", "rflo")  # the rules with a real-time form (rules.AbstractOnlineRule)

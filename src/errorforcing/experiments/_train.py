@@ -17,7 +17,8 @@ import optax
 
 from .._version import __version__
 from ..rules import Objective
-from ..training import Analysis, EnsembleResult, EnsembleTrainer, Flossing, Member, Schedule
+from ..training import (Analysis, ContinualSchedule, ContinualTrainer, EnsembleResult, EnsembleTrainer, Flossing,
+                        Member, Schedule)
 from ._config import TrainConfig
 from ._preflight import preflight
 from ._registry import FORCINGS, MODELS, RULES, TASKS
@@ -52,27 +53,33 @@ def build_schedule(config: TrainConfig, task) -> Schedule:
         log_alignment=config.rule.log_alignment)
 
 
-def build_trainer(config: TrainConfig) -> EnsembleTrainer:
+def build_trainer(config: TrainConfig) -> EnsembleTrainer | ContinualTrainer:
     task = build_task(config)
     model_entry, forcing_entry = MODELS[config.model.kind], FORCINGS[config.forcing.kind]
     # random feedback B: the trainer redraws it for every member from that member's seed
     # (rule.for_member); this key only makes the job-level rule well-formed
     rule_key = jax.random.fold_in(jax.random.key(config.seed), 10_000)
     rule = RULES[config.rule.kind].build(config.rule, rule_key)
+    lrs = [config.rule.online_lr] if config.rule.online else config.optim.lr  # online: the per-step rate
     members = [Member(seed=config.seed + s, alpha=a, lr=lr)
-               for lr in config.optim.lr for a in config.forcing.alpha for s in range(config.seeds)]
+               for lr in lrs for a in config.forcing.alpha for s in range(config.seeds)]
+    make_cell = lambda key: model_entry.build(config.model, task, key)  # noqa: E731
+    make_forcing = lambda alpha, cell, key: forcing_entry.build(config.forcing, alpha, cell, key)  # noqa: E731
+    objective = Objective(config.rate_reg, config.readout_reg, config.model.noise_std)
+    if config.continual:
+        schedule = ContinualSchedule(config.steps, config.val_every, config.val_steps or task.n_steps,
+                                     threshold=config.threshold or type(task).threshold, patience=config.patience,
+                                     divergence=config.divergence)
+        return ContinualTrainer(task, make_cell, make_forcing, rule, members, schedule, objective)
     schedule = build_schedule(config, task)
     optimizer = _optimizer(config.optim)
-    objective = Objective(config.rate_reg, config.readout_reg, config.model.noise_std)
     fl = config.floss
     flossing = Flossing(pre=fl.pre, every=fl.every, steps=fl.steps, k=fl.k, lr=fl.lr, local=fl.local,
                         target=fl.target, trials=fl.trials) if fl.enabled else None
     analysis = Analysis(lyapunov=config.analysis.lyapunov, lyapunov_trials=config.analysis.lyapunov_trials,
                         diagnostics=config.analysis.diagnostics)
-    return EnsembleTrainer(task, lambda key: model_entry.build(config.model, task, key),
-                           lambda alpha, cell, key: forcing_entry.build(config.forcing, alpha, cell, key),
-                           rule, optimizer,
-                           members, schedule, objective, flossing=flossing,
+    return EnsembleTrainer(task, make_cell, make_forcing, rule, optimizer, members, schedule, objective,
+                           flossing=flossing,
                            adaptive_alpha=config.forcing.adaptive and config.forcing.kind != "none",
                            analysis=analysis)
 
@@ -188,7 +195,8 @@ class _progress:
                             console=Console(stderr=True), transient=False)
         label = f"{c.rule.kind}/{c.forcing.kind} {c.task.name}"
         self.bar.start()
-        self.task = self.bar.add_task(label, total=c.epochs, status="compiling…")
+        total = c.steps // c.val_every if c.continual else c.epochs  # continual: validation checks
+        self.task = self.bar.add_task(label, total=total, status="compiling…")
 
         def on_epoch(epoch, tracker, val_loss):
             live = val_loss[tracker.active | (tracker.epochs_run == epoch)]

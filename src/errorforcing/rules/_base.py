@@ -26,6 +26,12 @@ class AbstractLearningRule(eqx.Module):
     updates, leaves [T, ...], summing to the grads (used by the learning diagnostics).
     """
 
+    @property
+    def learns_online(self) -> bool:
+        """True for a rule that changes θ at every step (an `AbstractOnlineRule` with online=True):
+        the trainer then takes its end-of-trial weights instead of applying an optimizer."""
+        return False
+
     def for_member(self, key: Key) -> "AbstractLearningRule":
         """This rule as one ensemble member's copy, anything random in it (e.g. a random feedback
         matrix B) drawn from `key`, which the trainer derives from the member's own seed. A rule

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
+from typing import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 
 from .._types import Array, Float, Key, State
 from ..forcing import AbstractForcing, NoForcing, TeacherForcing, forcing_strength, process_noise
@@ -14,12 +16,13 @@ from ..forcing._forcings import _AdditiveErrorForcing
 from ..models import AbstractCell, frozen_grads
 from ._base import AbstractLearningRule
 from ._loss import Objective
-from ._step import StepLoss, forced_step, time_major
+from ._online import AbstractOnlineRule, online_step
+from ._step import StepLoss, forced_step, time_major, trainable_spec
 
 _LEAKY_FIELDS = ("W_rec", "W_in", "b", "W_out", "b_out", "leak", "readout_mode")
 
 
-class AbstractTraceRule(AbstractLearningRule):
+class AbstractTraceRule(AbstractOnlineRule):
     """Forward eligibility traces for the leaky RNN (SPEC §1.1, §3), shared by e-prop and RFLO.
 
     For every trainable weight a trace P approximates ∂h_t/∂w keeping only the unit's own
@@ -41,10 +44,11 @@ class AbstractTraceRule(AbstractLearningRule):
     non-local path to W_out) is not followed. Corrections whose gradient flows keep only the
     diagonal of their Jacobian, like the recurrence.
 
-    `online=True` changes the weights by -lr · (that step's update, summed over the batch,
-    masked by `cell.mask_grads`) at every step, traces carried across the changing weights;
-    the returned grads are then the total applied update Σ_t, so θ_end = θ_0 - lr · grads.
-    The fields not in `cell.trainable` get zero gradients.
+    `online=True` applies that step's update (summed over the batch, masked by
+    `cell.mask_grads`) at every step, traces carried across the changing weights: plain SGD
+    with rate `lr` unless `optimizer` names another optax alias (`AbstractOnlineRule`;
+    `online_run` is the real-time learner). The fields not in `cell.trainable` get zero
+    gradients and are never changed.
 
     Random feedback: B = feedback_scale · N(0, 1) of shape N × n_out drawn from `key` at every
     call (the same key gives the same B, so it is fixed); feedback_scale defaults to 1/N, the
@@ -55,8 +59,6 @@ class AbstractTraceRule(AbstractLearningRule):
     feedback: eqx.AbstractVar[str]
     key: eqx.AbstractVar[Key | None]
     feedback_scale: eqx.AbstractVar[float | None]
-    online: eqx.AbstractVar[bool]
-    lr: eqx.AbstractVar[float | jax.Array | None]
 
     def __check_init__(self):
         name = type(self).__name__
@@ -64,8 +66,6 @@ class AbstractTraceRule(AbstractLearningRule):
             raise ValueError(f"{name}.feedback must be 'symmetric' or 'random', got {self.feedback!r}")
         if self.feedback == "random" and self.key is None:
             raise ValueError(f"{name}(feedback='random') needs an explicit key for the feedback matrix")
-        if self.online and self.lr is None:
-            raise ValueError(f"{name}(online=True) needs a learning rate lr")
 
     def for_member(self, key: Key) -> "AbstractTraceRule":
         """Random feedback: this member's own B, drawn from `key` (the member's seed)."""
@@ -87,7 +87,8 @@ class AbstractTraceRule(AbstractLearningRule):
 
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
         if self.online:
-            loss, g_sum, _ = self._run(cell, forcing, trials, key, objective, per_step=False)
+            loss, g_sum, *_ = self._run(cell, forcing, trials, key, objective, per_step=False,
+                                        opt_state=self.online_init(cell))
         else:
             loss, g_sum = self._run_offline(cell, forcing, trials, key, objective)
         return loss, frozen_grads(g_sum, cell), {}
@@ -97,8 +98,14 @@ class AbstractTraceRule(AbstractLearningRule):
         """The rule's update at every step, u_t = Σ_b L_b,t P_b,t (+ the readout's local terms),
         summed over the batch: cell-shaped, every leaf with a leading time axis T, frozen fields
         zero. Σ_t u_t is `value_and_grad`'s grads (online: the per-step updates as applied)."""
-        _, _, per_step = self._run(cell, forcing, trials, key, objective, per_step=True)
+        opt_state = self.online_init(cell) if self.online else None
+        _, _, per_step, *_ = self._run(cell, forcing, trials, key, objective, per_step=True, opt_state=opt_state)
         return jax.vmap(lambda g: frozen_grads(g, cell))(per_step)
+
+    def _online_run(self, cell, opt_state, forcing, trials, key, objective, carry, per_step_loss):
+        loss, _, _, cell, opt_state, carry = self._run(cell, forcing, trials, key, objective, per_step=False,
+                                                       opt_state=opt_state, carry=carry, per_step_loss=per_step_loss)
+        return loss, cell, opt_state, carry
 
     def _local_step(self, c, forcing, losses, feedback, h_prev, fcarry, x, target, m, xi, rate_scale):
         """One trial's forced step and the rule's local quantities: the trace decay D_t, the
@@ -121,12 +128,17 @@ class AbstractTraceRule(AbstractLearningRule):
         bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
         return bcast(cell.init_state()), jax.tree.map(bcast, forcing.init(cell))
 
-    def _run(self, cell, forcing, trials, key, objective, *, per_step: bool):
-        """The traces carried forward in time (what an online learner does)."""
+    def _run(self, cell, forcing, trials, key, objective, *, per_step: bool, opt_state=None, carry=None,
+             per_step_loss: bool = False):
+        """The traces carried forward in time (what an online learner does): (loss, Σ_t g_t,
+        [g_t]_t or None, the cell, the online optimizer's state and the running state
+        (h̃, forcing carry, traces) at the end). `carry=None` starts at rest."""
         _require_leaky(cell, self)
         noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
-        losses = StepLoss(objective, trials, cell.n_rec)
-        B, T = trials.inputs.shape[:2]
+        losses = StepLoss(objective, trials, cell.n_rec, per_step=per_step_loss)
+        B = trials.inputs.shape[0]
+        penalty_share = B / losses.n_terms  # the readout penalty's part in one step's terms
+        spec, step_optimizer = (trainable_spec(cell), self.step_optimizer()) if self.online else (None, None)
         N, n_in = cell.W_in.shape
         dtype = cell.W_rec.dtype
 
@@ -146,25 +158,27 @@ class AbstractTraceRule(AbstractLearningRule):
         batched = jax.vmap(trial_step, in_axes=(None, None, 0, 0, 0, 0, 0, 0))
 
         def scan_step(carry, xs):
-            c, state, g_sum, loss_sum = carry
+            c, opt_state, state, g_sum, loss_sum = carry
             x, target, m, xi = xs
             state, loss, g = batched(c, self.feedback_matrix(c), state, x, target, m, xi, losses.rate_scale)
             penalty, penalty_grad = jax.value_and_grad(
                 lambda W: losses.penalty(eqx.tree_at(lambda cc: cc.W_out, c, W)))(c.W_out)
             g = {k: jnp.sum(v, axis=0) for k, v in g.items()}
-            g["W_out"] = g["W_out"] + penalty_grad / T
+            g["W_out"] = g["W_out"] + penalty_grad * penalty_share
             grads = _as_cell_grads(c, g)
             if self.online:
                 grads = cell.mask_grads(grads)
-                c = eqx.apply_updates(c, jax.tree.map(lambda u: -self.lr * u, grads))
+                c, opt_state = online_step(step_optimizer, spec, c, grads, opt_state)
             g_sum = jax.tree.map(jnp.add, g_sum, grads)
-            return (c, state, g_sum, loss_sum + jnp.sum(loss) + penalty / T), (grads if per_step else None)
+            loss_sum = loss_sum + jnp.sum(loss) + penalty * penalty_share
+            return (c, opt_state, state, g_sum, loss_sum), (grads if per_step else None)
 
-        state0 = self._init_state(cell, forcing, B) + (
-            jnp.zeros((B, N, N), dtype), jnp.zeros((B, N, n_in), dtype), jnp.zeros((B, N), dtype))
-        init = (cell, state0, _as_cell_grads(cell, {}), jnp.zeros((), dtype))
-        (_, _, g_sum, loss), steps = jax.lax.scan(scan_step, init, time_major(trials, noise))
-        return loss, g_sum, steps
+        if carry is None:
+            carry = self._init_state(cell, forcing, B) + (
+                jnp.zeros((B, N, N), dtype), jnp.zeros((B, N, n_in), dtype), jnp.zeros((B, N), dtype))
+        init = (cell, opt_state, carry, _as_cell_grads(cell, {}), jnp.zeros((), dtype))
+        (c, opt_state, carry, g_sum, loss), steps = jax.lax.scan(scan_step, init, time_major(trials, noise))
+        return loss, g_sum, steps, c, opt_state, carry
 
     def _run_offline(self, cell, forcing, trials, key, objective):
         """The same sum Σ_t L_t ⊙ P_t with the weights fixed over the trial, without carrying
@@ -225,6 +239,7 @@ class EProp(AbstractTraceRule):
     feedback_scale: float | None = None
     online: bool = eqx.field(default=False, static=True)
     lr: float | jax.Array | None = None
+    optimizer: Callable[..., optax.GradientTransformation] | None = eqx.field(default=None, static=True)
 
     def trace_decay(self, cell, h_prev):
         a = cell.leak

@@ -21,6 +21,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 
 from ..forcing import AbstractForcing, NoForcing, forced_step
 from ..forcing._forcings import _AdditiveErrorForcing
@@ -28,7 +29,8 @@ from ..models import LeakyRNN
 from ..tasks import Trials
 from ._leaky_bptt import _DERIVATIVE_FROM_RATE
 from ._loss import Objective
-from ._step import StepLoss, time_major
+from ._online import online_step
+from ._step import StepLoss, time_major, trainable_spec
 
 _STATE_PARAMS = ("W_rec", "W_in", "b")
 
@@ -42,13 +44,19 @@ def supports_fast_rtrl(cell, forcing: AbstractForcing) -> bool:
 
 
 def leaky_rtrl(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objective: Objective, noise=None, *,
-               online: bool = False, lr=None, per_step: bool = False):
-    """(loss, Σ_t g_t, [g_t]_t or None), gradients shaped like `cell` (zeros where nothing trains).
+               optimizer: optax.GradientTransformation | None = None, opt_state=None, carry=None,
+               per_step: bool = False, per_step_loss: bool = False):
+    """(loss, Σ_t g_t, [g_t]_t or None, (cell, opt_state, carry) at the end), gradients shaped
+    like `cell` (zeros where nothing trains).
 
-    g_t = Σ_b ∂ℓ_b,t/∂θ = Σ_b (∂ℓ_b,t/∂h_b,t) M_b,t + direct terms. `online=True` changes the
-    cell by -lr · mask_grads(g_t) after every step, M carried across the changing weights.
+    g_t = Σ_b ∂ℓ_b,t/∂θ = Σ_b (∂ℓ_b,t/∂h_b,t) M_b,t + direct terms. With an `optimizer` (online
+    learning) the cell's trainable leaves are changed by its update of mask_grads(g_t) after
+    every step, M carried across the changing weights. `carry` (h̃, forcing carry, M) continues
+    a stream; None starts at rest.
     """
-    losses = StepLoss(objective, trials, cell.n_rec)
+    online = optimizer is not None
+    spec = trainable_spec(cell)
+    losses = StepLoss(objective, trials, cell.n_rec, per_step=per_step_loss)
     B, T, n_in = trials.inputs.shape
     N = cell.n_rec
     dtype = cell.W_rec.dtype
@@ -81,7 +89,7 @@ def leaky_rtrl(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
                            in_axes=(None, 0, 0, 0, 0, 0, 0 if noise is not None else None))
 
     def scan_step(state, xs):
-        c, h_prev, fcarry, M, g_sum, loss_sum = state
+        c, opt_state, h_prev, fcarry, M, g_sum, loss_sum = state
         x, target, m, xi = xs
         a = c.leak
         r_prev = c.phi(h_prev)
@@ -106,14 +114,16 @@ def leaky_rtrl(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         loss = jnp.sum(jax.vmap(losses.term)(y, h_forced, target, m, losses.rate_scale)) + penalty * B / losses.n_terms
         if online:
             g = cell.mask_grads(g)
-            c = eqx.apply_updates(c, jax.tree.map(lambda u: -lr * u, g))
+            c, opt_state = online_step(optimizer, spec, c, g, opt_state)
         g_sum = jax.tree.map(jnp.add, g_sum, g)
-        return (c, h_forced, fcarry, M, g_sum, loss_sum + loss), (g if per_step else None)
+        return (c, opt_state, h_forced, fcarry, M, g_sum, loss_sum + loss), (g if per_step else None)
 
     bcast = lambda v: jnp.broadcast_to(v, (B,) + jnp.shape(v))
     M0 = {k: jnp.zeros((B, N, N * widths[k]), dtype) for k in tracked}  # h_{-1} = 0 does not depend on θ
     g0 = to_cell({k: jnp.zeros((N * widths[k],), dtype) for k in tracked}, jnp.zeros_like(cell.W_out),
                  jnp.zeros_like(cell.b_out))
-    init = (cell, bcast(cell.init_state()), jax.tree.map(bcast, forcing.init(cell)), M0, g0, jnp.zeros((), dtype))
-    (_, _, _, _, g_sum, loss), steps = jax.lax.scan(scan_step, init, time_major(trials, noise))
-    return loss, g_sum, steps
+    if carry is None:
+        carry = (bcast(cell.init_state()), jax.tree.map(bcast, forcing.init(cell)), M0)
+    init = (cell, opt_state) + tuple(carry) + (g0, jnp.zeros((), dtype))
+    (c, opt_state, h, fcarry, M, g_sum, loss), steps = jax.lax.scan(scan_step, init, time_major(trials, noise))
+    return loss, g_sum, steps, (c, opt_state, (h, fcarry, M))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 
 from .._types import Key
 from ._eprop import AbstractTraceRule
@@ -27,6 +30,7 @@ class RFLO(AbstractTraceRule):
     feedback_scale: float | None = None
     online: bool = eqx.field(default=False, static=True)
     lr: float | jax.Array | None = None
+    optimizer: Callable[..., optax.GradientTransformation] | None = eqx.field(default=None, static=True)
 
     def trace_decay(self, cell, h_prev):
         return jnp.full(h_prev.shape, 1 - cell.leak, h_prev.dtype)

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 from jax.flatten_util import ravel_pytree
 
 from ..forcing import AbstractForcing, process_noise
 from ..models import AbstractCell
-from ._base import AbstractLearningRule
 from ._leaky_rtrl import leaky_rtrl, supports_fast_rtrl
 from ._loss import Objective
+from ._online import AbstractOnlineRule
 from ._step import StepLoss, forced_step, full_grads, time_major, trainable_spec
 
 
-class RTRL(AbstractLearningRule):
+class RTRL(AbstractOnlineRule):
     """Real-time recurrent learning: the influence matrix M_t = ∂s_t/∂θ is carried forward,
 
         M_t = (∂s_t/∂s_{t-1}) M_{t-1} + ∂̄s_t/∂θ,          M_0 = ∂s_0/∂θ
@@ -38,12 +39,12 @@ class RTRL(AbstractLearningRule):
     from θ at each step instead of being carried in M.
 
     `online=True` is real-time RTRL (Williams & Zipser §2 "Real-Time Recurrent Learning"): θ is
-    changed by -lr · g_t (g_t = that step's gradient, summed over the batch, masked by
-    `cell.mask_grads`) at every step while the network runs, and M keeps accumulating across
-    the changing weights. The returned `grads` is then Σ_t g_t, the total update applied
-    within the trial (θ_end = θ_0 - lr · grads), and the loss is Σ_t ℓ_t as it was incurred.
-    It is meant for continual tasks (a long stream as one trial, batch 1); the returned grads
-    fed to `optax.sgd(lr)` land exactly on θ_end.
+    changed at every step while the network runs by the per-step optimizer (plain SGD,
+    θ ← θ - lr · g_t, unless `optimizer` names another optax alias; g_t = that step's
+    gradient, summed over the batch, masked by `cell.mask_grads`), and M keeps accumulating
+    across the changing weights (`AbstractOnlineRule`; `online_run` is the real-time learner).
+    `value_and_grad` then returns Σ_t g_t (with SGD: θ_end = θ_0 - lr · grads) and the loss
+    Σ_t ℓ_t as it was incurred.
 
     For the leaky RNN under no forcing or stopped additive forcing a hand-written recursion
     (`_leaky_rtrl`) computes the same gradient about 5x faster; `fast=False` forces the
@@ -53,45 +54,56 @@ class RTRL(AbstractLearningRule):
     online: bool = eqx.field(default=False, static=True)
     lr: float | jax.Array | None = None
     fast: bool = eqx.field(default=True, static=True)
-
-    def __check_init__(self):
-        if self.online and self.lr is None:
-            raise ValueError("RTRL(online=True) needs a learning rate lr")
+    optimizer: Callable[..., optax.GradientTransformation] | None = eqx.field(default=None, static=True)
 
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
-        loss, g_sum, _, to_grads = self._run(cell, forcing, trials, key, objective, per_step=False)
+        opt_state = self.online_init(cell) if self.online else None
+        loss, g_sum, _, to_grads, _ = self._run(cell, forcing, trials, key, objective, per_step=False,
+                                                opt_state=opt_state)
         return loss, to_grads(g_sum), {}
+
+    def _online_run(self, cell, opt_state, forcing, trials, key, objective, carry, per_step_loss):
+        loss, _, _, _, end = self._run(cell, forcing, trials, key, objective, per_step=False, opt_state=opt_state,
+                                       carry=carry, per_step_loss=per_step_loss)
+        return (loss,) + end
 
     def step_updates(self, cell: AbstractCell, forcing: AbstractForcing, trials, *, key,
                      objective: Objective = Objective()) -> AbstractCell:
         """g_t = Σ_b ∂ℓ_b,t/∂θ (the exact online gradient of step t's loss terms, θ fixed
         within the trial unless `online`), cell-shaped with a leading time axis T; Σ_t g_t is
         `value_and_grad`'s grads."""
-        _, _, per_step, to_grads = self._run(cell, forcing, trials, key, objective, per_step=True)
+        opt_state = self.online_init(cell) if self.online else None
+        _, _, per_step, to_grads, _ = self._run(cell, forcing, trials, key, objective, per_step=True,
+                                                opt_state=opt_state)
         return jax.vmap(to_grads)(per_step)
 
-    def _run(self, cell, forcing, trials, key, objective, *, per_step: bool):
+    def _run(self, cell, forcing, trials, key, objective, *, per_step: bool, opt_state=None, carry=None,
+             per_step_loss: bool = False):
+        """(loss, Σ_t g_t flat, [g_t]_t flat or None, flat → cell-shaped grads, (the cell, the
+        online optimizer's state, the running state) at the end). `carry=None` starts at rest."""
         noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
-        losses = StepLoss(objective, trials, cell.n_rec)
+        losses = StepLoss(objective, trials, cell.n_rec, per_step=per_step_loss)
         B = trials.inputs.shape[0]
         spec = trainable_spec(cell)
         params, rest = eqx.partition(cell, spec)
         theta0, unravel = ravel_pytree(params)
         build = lambda th: eqx.combine(unravel(th), rest)
         to_grads = lambda g: full_grads(cell, spec, unravel(g))
+        step_optimizer = self.step_optimizer() if self.online else None
         if self.fast and supports_fast_rtrl(cell, forcing):
-            loss, g_sum, steps = leaky_rtrl(cell, forcing, trials, objective, noise, online=self.online, lr=self.lr,
-                                            per_step=per_step)
+            loss, g_sum, steps, end = leaky_rtrl(cell, forcing, trials, objective, noise, optimizer=step_optimizer,
+                                                 opt_state=opt_state, carry=carry, per_step=per_step,
+                                                 per_step_loss=per_step_loss)
             flat = lambda g: ravel_pytree(_like(params, g))[0]
-            return loss, flat(g_sum), (jax.vmap(flat)(steps) if per_step else None), to_grads
-        carry = _CarryLayout(cell, forcing, trials)
+            return loss, flat(g_sum), (jax.vmap(flat)(steps) if per_step else None), to_grads, end
+        layout = _CarryLayout(cell, forcing, trials)
 
         def initial_state(theta):
             c = build(theta)
-            diff, _ = carry.split(forcing.init(c))
+            diff, _ = layout.split(forcing.init(c))
             return ravel_pytree((c.init_state(), diff))[0]
 
-        diff0, other0 = carry.split(forcing.init(cell))
+        diff0, other0 = layout.split(forcing.init(cell))
         s0, unravel_s = ravel_pytree((cell.init_state(), diff0))
         M0 = jax.jacrev(initial_state)(theta0)
         S = s0.shape[0]
@@ -99,10 +111,10 @@ class RTRL(AbstractLearningRule):
         def step_fn(theta, s, other, x, target, m, xi, rate_scale):
             c = build(theta)
             h_prev, diff = unravel_s(s)
-            fcarry = carry.assemble(forcing.init(c) if carry.has_const else None, diff, other)
+            fcarry = layout.assemble(forcing.init(c) if layout.has_const else None, diff, other)
             _, y, h_forced, fcarry = forced_step(c, forcing, h_prev, fcarry, x, target, m, xi)
             loss = losses.term(y, h_forced, target, m, rate_scale) + losses.penalty(c) / losses.n_terms
-            diff, other = carry.split(fcarry)
+            diff, other = layout.split(fcarry)
             return (ravel_pytree((h_forced, diff))[0], loss), other
 
         def trial_step(theta, s, M, other, x, target, m, xi, rate_scale):
@@ -121,20 +133,23 @@ class RTRL(AbstractLearningRule):
             return ravel_pytree(_like(params, full))[0]
 
         def scan_step(state, xs):
-            theta, s, M, other, g_sum, loss_sum = state
+            theta, opt_state, s, M, other, g_sum, loss_sum = state
             x, target, m, xi = xs
             s, M, other, loss, g = batched(theta, s, M, other, x, target, m, xi, losses.rate_scale)
             g = jnp.sum(g, axis=0)
             if self.online:
                 g = masked(g)
-                theta = theta - self.lr * g
-            return (theta, s, M, other, g_sum + g, loss_sum + jnp.sum(loss)), (g if per_step else None)
+                updates, opt_state = step_optimizer.update(unravel(g), opt_state, unravel(theta))
+                theta = ravel_pytree(eqx.apply_updates(unravel(theta), updates))[0]
+            return (theta, opt_state, s, M, other, g_sum + g, loss_sum + jnp.sum(loss)), (g if per_step else None)
 
-        bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
-        init = (theta0, bcast(s0), bcast(M0), jax.tree.map(bcast, other0), jnp.zeros_like(theta0),
-                jnp.zeros((), s0.dtype))
-        (_, _, _, _, g_sum, loss), steps = jax.lax.scan(scan_step, init, time_major(trials, noise))
-        return loss, g_sum, steps, to_grads
+        if carry is None:
+            bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
+            carry = (bcast(s0), bcast(M0), jax.tree.map(bcast, other0))
+        init = (theta0, opt_state) + tuple(carry) + (jnp.zeros_like(theta0), jnp.zeros((), s0.dtype))
+        (theta, opt_state, s, M, other, g_sum, loss), steps = jax.lax.scan(scan_step, init,
+                                                                          time_major(trials, noise))
+        return loss, g_sum, steps, to_grads, (build(theta), opt_state, (s, M, other))
 
 
 def _like(params, full):

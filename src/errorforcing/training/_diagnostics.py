@@ -27,7 +27,6 @@ BPTT and truncated BPTT have no per-step updates and get only the first two curv
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import equinox as eqx
@@ -74,8 +73,8 @@ def update_diagnostics(cell: AbstractCell, forcing: AbstractForcing, rule: Abstr
     """update_efficiency, local_alignment, global_alignment of a rule with `step_updates`."""
     batch = jax.tree_util.tree_map(lambda a: a[None], trial)
     objective = Objective(objective.rate_reg, objective.readout_reg, 0.0)  # both see one trajectory
-    if getattr(rule, "online", False):
-        rule = dataclasses.replace(rule, online=False)
+    if rule.learns_online:  # the updates of one fixed θ, comparable with the exact ones
+        rule = rule.offline()
     updates = jax.vmap(cell.mask_grads)(rule.step_updates(cell, forcing, batch, key=key, objective=objective))
     steps = sampled_steps(trial.mask, ALIGNMENT_STEPS)
     exact_steps, exact_total = exact_step_gradients(cell, forcing, batch, objective, steps)

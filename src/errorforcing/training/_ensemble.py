@@ -126,7 +126,10 @@ class EnsembleTrainer:
     `make_cell(key)` builds one network; `make_forcing(alpha, cell, key)` its forcing (α is
     vmapped; the cell and key let e.g. random feedback weights be drawn per member);
     `optimizer(learning_rate)` is an optax alias (wrapped in `inject_hyperparams` so lr can
-    differ per member).
+    differ per member). A rule that learns online (`rule.learns_online`) changes θ at every
+    step with its own per-step optimizer: each batch then ends at the rule's end-of-trial
+    weights, its optimizer state is carried from batch to batch and epoch to epoch, and
+    `optimizer` and the members' lr are not used.
 
     Optional, all off by default (and then the epoch program is exactly the plain one):
     `flossing` (pre- and inter-flossing, each a separate vmapped program run between epochs),
@@ -145,6 +148,8 @@ class EnsembleTrainer:
                  adaptive_alpha: bool = False, analysis: Analysis = Analysis(), shards: int | None = None):
         if not members:
             raise ValueError("an ensemble needs at least one member")
+        if rule.learns_online and schedule.clip_norm is not None:
+            raise ValueError("clip_norm does not apply to an online rule (its per-step optimizer updates θ)")
         self.task, self.rule, self.schedule, self.objective = task, rule, schedule, objective
         self.flossing = flossing if flossing is not None and flossing.enabled else None
         self.adaptive_alpha, self.analysis = adaptive_alpha, analysis
@@ -174,8 +179,11 @@ class EnsembleTrainer:
         cells = eqx.filter_vmap(self.make_cell)(self.init_keys)
         forcing_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(self.init_keys)
         forcings = eqx.filter_vmap(self.make_forcing)(self.alphas, cells, forcing_keys)
-        opt_states = eqx.filter_vmap(self.optimizer.init)(trainable_params(cells))
-        opt_states.hyperparams["learning_rate"] = self.lrs.astype(opt_states.hyperparams["learning_rate"].dtype)
+        if self.rule.learns_online:
+            opt_states = eqx.filter_vmap(self.rule.online_init)(cells)
+        else:
+            opt_states = eqx.filter_vmap(self.optimizer.init)(trainable_params(cells))
+            opt_states.hyperparams["learning_rate"] = self.lrs.astype(opt_states.hyperparams["learning_rate"].dtype)
         fixed = None
         if self.schedule.data == "fixed":
             fixed = eqx.filter_vmap(self._fixed_dataset)(self.data_keys)
@@ -227,14 +235,11 @@ class EnsembleTrainer:
             cell, opt_state, forcing_arrays = carry
             forcing = eqx.combine(forcing_arrays, forcing_static)
             batch, key = xs[:2]
-            loss, grads, aux = rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
-            grads = cell.mask_grads(grads)
-            if self.schedule.clip_norm is not None:
-                grads = _clip(grads, self.schedule.clip_norm)
-            # the optimizer sees only the trainable leaves: weight decay cannot move W_in or rec_mask
-            spec = trainable_spec(cell)
-            updates, new_opt_state = self.optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(cell, spec))
-            new_cell = eqx.apply_updates(cell, updates)
+            if rule.learns_online:  # θ changed at every step inside the trial: keep where it ended
+                loss, new_cell, new_opt_state, _ = rule.online_run(cell, opt_state, forcing, batch, key=key,
+                                                                   objective=self.objective)
+            else:
+                loss, new_cell, new_opt_state = self._offline_step(rule, cell, opt_state, forcing, batch, key)
             new_forcing = feedback_update(forcing, cell, batch)  # learned feedback weights, if any
             if self.adaptive_alpha:  # on the trajectory this batch trained on
                 alpha = adapt_alpha(forcing, cell, batch, (epoch - 1) * n_batches + xs[2])
@@ -256,6 +261,17 @@ class EnsembleTrainer:
         accuracy = jnp.mean(sign_correct(outputs, val.targets, val.mask))
         extras |= epoch_diagnostics(cell, forcing, rule)
         return cell, opt_state, forcing, train_loss, val_loss, accuracy, extras
+
+    def _offline_step(self, rule, cell, opt_state, forcing, batch, key):
+        """The rule's gradient of the batch, applied by the epoch optimizer."""
+        loss, grads, _ = rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
+        grads = cell.mask_grads(grads)
+        if self.schedule.clip_norm is not None:
+            grads = _clip(grads, self.schedule.clip_norm)
+        # the optimizer sees only the trainable leaves: weight decay cannot move W_in or rec_mask
+        spec = trainable_spec(cell)
+        updates, opt_state = self.optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(cell, spec))
+        return loss, eqx.apply_updates(cell, updates), opt_state
 
     # ----- flossing and Lyapunov exponents of one member (vmapped, jitted; between epochs) -----
     def _member_floss(self, cell, active, key, steps: int):
