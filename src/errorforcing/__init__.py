@@ -5,7 +5,7 @@ from ._version import __version__
 from . import forcing, models, rules, tasks, training
 from .forcing import simulate
 from . import analysis, experiments, store
-from .experiments import TrainConfig, TrainResult, train
+from .experiments import LoadedRun, TrainConfig, TrainResult, load_run, train
 
 __all__ = ["analysis", "forcing", "models", "rules", "tasks", "training", "experiments", "store", "simulate",
-           "train", "TrainConfig", "TrainResult", "__version__"]
+           "train", "TrainConfig", "TrainResult", "load_run", "LoadedRun", "__version__"]

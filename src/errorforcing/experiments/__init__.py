@@ -4,6 +4,7 @@ from ._config import (ALPHA_GRID, AnalysisConfig, FlossConfig, ForcingConfig, Mo
                       TaskConfig, TrainConfig)
 from ._registry import FORCINGS, MODELS, RULES, TASKS
 from ._compare import COMPARE_ALPHAS, CompareResult, compare, method_label
+from ._load import LoadedRun, StoredRunError, load_run
 from ._summary import best_setting, summarize, wilson_interval
 from ._train import TrainResult, build_task, build_trainer, train
 from ._preflight import InfeasibleConfig, estimate_memory, preflight
@@ -11,4 +12,5 @@ from ._preflight import InfeasibleConfig, estimate_memory, preflight
 __all__ = ["ALPHA_GRID", "AnalysisConfig", "FlossConfig", "ForcingConfig", "ModelConfig", "OptimConfig", "RuleConfig", "TaskConfig",
            "TrainConfig", "FORCINGS", "MODELS", "RULES", "TASKS", "TrainResult", "build_task",
            "build_trainer", "train", "COMPARE_ALPHAS", "CompareResult", "compare", "method_label",
-           "best_setting", "summarize", "wilson_interval", "InfeasibleConfig", "estimate_memory", "preflight"]
+           "best_setting", "summarize", "wilson_interval", "InfeasibleConfig", "estimate_memory", "preflight",
+           "LoadedRun", "StoredRunError", "load_run"]
