@@ -97,6 +97,8 @@ def register(app: typer.Typer) -> None:
         """Run a sweep: every job not already done in OUT (rerun to resume after a crash)."""
         plan = plan_for(spec)
         out_dir = Path(out or cli.DEFAULT_OUT)
+        if out_dir.exists() and not out_dir.is_dir():
+            fail(f"--out: {out_dir} is a file, not a results directory")
         if dry_run:
             _print_plan(plan, out_dir, json_out)
             return
@@ -185,8 +187,10 @@ def register(app: typer.Typer) -> None:
 
         if name not in NAMES:
             fail(f"NAME: unknown reproduction {name!r}; choose one of: {', '.join(NAMES)}")
-        runner = executor_for(executor, workers, address)
         out_dir = Path(out or Path(cli.DEFAULT_OUT) / name)
+        if out_dir.exists() and not out_dir.is_dir():
+            fail(f"--out: {out_dir} is a file, not a results directory")
+        runner = executor_for(executor, workers, address)
         result = run_reproduction(name, out_dir, quick=quick, executor=runner, progress=True,
                                   echo=lambda line: print(line, file=sys.stderr))
         failed = [f for o in result.outcomes for f in o.failed]

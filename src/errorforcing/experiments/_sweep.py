@@ -119,6 +119,8 @@ def parse_spec(text: str, *, default_name: str = "sweep") -> SweepSpec:
     base = dict(base)
     base.pop("out", None)  # the sweep's --out decides where results go
     grid = _overrides(data.get("grid", {}), "grid")
+    if "grid" in data and not grid:
+        raise SpecError("grid", "empty table: give at least one field = [values], or leave [grid] out")
     raw_zips = data.get("zip", [])
     raw_zips = [raw_zips] if isinstance(raw_zips, dict) else raw_zips
     if not isinstance(raw_zips, list):
@@ -127,6 +129,8 @@ def parse_spec(text: str, *, default_name: str = "sweep") -> SweepSpec:
     for i, z in enumerate(raw_zips):
         where = "zip" if len(raw_zips) == 1 else f"zip[{i}]"
         z = _overrides(z, where)
+        if not z:
+            raise SpecError(where, "empty table: give at least one field = [values], or leave it out")
         lengths = {k: len(v) for k, v in z.items()}
         if len(set(lengths.values())) > 1:
             raise SpecError(where, "lists differ in length (" + ", ".join(f"{k}: {n}" for k, n in lengths.items()) + ")")
