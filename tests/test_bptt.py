@@ -1,6 +1,8 @@
 """BPTT gradients against central finite differences (float64), for every forcing, with the
 correction stopped and not stopped."""
 
+import re
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -107,10 +109,21 @@ def test_stopped_and_flowing_corrections_differ(getkey):
 
 
 def test_checkpointed_bptt_equals_plain(getkey):
+    """checkpoint=True runs autodiff with each step rematerialised (a checkpoint in the program,
+    not the hand-written pass) and gives plain autodiff's loss and gradient."""
     cell, trials = tiny_problem(getkey)
     f = ErrorForcing(alpha=0.5)
-    l1, g1, _ = BPTT().value_and_grad(cell, f, trials, key=getkey())
-    l2, g2, _ = BPTT(checkpoint=True).value_and_grad(cell, f, trials, key=getkey())
+    plain, checkpointed = BPTT(fast=False), BPTT(checkpoint=True)
+    assert BPTT().uses_fast_path(cell, f) and not checkpointed.uses_fast_path(cell, f)
+
+    def primitives(rule):
+        jaxpr = str(jax.make_jaxpr(lambda c: rule.value_and_grad(c, f, trials, key=getkey())[:2])(cell))
+        return set(re.findall(r"= (\w+)\[", jaxpr))
+
+    remat = {"checkpoint", "remat", "remat2"}  # jax.checkpoint's primitive, by JAX version
+    assert primitives(checkpointed) & remat and not primitives(plain) & remat
+    l1, g1, _ = plain.value_and_grad(cell, f, trials, key=getkey())
+    l2, g2, _ = checkpointed.value_and_grad(cell, f, trials, key=getkey())
     np.testing.assert_allclose(l1, l2, rtol=1e-12)
     for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)

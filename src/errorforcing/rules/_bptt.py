@@ -16,17 +16,22 @@ class BPTT(AbstractLearningRule):
 
     Corrections are differentiated or stopped as the forcing method says. `checkpoint=True`
     recomputes each step in the backward pass instead of storing its intermediates, bounding
-    memory at long delays. For the leaky RNN under no forcing or stopped additive forcing
-    (EF, Kalman EF) a hand-written reverse pass computes the same gradient faster
-    (`fast=False` forces plain autodiff, the oracle it is tested against).
+    memory at long delays; it always runs the autodiff path (`jax.checkpoint` around each
+    step), never the hand-written one. For the leaky RNN under no forcing, teacher forcing or
+    stopped additive forcing (EF, Kalman EF, feedback EF) a hand-written reverse pass computes
+    the same gradient faster (`fast=False` forces plain autodiff, the oracle it is tested against).
     """
 
     checkpoint: bool = False
     fast: bool = True
 
+    def uses_fast_path(self, cell, forcing) -> bool:
+        """Whether `value_and_grad` runs the hand-written reverse pass for this cell and forcing."""
+        return self.fast and not self.checkpoint and supports_fast_path(cell, forcing)
+
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
         noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
-        if self.fast and supports_fast_path(cell, forcing):
+        if self.uses_fast_path(cell, forcing):
             loss, grads = leaky_bptt(cell, forcing, trials, objective, noise)
             return loss, grads, {}
 
