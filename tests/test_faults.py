@@ -111,3 +111,85 @@ def test_read_only_store_does_not_migrate(finished, tmp_path):
     assert [r["status"] for r in store.runs()] == ["done"] and len(store.members()) == 2
     assert store.jobs() == []
     assert snapshot(out) == before
+
+
+# ----- killed runs and concurrent drivers (subprocesses: a real SIGKILL, real processes) -----
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("jax-cache")
+    return os.environ | {"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", "ERRORFORCING_THREADS": "1"}
+
+
+def _cli(*args, env):
+    return subprocess.Popen([sys.executable, "-m", "errorforcing.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _statuses(out: Path) -> list[str]:
+    try:
+        return [r["status"] for r in RunStore(out, create=False).runs()]
+    except (FileNotFoundError, StoreError):
+        return []
+
+
+def test_killed_train_is_interrupted_and_a_rerun_says_so(tmp_path, capsys, cli_env):
+    out = tmp_path / "runs"
+    proc = _cli("train", *TINY[:-4], "--hidden", "8", "--batch", "32", "--epochs", "1000", "--out", str(out), env=cli_env)
+    deadline = time.time() + 120
+    while "running" not in _statuses(out):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _statuses(out) == ["interrupted"]  # the owner HOST:PID is gone
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["other_runs"]["interrupted"] == 1
+    (stale,) = RunStore(out, create=False).runs()
+    # a rerun into the same directory retires the stale run, and says so
+    from errorforcing.experiments._train import _retire_stale_runs
+
+    _retire_stale_runs(RunStore(out))  # what `train` does on opening its --out (not rerun here: a compile)
+    err = capsys.readouterr().err
+    assert f"run {stale['run_id']} in {out} was interrupted" in err and "marked failed" in err
+    assert _statuses(out) == ["failed"]
+
+
+SPEC_2 = """
+name = "two"
+seeds = 2
+[base]
+epochs = 3
+batch = 16
+train_trials = 32
+val_trials = 8
+task.delay = 4
+model.hidden = 6
+forcing.alpha = [0.5]
+[grid]
+threshold = [0.7, 0.9]
+"""
+
+
+def _table(out: Path, query: str):
+    with sqlite3.connect(f"file:{out / 'runs.sqlite'}?mode=ro", uri=True) as db:
+        return db.execute(query).fetchall()
+
+
+@pytest.mark.slow
+def test_two_concurrent_drivers_end_as_one(tmp_path, cli_env):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC_2)
+    shared, single = tmp_path / "shared", tmp_path / "single"
+    procs = [_cli("sweep", str(spec), "--out", str(shared), "--json", env=cli_env) for _ in range(2)]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    (refused_err,) = [err for code, _, err in results if code == 2]
+    lines = refused_err.strip().splitlines()
+    assert len(lines) == 1 and "already running in this directory" in lines[0], lines
+    finished_single = _cli("sweep", str(spec), "--out", str(single), "--json", env=cli_env)
+    assert finished_single.wait(timeout=600) == 0, finished_single.communicate()
+    for query in ("SELECT run_id, status FROM runs ORDER BY run_id", "SELECT * FROM members ORDER BY run_id, member",
+                  "SELECT job_id, sweep, position, label, n_members, cost FROM jobs ORDER BY job_id"):
+        assert _table(shared, query) == _table(single, query)
