@@ -1,0 +1,129 @@
+"""`ef.load_run` against the ensemble that training returned, and `analyze fixed-points` /
+`analyze pca` end to end on a tiny trained run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import errorforcing as ef
+from errorforcing.cli import main
+from errorforcing.experiments import StoredRunError
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dynamics") / "runs"
+    cfg = ef.TrainConfig.model_validate(dict(
+        task={"name": "delayed-xor", "delay": 4, "options": {"pulse": 2}}, model={"hidden": 6},
+        forcing={"kind": "ef", "alpha": [0.2, 1.0]}, rule={"kind": "bptt"}, seeds=2, epochs=2, batch=8,
+        train_trials=16, val_trials=4, out=str(out)))
+    return out, ef.train(cfg, progress=False)
+
+
+def run_cli(*args, cwd=None):
+    env = os.environ | {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1", "ERRORFORCING_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "errorforcing.cli", *args], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=cwd)
+
+
+def test_load_run_rebuilds_the_trained_cells_and_rows(trained):
+    out, result = trained
+    run = ef.load_run(out)  # the latest finished run
+    assert run.run_id == result.run_id and len(run) == 4 and run.config == result.config
+    trained_leaves = jax.tree_util.tree_leaves(eqx.filter(result.ensemble.cells, eqx.is_array))
+    loaded_leaves = jax.tree_util.tree_leaves(eqx.filter(run.cells, eqx.is_array))
+    assert len(trained_leaves) == len(loaded_leaves)
+    for a, b in zip(trained_leaves, loaded_leaves):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    cell = run.cell(3)
+    np.testing.assert_array_equal(cell.W_rec, result.ensemble.cells.W_rec[3])
+    assert [(m.seed, m.alpha) for m in run.members] == [(r["seed"], r["alpha"]) for r in result.rows]
+    assert [r["final_val_loss"] for r in run.rows] == [r["final_val_loss"] for r in result.rows]
+    assert run.task.delay == 4
+    assert [float(run.forcing(i).alpha) for i in range(4)] == pytest.approx([0.2, 0.2, 1.0, 1.0])
+    usable = [i for i, r in enumerate(result.rows) if not r["diverged"]]
+    expected = min(usable, key=lambda i: (not result.rows[i]["converged"], result.rows[i]["final_val_loss"]))
+    assert run.best_member() == expected
+    # the loaded network computes what the trained one computes
+    x = jnp.array([1.0, 0.0, 1.0], cell.W_rec.dtype)
+    trained_cell = jax.tree_util.tree_map(lambda a: a[3] if eqx.is_array(a) else a, result.ensemble.cells)
+    np.testing.assert_array_equal(cell(cell.init_state(), x), trained_cell(trained_cell.init_state(), x))
+
+
+def test_load_run_errors_name_the_argument(trained, tmp_path):
+    out, _ = trained
+    with pytest.raises(StoredRunError, match="^DIR: no results store"):
+        ef.load_run(tmp_path)
+    with pytest.raises(StoredRunError, match="^--run: no finished run 'nope'"):
+        ef.load_run(out, "nope")
+    with pytest.raises(StoredRunError, match="^--member: .* members 0..3, got 7"):
+        ef.load_run(out).cell(7)
+
+
+def test_cli_fixed_points_and_pca_end_to_end(trained, tmp_path):
+    out, result = trained
+    fig = tmp_path / "fp.png"
+    r = run_cli("analyze", "fixed-points", str(out), "--member", "1", "--initial-states", "64", "--trials", "16",
+                "--out", str(fig), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["run_id"] == result.run_id and s["member"] == 1 and s["seed"] == result.rows[1]["seed"]
+    assert s["input"] == "delay" and s["x"] == [0.0, 0.0, 1.0]  # delayed XOR's delay input: the cue channel on
+    assert s["n_initial"] == 64 and 1 <= s["n_fixed_points"] == len(s["points"])
+    assert s["n_stable"] == sum(p["stable"] for p in s["points"])
+    assert sum(p["count"] for p in s["points"]) == s["n_converged"] <= 64
+    for p in s["points"]:
+        assert p["speed"] < 1e-8 and len(p["pc"]) == 3
+        assert p["stable"] == (p["max_abs_eigenvalue"] < 1) == (p["n_unstable"] == 0)
+    assert len(s["conditions"]) == 4 and len(s["explained_variance_ratio"]) == 3
+    assert fig.stat().st_size > 5_000 and s["figure"] == str(fig)
+    # the same analysis from Python gives the same points
+    run = ef.load_run(out)
+    from errorforcing.experiments._dynamics import member_dynamics
+
+    dyn = member_dynamics(run, 1, initial_states=64, trials=16)
+    assert dyn.summary()["n_fixed_points"] == s["n_fixed_points"]
+    np.testing.assert_allclose([p["speed"] for p in dyn.summary()["points"]], [p["speed"] for p in s["points"]],
+                               atol=1e-12)
+
+
+
+def test_cli_pca_in_process(trained, capsys):
+    out, result = trained
+    run = ef.load_run(out)
+    assert main(["analyze", "pca", str(out), "--json", "--trials", "16", "--conditions", "label"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert sorted(s["conditions"]) == ["label=-1", "label=1"] and 1 <= s["participation_ratio"] <= 6
+    assert s["member"] == run.best_member()
+    assert np.isclose(sum(s["explained_variance"]) / s["total_variance"], sum(s["explained_variance_ratio"]))
+    assert (out / f"pca-{result.run_id}-m{s['member']}.png").exists()
+
+
+@pytest.mark.parametrize("args, field", [
+    (["fixed-points", "{out}", "--input", "sideways"], "--input"),
+    (["fixed-points", "{out}", "--input", "1,2"], "--input"),
+    (["fixed-points", "{out}", "--member", "9"], "--member"),
+    (["fixed-points", "{out}", "--run", "nope"], "--run"),
+    (["fixed-points", "{out}", "--out", "fp.pdf"], "--out"),
+    (["pca", "{out}", "--conditions", "colour"], "--conditions"),
+    (["pca", "{empty}"], "DIR"),
+])
+def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(trained, tmp_path, args, field, capsys,
+                                                                monkeypatch):
+    out, _ = trained
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["analyze", *[a.format(out=out, empty=tmp_path) for a in args]]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], err
+    assert sorted(p.name for p in out.iterdir()) == before and list(tmp_path.iterdir()) == []
