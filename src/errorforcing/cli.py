@@ -266,11 +266,20 @@ def compare(
     floss_lr: Optional[float] = FlossLrOpt, floss_local: Optional[bool] = FlossLocalOpt,
     lyapunov: Optional[bool] = LyapunovOpt, diagnostics: Optional[bool] = DiagnosticsOpt,
     adaptive_alpha: Optional[bool] = AdaptiveOpt,
+    selection: str = typer.Option("split", "--selection",
+                                  help="how the verdicts account for each method's best α being picked from the "
+                                       "grid: split (pick on half the seeds, compare on the other half) or "
+                                       "bonferroni (pick on all seeds, p × grid pairs)"),
     config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
 ):
-    """No forcing vs teacher forcing vs error forcing on one task (best α per method).
+    """No forcing vs teacher forcing vs error forcing on one task (best α per method), ending
+    with the verdicts "EF beats TF" and "EF beats BPTT" (one-sided Fisher exact, α = 0.05).
     Defaults (the main job): delayed XOR, delay 400, 8 seeds, 100 epochs, α ∈ {0.1, 0.5, 1}."""
     from .experiments import COMPARE_ALPHAS, compare as run_compare
+    from .experiments._stats import SELECTIONS
+
+    if selection not in SELECTIONS:
+        _fail(f"--selection: expected one of {', '.join(SELECTIONS)}, got {selection!r}")
 
     overrides = _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain,
                                   out, data, checkpoint, threshold, noise, readout, activation, clip, model,
@@ -282,15 +291,35 @@ def compare(
     defaults = COMPARE_DEFAULTS | {"forcing.alpha": [1.0] if adaptive_alpha else list(COMPARE_ALPHAS)}
     cfg = _with_default_out(build_config(config, overrides, defaults=defaults))
     grid = cfg.forcing.alpha  # --alphas, else the file's forcing.alpha, else the default grid
-    result = run_compare(cfg, alphas=grid, progress=True)
+    result = run_compare(cfg, alphas=grid, progress=True, selection=selection)
     if json_out:
         print(dumps({"out": cfg.out, "best": result.best, "settings": result.settings,
                           "runs": [r.run_id for r in result.runs],
-                          "figure": str(result.figure) if result.figure else None}))
+                          "figure": str(result.figure) if result.figure else None,
+                          "verdicts": result.verdicts}))
     else:
         _print_table(result.best, f"{cfg.task.name}, delay {cfg.task.delay}: best α per method → {cfg.out}",
                      label=True)
         print(f"figure: {result.figure}")
+        _print_verdicts(result.verdicts)
+
+
+def _print_verdicts(verdicts: list[dict[str, Any]]) -> None:
+    """compare's last lines: each verdict with the counts it rests on and the test used."""
+    if not verdicts:
+        return
+    print(f"verdicts ({'; '.join(dict.fromkeys(v['test'] for v in verdicts))}):")
+    for v in verdicts:
+        if "p" not in v:
+            print(f"  {v['claim']}: {v['verdict']} — {v.get('why', '')}")
+            continue
+        counts = []
+        for label in v["claim"].split(" beats "):
+            c = v[label]
+            counts.append(f"{label} {c['learned']}/{c['n']} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]"
+                          f" at α = {c['setting'][0]:g}")
+        print(f"  {v['claim']}: {v['verdict'].upper()} ({', '.join(counts)}; p = {v['p']:.3g}, "
+              f"opposite p = {v['p_opposite']:.3g})")
 
 
 # The main job's defaults: long enough a delay that plain BPTT struggles, short enough to

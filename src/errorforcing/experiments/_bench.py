@@ -117,6 +117,12 @@ def _extra_benchmarks(quick: bool) -> dict:
     if bench_lyapunov is not None:
         extra["lyapunov"] = bench_lyapunov()
     try:
+        from ..analysis._bench import bench_fixed_points
+    except ImportError:
+        bench_fixed_points = None
+    if bench_fixed_points is not None:
+        extra["fixed_points"] = bench_fixed_points(baseline_states=32 if quick else 128)
+    try:
         from ..rules._bench import bench_rules
     except ImportError:
         bench_rules = None

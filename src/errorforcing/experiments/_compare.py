@@ -1,5 +1,9 @@
 """`compare`: the same task, delay and seeds trained with no forcing, teacher forcing and error
-forcing under one learning rule; TF and EF get their best α from a grid (EF paper, Fig. 2)."""
+forcing under one learning rule; TF and EF get their best α from a grid (EF paper, Fig. 2).
+It ends with its verdicts, "EF beats TF" and "EF beats no forcing" on fraction learned, by a
+one-sided Fisher exact test that accounts for each method's α having been picked from a grid
+(`selection`: "split", chosen on half the seeds and compared on the other half, or
+"bonferroni")."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 
 from ._config import APPLIES, ForcingConfig, TrainConfig, inapplicable
 from ._preflight import preflight
+from ._stats import SELECTIONS, Outcomes, compare_fractions
 from ._summary import best_setting, summarize
 from ._train import TrainResult, build_task, train
 
@@ -22,6 +27,7 @@ class CompareResult:
     settings: list[dict[str, Any]]  # every (method, α) summary
     runs: list[TrainResult]
     figure: Path | None
+    verdicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # compare_verdicts
 
 
 def method_label(forcing: str, rule: str) -> str:
@@ -42,9 +48,29 @@ def method_forcing(forcing: ForcingConfig, kind: str, alphas) -> ForcingConfig:
     return ForcingConfig.model_validate(data)
 
 
+def compare_verdicts(rows_by_method: dict[str, list[dict[str, Any]]], *, winner: str,
+                     selection: str = "split") -> list[dict[str, Any]]:
+    """The verdicts "`winner` beats X" on fraction learned for every other method X (label -> member rows):
+    verdict (reproduced / not reproduced / inconclusive at α = 0.05), the one-sided Fisher
+    p-values of both directions, each method's learned/n on the compared seeds with its Wilson
+    interval and chosen setting (α, lr), and the test and selection used."""
+    mine = Outcomes.from_rows(winner, rows_by_method[winner])
+    out = []
+    for label, rows in rows_by_method.items():
+        if label == winner:
+            continue
+        stats = compare_fractions(mine, Outcomes.from_rows(label, rows), selection=selection)
+        test = "one-sided Fisher exact on fraction learned (α = 0.05); " + stats.get("selection_described", "")
+        out.append({"claim": f"{winner} beats {label}", "test": test} | stats)
+    return out
+
+
 def compare(config: TrainConfig, *, alphas=COMPARE_ALPHAS, methods=("none", "tf", "ef"),
-            progress: bool = True) -> CompareResult:
-    """Train one ensemble per method (all α of a method in one compiled program)."""
+            progress: bool = True, selection: str = "split") -> CompareResult:
+    """Train one ensemble per method (all α of a method in one compiled program), then the
+    verdicts of EF against each other method (`compare_verdicts`; none without an EF arm)."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     runs, settings, best = [], [], []
     configs = {}
     for kind in methods:
@@ -60,6 +86,9 @@ def compare(config: TrainConfig, *, alphas=COMPARE_ALPHAS, methods=("none", "tf"
             s["label"] = label
         settings += method_settings
         best.append(best_setting(method_settings))
+    labels = {kind: method_label(kind, cfg.rule.kind) for kind, cfg in configs.items()}
+    verdicts = compare_verdicts({labels[kind]: run.rows for kind, run in zip(configs, runs)},
+                                winner=labels["ef"], selection=selection) if "ef" in labels else []
     figure = None
     if config.out:
         from ..plotting import compare_figure
@@ -70,7 +99,7 @@ def compare(config: TrainConfig, *, alphas=COMPARE_ALPHAS, methods=("none", "tf"
         title = f"{config.task.name} (T = {task.n_steps}), {config.seeds} seeds, {config.epochs} epochs"
         figure = compare_figure(best, curves, Path(config.out) / "compare.png", title=title,
                                 threshold=config.threshold or type(task).threshold)[0]
-    return CompareResult(best, settings, runs, figure)
+    return CompareResult(best, settings, runs, figure, verdicts)
 
 
 def _parsed(rows):

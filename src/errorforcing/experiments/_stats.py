@@ -21,9 +21,10 @@ from ._summary import wilson_interval
 
 LEVEL = 0.05
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+SELECTIONS = ("split", "bonferroni")
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
 
-__all__ = ["LEVEL", "VERDICTS", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "wilson_interval",
+__all__ = ["LEVEL", "VERDICTS", "SELECTIONS", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "wilson_interval",
            "fisher_greater", "mann_whitney_less", "wilcoxon_less", "directional_verdict", "Outcomes",
            "compare_fractions"]
 
@@ -75,6 +76,15 @@ class Outcomes:
     label: str
     by_setting: Mapping[Any, Mapping[int, bool]]  # setting -> {seed: learned}
 
+    @classmethod
+    def from_rows(cls, label: str, rows) -> "Outcomes":
+        """From member rows (`seed`, `alpha`, `lr`, `converged`): a setting is (α, lr); a
+        diverged member counts as not learned."""
+        by: dict[tuple, dict[int, bool]] = {}
+        for r in rows:
+            by.setdefault((r.get("alpha"), r.get("lr")), {})[int(r["seed"])] = bool(r["converged"])
+        return cls(label, by)
+
     def seeds(self) -> list[int]:
         return sorted({s for per_seed in self.by_setting.values() for s in per_seed})
 
@@ -97,22 +107,23 @@ def compare_fractions(a: Outcomes, b: Outcomes, *, selection: str = "split", lev
       compare the fractions on the other half (unbiased, at the price of half the seeds);
     - "bonferroni": choose on all seeds and multiply each one-sided p by the number of
       setting pairs compared (conservative).
-    A method with a single setting needs no selection; with both single, all seeds are used.
-    Returns the verdict, the one-sided Fisher p-values of both directions, the counts, Wilson
-    95 % intervals and the chosen settings.
+    A method with a single setting needs no selection and is counted on all its seeds; with
+    both single, selection is "none". Returns the verdict, the one-sided Fisher p-values of
+    both directions, the counts, Wilson 95 % intervals and the chosen settings.
     """
-    if selection not in ("split", "bonferroni"):
-        raise ValueError(f"selection must be 'split' or 'bonferroni', got {selection!r}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     grid = len(a.by_setting) * len(b.by_setting)
     if grid == 1:
         selection = "none"
-    seeds_a, seeds_b = a.seeds(), b.seeds()
-    if selection == "split":
-        pick_a, test_a = seeds_a[0::2], seeds_a[1::2]
-        pick_b, test_b = seeds_b[0::2], seeds_b[1::2]
-    else:
-        pick_a = test_a = seeds_a
-        pick_b = test_b = seeds_b
+
+    def halves(method: Outcomes) -> tuple[list[int], list[int]]:
+        seeds = method.seeds()
+        if selection == "split" and len(method.by_setting) > 1:
+            return seeds[0::2], seeds[1::2]
+        return seeds, seeds
+
+    (pick_a, test_a), (pick_b, test_b) = halves(a), halves(b)
     best_a, best_b = a.best(pick_a), b.best(pick_b)
     ka, na = a.count(best_a, test_a)
     kb, nb = b.count(best_b, test_b)
@@ -121,7 +132,8 @@ def compare_fractions(a: Outcomes, b: Outcomes, *, selection: str = "split", lev
     factor = grid if selection == "bonferroni" else 1
     p_claim = min(1.0, factor * fisher_greater(ka, na, kb, nb))
     p_opposite = min(1.0, factor * fisher_greater(kb, nb, ka, na))
-    described = {"split": "best setting chosen on half the seeds, compared on the other half",
+    described = {"split": "best setting chosen on half the seeds (every other seed), compared on the other "
+                          "half; a method with one setting on all its seeds",
                  "bonferroni": f"best setting on all seeds, p × {grid} setting pairs (Bonferroni)",
                  "none": "one setting per method, all seeds"}[selection]
     return {"verdict": directional_verdict(p_claim, p_opposite, level), "selection": selection,

@@ -104,13 +104,6 @@ def _setting(r) -> tuple:
     return (r.get("alpha"), r.get("lr"))
 
 
-def _outcomes(label: str, rows) -> Outcomes:
-    by: dict[tuple, dict[int, bool]] = {}
-    for r in rows:
-        by.setdefault(_setting(r), {})[int(r["seed"])] = bool(r["converged"])
-    return Outcomes(label, by)
-
-
 @dataclasses.dataclass(frozen=True)
 class FractionLearned(_ArmsClaim):
     """`better` learns (converges within the budget) in a larger fraction of networks than
@@ -124,7 +117,7 @@ class FractionLearned(_ArmsClaim):
         a, b, context = self._arms(evidence)
         if (missing := self._missing(a, b, context)) is not None:
             return missing
-        stats = compare_fractions(_outcomes(self.better.label, a), _outcomes(self.worse.label, b),
+        stats = compare_fractions(Outcomes.from_rows(self.better.label, a), Outcomes.from_rows(self.worse.label, b),
                                   selection=self.selection)
         test = ("one-sided Fisher exact on fraction learned (α = 0.05); " + stats.get("selection_described", ""))
         return result(self, stats["verdict"], test, {"where": context} | stats, stats.get("why"))
