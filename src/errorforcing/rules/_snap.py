@@ -1,0 +1,81 @@
+"""SnAp (Menick et al. 2021): RTRL with the influence matrix kept on an n-step sparsity pattern."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._influence import AbstractInfluenceRule
+
+
+class SnAp(AbstractInfluenceRule):
+    """Sparse n-step approximation (Menick, Elsen, Evci, Osindero, Simonyan & Graves, ICLR 2021):
+    the RTRL recursion (`RTRL`) with the influence matrix projected onto a fixed pattern,
+
+        M^h_t = Π_n ⊙ (∂h_t/∂s_{t-1} M_{t-1} + ∂̄h_t/∂θ),     M_t = (∂s_t/∂h_t) M^h_t + ∂̄s_t/∂θ
+    ∂L/∂θ ≈ Σ_t (∂ℓ_t/∂h_t) M^h_t + ∂̄ℓ_t/∂θ
+
+    with h_t = cell(h̃_{t-1}, x_t) the unforced state (the projection acts on the recurrence) and
+    s_t the forced state (plus the forcing's changing carry), the rest of the step exact.
+
+    Π_n keeps entry (k, p) iff parameter p reaches unit k within n steps of the cell's
+    recurrence: Π_1 = nz(∂̄h_t/∂θ) (the units a parameter enters directly), Π_{n+1} = Π_n ∪
+    nz(nz(J^cell) Π_n), J^cell = ∂cell(h, x)/∂h. Both Jacobians are the cell's own (before
+    forcing), evaluated at a probe point (h > 0, x = 1) with the cell's weights, so the zeros of
+    the pattern are the absent connections of a sparse W_rec (`LeakyRNN(density=p)`) and the
+    parameters that do not enter the dynamics (W_out, b_out: their columns are dropped and they
+    learn from their direct gradient only; a forcing whose correction depends on W_out with
+    its gradient flowing, e.g. teacher forcing's W⁺, keeps only that step's direct effect). The
+    forcing's part of each step is exact (autodiff of `forced_step`, h_t entering it as the
+    process noise ξ_t does), so every forcing works.
+
+    For the leaky RNN: SnAp-1 keeps M[i, (i, j)], i.e. the recursion
+    P_ij,t = κ_i,t [(1 - a) + a W_ii φ'(h̃_i,t-1)] P_ij,t-1 + κ_i,t a φ(h̃_j,t-1), e-prop's trace with the
+    exact learning signal (`EProp(feedback="symmetric")`); SnAp-2 adds the units each unit
+    projects to, so on a dense network (Π_2 full) it is exact RTRL. Cost as implemented: M is
+    stored densely and masked (RTRL's O(N · P) memory per trial); the pattern fixes which
+    entries are nonzero, not the storage.
+    """
+
+    order: int = eqx.field(default=1, static=True)
+
+    def __check_init__(self):
+        if self.order not in (1, 2):
+            raise ValueError(f"SnAp.order must be 1 or 2, got {self.order}")
+
+    def prepare(self, ctx):
+        """Π_n as an [N, P] array of 0/1 in the state's dtype."""
+        cell = ctx.cell
+        h0 = cell.init_state()
+        N = h0.shape[0]
+        probe_h = h0 + 0.5 + jnp.arange(N, dtype=h0.dtype) / (4 * N)
+        probe_x = jnp.ones((ctx.n_in,), h0.dtype)
+        direct = jax.jacrev(lambda th: ctx.build(th)(probe_h, probe_x))(ctx.theta)  # [N, P]
+        linked = (jax.jacfwd(lambda h: cell(h, probe_x))(probe_h) != 0).astype(h0.dtype)  # [N, N]
+        reach = (direct != 0).astype(h0.dtype)
+        for _ in range(self.order - 1):
+            reach = jnp.maximum(reach, (linked @ reach > 0).astype(h0.dtype))
+        return reach
+
+    def init_estimate(self, ctx, pattern, M0, key):
+        return M0
+
+    def update(self, ctx, pattern, step, M, key):
+        S = ctx.n_state
+        columns = lambda fn: jax.vmap(fn, in_axes=1, out_axes=1)
+        # the exact RTRL step from M_{t-1}
+        JM, dloss_M = jax.vmap(step.tangent, in_axes=1, out_axes=(1, 0))(M)
+        eye = jnp.eye(S + 1, dtype=M.dtype)
+        direct = jax.vmap(step.pullback)(eye[:, :S], eye[:, S])  # rows ∂̄(s_t, ℓ_t)/∂θ
+        # U = ∂h_t/∂θ from M_{t-1}: the influence of the unforced state, before the projection
+        unforced = lambda th, s_: step.step_full(th, s_, step.xi)[0]
+        _, h_tangent = jax.linearize(lambda s_: unforced(step.theta, s_), step.s)
+        _, h_vjp = jax.vjp(lambda th: unforced(th, step.s), step.theta)
+        N = pattern.shape[0]
+        U = columns(h_tangent)(M) + jax.vmap(lambda u: h_vjp(u)[0])(jnp.eye(N, dtype=M.dtype))
+        # what the projection drops from h_t, carried through the rest of the step (h_t enters
+        # it as ξ_t does) and taken off the exact step
+        _, xi_tangent = jax.linearize(lambda xi: step.step_full(step.theta, step.s, xi)[1:], step.xi)
+        d_s, d_loss = jax.vmap(xi_tangent, in_axes=1, out_axes=(1, 0))((1 - pattern) * U)
+        return JM + direct[:S] - d_s, dloss_M + direct[S] - d_loss

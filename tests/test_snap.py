@@ -1,0 +1,111 @@
+"""SnAp-1/2 (Menick et al. 2021): SnAp-1 is e-prop's trace on the leaky RNN, SnAp-2 on a dense
+network is RTRL, and with a sparse W_rec both equal a numpy implementation of the masked
+recursion."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from errorforcing.forcing import ErrorForcing, FeedbackForcing, NoForcing, TeacherForcing
+from errorforcing.rules import RTRL, EProp, Objective, SnAp
+
+from rule_helpers import ALL, N, T, assert_trees_close, make_cell, make_trials
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
+OBJECTIVE = Objective(rate_reg=1e-2, readout_reg=1e-2, noise_std=0.05)
+# the forcings whose state Jacobian e-prop's trace follows exactly (teacher forcing's flowing W⁺
+# path is one neither follows beyond a step)
+FORCINGS = {
+    "none": lambda cell: NoForcing(),
+    "ef-causal": lambda cell: ErrorForcing(alpha=0.6, causal=True),
+    "feedback": lambda cell: FeedbackForcing.random(cell, key=jax.random.key(7), alpha=0.6),
+    "tf-stopped": lambda cell: TeacherForcing(alpha=0.6, stop_gradient=True),
+}
+
+
+@eqx.filter_jit
+def all_rules(cell, trials, key, names):
+    out = {}
+    for name in names:
+        make = FORCINGS[name]
+        forcing = make(cell)
+        out[name] = {rule_name: rule.value_and_grad(cell, forcing, trials, key=key, objective=OBJECTIVE)[:2]
+                     for rule_name, rule in (("snap1", SnAp(order=1)), ("snap2", SnAp(order=2)),
+                                             ("eprop", EProp(feedback="symmetric")), ("rtrl", RTRL(fast=False)))}
+    return out
+
+
+# (error and Kalman forcing act on the trace like feedback forcing; split to keep compiles small)
+@pytest.mark.parametrize("readout, names", [("state", ("none", "ef-causal")), ("rate", ("feedback", "tf-stopped"))])
+def test_snap1_is_eprop_and_snap2_is_rtrl_on_a_dense_net(getkey, readout, names):
+    cell, trials = make_cell(getkey(), readout=readout), make_trials(getkey())
+    for name, res in all_rules(cell, trials, getkey(), names).items():
+        np.testing.assert_allclose(res["snap1"][0], res["eprop"][0], rtol=1e-12)
+        assert_trees_close(res["snap1"][1], res["eprop"][1], rtol=1e-9)
+        assert_trees_close(res["snap2"][1], res["rtrl"][1], rtol=1e-9)
+        # not vacuous: SnAp-1 drops the influence through the other units
+        assert not np.allclose(res["snap1"][1].W_rec, res["rtrl"][1].W_rec, rtol=1e-3), name
+
+
+def numpy_snap(cell, trials, order, rate_reg):
+    """The masked RTRL recursion for the leaky RNN without forcing (state readout, tanh), written
+    out: U_t[k, p] = Σ_l J_t[k, l] M_{t-1}[l, p] + ∂̄h_t,k/∂θ_p, M_t = Π ⊙ U_t with Π_1[k, (i, ·)]
+    = δ_ki and Π_2[k, (i, ·)] = δ_ki or W_ki ≠ 0; gradient Σ_t (∂ℓ_t/∂h_t) M_t + direct."""
+    W, W_in, b, W_out, b_out = (np.asarray(getattr(cell, f)) for f in ALL)
+    x, target, m = (np.asarray(v) for v in trials[:3])
+    a = cell.leak
+    B = x.shape[0]
+    n_in = W_in.shape[1]
+    eye = np.eye(N)
+    reach = eye if order == 1 else ((eye + (W != 0)) > 0).astype(float)  # [k, i]
+    grads = {f: np.zeros_like(getattr(cell, f)) for f in ALL}
+    loss = 0.0
+    for trial in range(B):
+        h_prev = np.zeros(N)
+        M = {"W_rec": np.zeros((N, N, N)), "W_in": np.zeros((N, N, n_in)), "b": np.zeros((N, N))}
+        for t in range(T):
+            r = np.tanh(h_prev)
+            h = (1 - a) * h_prev + a * (W @ r + W_in @ x[trial, t] + b)
+            J = (1 - a) * eye + a * W * (1 - r**2)[None, :]
+            direct = {"W_rec": a * eye[:, :, None] * r[None, None, :],
+                      "W_in": a * eye[:, :, None] * x[trial, t][None, None, :], "b": a * eye}
+            for name in M:
+                U = np.tensordot(J, M[name], axes=(1, 0)) + direct[name]
+                M[name] = U * (reach[:, :, None] if U.ndim == 3 else reach)
+            y = W_out @ h + b_out
+            delta = 2 * m[trial, t] * (y - target[trial, t]) / m.sum()
+            scale = rate_reg / (T * N * B)
+            dh = W_out.T @ delta + 2 * scale * h
+            loss += np.sum(m[trial, t] * (y - target[trial, t]) ** 2) / m.sum() + scale * np.sum(h**2)
+            for name in M:
+                grads[name] += np.tensordot(dh, M[name], axes=(0, 0))
+            grads["W_out"] += np.outer(delta, h)
+            grads["b_out"] += delta
+            h_prev = h
+    return loss, grads
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_snap_on_a_sparse_net_is_the_masked_recursion(getkey, order):
+    cell, trials = make_cell(getkey(), density=0.4), make_trials(getkey())
+    assert cell.rec_mask is not None and 0 < float(cell.rec_mask.mean()) < 1
+    objective = Objective(rate_reg=1e-2, readout_reg=0.0)
+    loss, grads, _ = eqx.filter_jit(SnAp(order=order).value_and_grad)(cell, NoForcing(), trials, key=getkey(),
+                                                                      objective=objective)
+    ref_loss, ref = numpy_snap(cell, trials, order, objective.rate_reg)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
+    for f in ALL:
+        np.testing.assert_allclose(getattr(grads, f), ref[f], rtol=1e-10, atol=1e-14)
+    # with density < 1 the pattern is not full: SnAp-2 is not RTRL
+    if order == 2:
+        _, exact, _ = eqx.filter_jit(RTRL(fast=False).value_and_grad)(cell, NoForcing(), trials, key=getkey(),
+                                                                       objective=objective)
+        assert not np.allclose(grads.W_rec, exact.W_rec, rtol=1e-4)
+
+
+def test_snap_order_is_checked():
+    with pytest.raises(ValueError, match="order must be 1 or 2"):
+        SnAp(order=3)
