@@ -94,9 +94,13 @@ class LeakyRNN(AbstractCell):
     def init_state(self) -> State:
         return jnp.zeros((self.n_rec,), self.W_rec.dtype)
 
+    def recurrent_weights(self) -> Float[Array, "N N"]:
+        """The effective recurrent matrix W_rec of the dynamics."""
+        return self.W_rec
+
     def __call__(self, h: State, x: Input) -> State:
         a = self.leak
-        return (1 - a) * h + a * (self.W_rec @ self.phi(h) + self.W_in @ x + self.b)
+        return (1 - a) * h + a * (self.recurrent_weights() @ self.phi(h) + self.W_in @ x + self.b)
 
     def mask_grads(self, grads: "LeakyRNN") -> "LeakyRNN":
         grads = super().mask_grads(grads)

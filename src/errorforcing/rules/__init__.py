@@ -9,9 +9,13 @@ from ._rflo import RFLO
 from ._rtrl import RTRL
 from ._truncated import TruncatedBPTT
 from ._online_bptt import OnlineBPTT
+from ._influence import AbstractInfluenceRule
+from ._snap import SnAp
+from ._uoro import UORO
+from ._kfrtrl import KFRTRL
 from ._loss import Objective, masked_mse, sign_correct, trial_weights
 from ._step import trainable_spec
 
 __all__ = ["AbstractLearningRule", "AbstractOnlineRule", "BPTT", "Objective", "masked_mse", "sign_correct",
            "trial_weights", "TruncatedBPTT", "OnlineBPTT", "RTRL", "AbstractTraceRule", "EProp", "RFLO", "gradient_alignment",
-           "feedback_alignment", "trainable_spec"]
+           "feedback_alignment", "trainable_spec", "AbstractInfluenceRule", "SnAp", "UORO", "KFRTRL"]
