@@ -98,12 +98,33 @@ def test_nan_member_does_not_disturb_the_others():
     assert with_bad.tracker.epochs_run[2] < 4
 
 
+def _with(tr, **changes):
+    tr.schedule = Schedule(**{**tr.schedule.__dict__, **changes})
+    return tr
+
+
 def test_converged_members_freeze_and_training_stops():
-    tr = _trainer([Member(0, 0.5, 1e-2), Member(1, 0.5, 1e-2)], epochs=50)
-    tr.schedule = Schedule(**{**tr.schedule.__dict__, "threshold": 10.0, "patience": 2})
-    result = tr.run()
+    members = [Member(0, 0.5, 1e-2), Member(1, 0.5, 1e-2)]
+    result = _with(_trainer(members, epochs=50), threshold=10.0, patience=2).run()
     assert result.epochs_done == 2
     np.testing.assert_array_equal(result.tracker.converged_epoch, [2, 2])
+
+    # one member converges at epoch 2 (a threshold between the two members' losses), the
+    # other trains on: the converged one's parameters, optimizer state and forcing stay
+    # bit-identical to what they were after epoch 2
+    two = _trainer(members, epochs=2).run()
+    first = int(np.argmin(two.val_curves.max(axis=1)))
+    threshold = float(two.val_curves[first].max()) * (1 + 1e-6)
+    assert two.val_curves[1 - first].max() > threshold
+    later = _with(_trainer(members, epochs=5), threshold=threshold, patience=2).run()
+    assert later.tracker.converged_epoch[first] == 2 and later.tracker.epochs_run[1 - first] > 2
+    assert np.all(np.isnan(later.val_curves[first, 2:]))
+    assert np.all(np.isfinite(later.val_curves[1 - first, :later.tracker.epochs_run[1 - first]]))
+    for a, b in zip(jax.tree.leaves(later.cells), jax.tree.leaves(two.cells)):
+        np.testing.assert_array_equal(a[first], b[first])
+    moved = max(float(jnp.max(jnp.abs(a[1 - first] - b[1 - first])))
+                for a, b in zip(jax.tree.leaves(later.cells), jax.tree.leaves(two.cells)))
+    assert moved > 1e-4
 
 
 def test_padding_trials_do_not_change_the_gradient(getkey):
@@ -252,6 +273,7 @@ def test_continual_train_writes_one_row_per_member_with_curves_per_check(tmp_pat
     rows = train(cfg, progress=False).rows
     assert [r["seed"] for r in rows] == [0, 1] and all(r["epochs_run"] == 2 for r in rows)
     assert all(r["lr"] == 0.5 for r in rows)  # the per-step rate
+    assert all(r["test_loss"] is not None and np.isfinite(r["test_loss"]) for r in rows)
     curves = json.loads(rows[0]["curves"])
     assert curves["step"] == [20.0, 40.0] and len(curves["val_loss"]) == 2 and len(curves["train_loss"]) == 2
     assert TrainConfig.model_validate(cfg.model_dump()) == cfg  # the stored config round-trips

@@ -12,7 +12,7 @@ import pytest
 
 from errorforcing.forcing import (ErrorForcing, FeedbackForcing, KalmanErrorForcing, NoForcing, TeacherForcing,
                                   decoder_alignment, feedback_update, forcing_alignment, readout_pinv, rollout)
-from errorforcing.models import WilliamsZipserNet
+from errorforcing.models import LeakyRNN, WilliamsZipserNet
 from errorforcing.rules import BPTT, RFLO, EProp, Objective, feedback_alignment
 
 from rule_helpers import ALL, N, N_IN, N_OUT, make_cell, make_trials
@@ -262,36 +262,43 @@ def test_learned_feedback_update_is_the_transposed_delta_rule(getkey):
     np.testing.assert_allclose(jax.jit(feedback_update)(forcing, cell, trials).F, expected, rtol=1e-10)
 
 
-def test_learned_feedback_aligns_with_a_decoder_learning_by_the_same_rule(getkey):
-    """Kolen-Pollack: when W_out follows its own delta rule with the same rate and decay,
-    F and W_outᵀ receive the same increments and their difference decays."""
-    cell, trials = make_cell(getkey()), make_trials(getkey(), steps=4)
-    forcing = FeedbackForcing.random(cell, key=getkey(), alpha=0.5, learn=True, learning_rate=0.5, decay=0.5)
+@pytest.mark.parametrize("learn", [True, False], ids=["learned-F", "fixed-F"])
+def test_feedback_and_decoder_align_in_real_training(learn):
+    """EF paper, bio-plausible EF: a short real training run (BPTT, Adam, feedback forcing at
+    α = 1). With a learned F both F and W_out move and cos(F, W_outᵀ) rises; with a fixed F,
+    F stays bit-identical and the rise is the decoder turning toward F."""
+    import optax
 
-    @jax.jit
-    def co_learn(forcing, W_out):
-        def step(carry, _):
-            forcing, W_out = carry
-            c = eqx.tree_at(lambda c: c.W_out, cell, W_out)
-            new = feedback_update(forcing, c, trials)
-            # the decoder's delta rule, with the same rate and decay: the Hebbian product transposed
-            shrink = 1 - forcing.learning_rate * forcing.decay
-            W_out = shrink * W_out + (new.F - shrink * forcing.F).T
-            return (new, W_out), decoder_alignment(new, c)
-        return jax.lax.scan(step, (forcing, W_out), None, length=40)
+    from errorforcing.tasks import DelayedXOR
+    from errorforcing.training import EnsembleTrainer, Member, Schedule
 
-    (_, _), cos = co_learn(forcing, cell.W_out)
-    assert float(decoder_alignment(forcing, cell)) < 0.5
-    assert float(cos[-1]) > 0.999 and float(cos[-1]) > float(cos[0])
+    make_forcing = lambda a, cell, key: FeedbackForcing.random(cell, key=key, alpha=a, learn=learn,  # noqa: E731
+                                                               learning_rate=0.5, decay=0.1)
+    tr = EnsembleTrainer(DelayedXOR(delay=4, pulse=4), lambda k: LeakyRNN(3, 8, 1, key=k), make_forcing, BPTT(),
+                         optax.adam, [Member(0, 1.0, 1e-2)],
+                         Schedule(epochs=5, batch_size=16, train_trials=32, val_trials=8, threshold=1e-9), shards=1)
+    cells, forcings = tr.init()[:2]
+    first = jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, (cells, forcings))
+    result = tr.run()
+    before = float(decoder_alignment(first[1], first[0]))
+    cos = result.extra_curves["cos_F_Wout"][0]
+    assert before < 0.3 and cos[-1] > before + 0.15, (before, cos)
+    assert np.all(np.diff(cos) > 0), cos
+    assert float(jnp.max(jnp.abs(result.cells.W_out - cells.W_out))) > 1e-2
+    if learn:
+        assert float(jnp.max(jnp.abs(result.forcings.F - forcings.F))) > 1e-2
+    else:
+        np.testing.assert_array_equal(result.forcings.F, forcings.F)
 
 
 # ----- real-time learning: `online_run` -----
 
 
-def hand_online_eprop(cell, trials, lr, kind):
-    """Online e-prop / RFLO (state readout, tanh, no forcing, symmetric B = W_outᵀ, plain masked
-    MSE) as a numpy loop over steps and trials: traces updated with the current weights, then
-    every weight changed by -lr times that step's update, summed over the batch."""
+def hand_online_eprop(cell, trials, lr, kind, alpha=0.0):
+    """Online e-prop / RFLO (state readout, tanh, symmetric B = W_outᵀ, plain masked MSE) as a
+    numpy loop over steps and trials: traces updated with the current weights, then every
+    weight changed by -lr times that step's update, summed over the batch. alpha > 0: error
+    forcing h̃ = h + α m W⁺ e with W⁺ of the current W_out (stopped: the traces do not see it)."""
     theta = {f: np.array(getattr(cell, f), np.float64) for f in ALL}
     a = cell.leak
     x, target, m = (np.asarray(v, np.float64) for v in trials[:3])
@@ -310,20 +317,23 @@ def hand_online_eprop(cell, trials, lr, kind):
         y = h @ W_out.T + b_out
         dy = 2 * m[:, t] * (y - target[:, t]) / n
         L = dy @ W_out  # the learning signal B dy with B = W_outᵀ
+        pinv = W_out.T @ np.linalg.inv(W_out @ W_out.T + 1e-7 * np.eye(W_out.shape[0]))
         g = {"W_rec": np.einsum("bi,bij->ij", L, P_rec), "W_in": np.einsum("bi,bij->ij", L, P_in),
              "b": np.sum(L * P_b, 0), "W_out": dy.T @ h, "b_out": dy.sum(0)}
+        h = h + alpha * m[:, t].max(1, keepdims=True) * ((target[:, t] - y) * m[:, t]) @ pinv.T
         theta = {k: theta[k] - lr * g[k] for k in theta}
     return theta
 
 
-@pytest.mark.parametrize("rule", [EProp, RFLO], ids=["eprop", "rflo"])
-def test_online_trace_rule_run_is_a_hand_written_loop_of_sgd_steps(rule, getkey):
+@pytest.mark.parametrize("rule,alpha", [(EProp, 0.0), (RFLO, 0.0), (EProp, 0.7)], ids=["eprop", "rflo", "ef-eprop"])
+def test_online_trace_rule_run_is_a_hand_written_loop_of_sgd_steps(rule, alpha, getkey):
     lr = 0.4
     cell, trials = make_cell(getkey()), make_trials(getkey())
     r = rule(online=True, lr=lr)
-    _, end, _, _ = eqx.filter_jit(r.online_run)(cell, r.online_init(cell), NoForcing(), trials, key=getkey(),
+    forcing = ErrorForcing(alpha=alpha) if alpha else NoForcing()
+    _, end, _, _ = eqx.filter_jit(r.online_run)(cell, r.online_init(cell), forcing, trials, key=getkey(),
                                                 objective=Objective(0.0, 0.0))
-    ref = hand_online_eprop(cell, trials, lr, rule.__name__.lower())
+    ref = hand_online_eprop(cell, trials, lr, rule.__name__.lower(), alpha)
     for f in ALL:
         np.testing.assert_allclose(getattr(end, f), ref[f], rtol=1e-10, atol=1e-13)
     assert float(jnp.max(jnp.abs(end.W_rec - cell.W_rec))) > 1e-3

@@ -69,7 +69,7 @@ def build_trainer(config: TrainConfig) -> EnsembleTrainer | ContinualTrainer:
     if config.continual:
         schedule = ContinualSchedule(config.steps, config.val_every, config.val_steps or task.n_steps,
                                      threshold=config.threshold or type(task).threshold, patience=config.patience,
-                                     divergence=config.divergence)
+                                     divergence=config.divergence, test_trials=config.test_trials)
         return ContinualTrainer(task, make_cell, make_forcing, rule, members, schedule, objective)
     schedule = build_schedule(config, task)
     optimizer = _optimizer(config.optim)

@@ -157,9 +157,15 @@ class AbstractTraceRule(AbstractOnlineRule):
 
         batched = jax.vmap(trial_step, in_axes=(None, None, 0, 0, 0, 0, 0, 0))
 
+        refresh_gain = self.online and isinstance(forcing, _AdditiveErrorForcing)
+
         def scan_step(carry, xs):
             c, opt_state, state, g_sum, loss_sum = carry
             x, target, m, xi = xs
+            if refresh_gain:  # online: the forcing's gain (W⁺) follows the changing W_out, as in RTRL
+                fcarry = state[1]
+                state = (state[0], (jnp.broadcast_to(forcing.gain(c), fcarry[0].shape),) + tuple(fcarry[1:])) + \
+                    tuple(state[2:])
             state, loss, g = batched(c, self.feedback_matrix(c), state, x, target, m, xi, losses.rate_scale)
             penalty, penalty_grad = jax.value_and_grad(
                 lambda W: losses.penalty(eqx.tree_at(lambda cc: cc.W_out, c, W)))(c.W_out)

@@ -16,14 +16,17 @@ from ..models import AbstractCell
 from ..rules import AbstractLearningRule, Objective, masked_mse
 from ..tasks import AbstractContinualTask, Trials, stream
 from ._convergence import ConvergenceTracker
-from ._ensemble import EnsembleResult, Member, _tree_where, member_keys
+from ._dynamics import evaluation_key
+from ._ensemble import EnsembleResult, Member, _tree_where, held_out_loss, member_keys
 
 
 @dataclasses.dataclass(frozen=True)
 class ContinualSchedule:
     """`steps` steps of one stream per member, a validation check every `val_every` steps on
     `val_steps` fresh steps (unforced, from rest). Converged = validation loss below
-    `threshold` at `patience` consecutive checks; divergence as in the epoch trainer."""
+    `threshold` at `patience` consecutive checks; divergence as in the epoch trainer. After
+    training, the test loss on `test_trials` fresh trials (the task's first n_steps of fresh
+    streams, unforced), as the epoch trainer reports it."""
 
     steps: int
     val_every: int
@@ -31,6 +34,7 @@ class ContinualSchedule:
     threshold: float = 0.01
     patience: int = 10
     divergence: float = 1e4
+    test_trials: int = 200
 
     def __post_init__(self):
         if min(self.steps, self.val_every, self.val_steps) < 1 or self.steps % self.val_every:
@@ -71,7 +75,10 @@ class ContinualTrainer:
         keys = [member_keys(m.seed) for m in members]
         self.init_keys, self.data_keys, self.noise_keys = (jnp.stack([k[i] for k in keys]) for i in range(3))
         self.alphas = jnp.asarray([m.alpha for m in members])
+        self.evaluation_keys = jnp.stack([evaluation_key(m.seed) for m in members])
         self._segment = eqx.filter_jit(eqx.filter_vmap(self._member_segment))
+        self._test_loss = eqx.filter_jit(eqx.filter_vmap(
+            lambda cell, key: held_out_loss(cell, self.task, self.schedule.test_trials, key=key)))
 
     def init(self):
         """(cells, forcings, per-step optimizer states, rules, training streams), batched over members."""
@@ -127,7 +134,9 @@ class ContinualTrainer:
                 on_epoch(check, tracker, val_loss)
             if not tracker.active.any():
                 break
-        stack = lambda c: np.stack(c, axis=1)
+        test_loss = np.asarray(self._test_loss(cells, self.evaluation_keys), np.float64)
+        stack = lambda c: np.stack(c, axis=1)  # noqa: E731
         return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),
                               np.full((M, check), np.nan), {"step": stack(steps)}, check,
-                              time.perf_counter() - start, forcings, rules=rules)
+                              time.perf_counter() - start, forcings, rules=rules,
+                              test_loss=np.where(tracker.diverged, np.nan, test_loss))
