@@ -127,3 +127,24 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(trained, tmp_pat
     lines = err.strip().splitlines()
     assert len(lines) == 1 and field in lines[0], err
     assert sorted(p.name for p in out.iterdir()) == before and list(tmp_path.iterdir()) == []
+
+
+def test_report_has_a_dynamics_section_for_each_methods_best_network(trained, tmp_path):
+    from errorforcing.experiments._dynamics import member_dynamics
+    from errorforcing.plotting import write_report
+
+    out, result = trained
+    report = write_report(out, out=tmp_path / "report")
+    (entry,) = report.data["dynamics"]  # one method (EF-BPTT) in this store
+    run = ef.load_run(out)
+    assert entry["method"] == "EF-BPTT" and entry["run_id"] == result.run_id
+    assert entry["member"] == run.best_member()
+    s = member_dynamics(run, entry["member"], trials=32, initial_states=256).summary()
+    assert (entry["n_fixed_points"], entry["n_stable"]) == (s["n_fixed_points"], s["n_stable"])
+    page = report.html.read_text()
+    assert '<section id="dynamics">' in page and "<h2>Dynamics</h2>" in page
+    for key in ("fixed_points_figure", "pca_figure"):
+        assert f'src="{entry[key]}"' in page and (tmp_path / "report" / entry[key]).stat().st_size > 5_000
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["dynamics"] == report.data["dynamics"]
+    plain = write_report(out, out=tmp_path / "plain", dynamics=False)
+    assert plain.data["dynamics"] == [] and "Dynamics" not in plain.html.read_text()

@@ -129,6 +129,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def report(directory: Path = typer.Argument(..., metavar="DIR", help="results directory"),
                out: Optional[Path] = typer.Option(None, "--out", help="where to write (default DIR/report)"),
+               dynamics: bool = typer.Option(True, "--dynamics/--no-dynamics", help="the Dynamics section: fixed "
+                                             "points and PCA trajectories of each method's best network"),
                json_out: bool = JsonOpt):
         """Figures (PNG and SVG), tables and a static report.html of the finished runs."""
         open_store(directory)
@@ -137,7 +139,7 @@ def register(app: typer.Typer) -> None:
         from .plotting import write_report
 
         try:
-            result = write_report(directory, out=out)
+            result = write_report(directory, out=out, dynamics=dynamics)
         except ValueError as e:
             fail(str(e))
         if json_out:

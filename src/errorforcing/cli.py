@@ -133,7 +133,7 @@ def _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, 
 TaskOpt = typer.Option(None, "--task", help="task name (see `errorforcing tasks`)")
 DelayOpt = typer.Option(None, "--delay", help="delay in steps (delayed-xor, evidence-integration)")
 ShiftOpt = typer.Option(None, "--shift", help="period shift (sine)")
-RuleOpt = typer.Option(None, "--rule", help="learning rule: bptt, tbptt, rtrl, eprop, rflo")
+RuleOpt = typer.Option(None, "--rule", help="learning rule: bptt, tbptt, rtrl, eprop, rflo, uoro, kf-rtrl, snap1, snap2")
 SeedsOpt = typer.Option(None, "--seeds", help="number of seeds (ensemble members per α)")
 SeedOpt = typer.Option(None, "--seed", help="first seed")
 EpochsOpt = typer.Option(None, "--epochs", help="epoch budget")
@@ -270,6 +270,8 @@ def compare(
                                   help="how the verdicts account for each method's best α being picked from the "
                                        "grid: split (pick on half the seeds, compare on the other half) or "
                                        "bonferroni (pick on all seeds, p × grid pairs)"),
+    dynamics: bool = typer.Option(False, "--dynamics", help="also compare the fixed points of each method's "
+                                  "best networks under the delay input (table, OUT/compare-dynamics.png)"),
     config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
 ):
     """No forcing vs teacher forcing vs error forcing on one task (best α per method), ending
@@ -291,17 +293,40 @@ def compare(
     defaults = COMPARE_DEFAULTS | {"forcing.alpha": [1.0] if adaptive_alpha else list(COMPARE_ALPHAS)}
     cfg = _with_default_out(build_config(config, overrides, defaults=defaults))
     grid = cfg.forcing.alpha  # --alphas, else the file's forcing.alpha, else the default grid
-    result = run_compare(cfg, alphas=grid, progress=True, selection=selection)
+    result = run_compare(cfg, alphas=grid, progress=True, selection=selection, dynamics=dynamics)
     if json_out:
         print(dumps({"out": cfg.out, "best": result.best, "settings": result.settings,
                           "runs": [r.run_id for r in result.runs],
                           "figure": str(result.figure) if result.figure else None,
-                          "verdicts": result.verdicts}))
+                          "verdicts": result.verdicts}
+                    | ({"dynamics": {k: result.dynamics[k] for k in ("input", "table", "figure", "json")}}
+                       if dynamics else {})))
     else:
         _print_table(result.best, f"{cfg.task.name}, delay {cfg.task.delay}: best α per method → {cfg.out}",
                      label=True)
         print(f"figure: {result.figure}")
         _print_verdicts(result.verdicts)
+        if dynamics:
+            _print_dynamics(result.dynamics)
+
+
+def _print_dynamics(dynamics: dict[str, Any]) -> None:
+    """compare --dynamics: the fixed-point structure per method under the delay input."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"fixed points under the {dynamics['input']} input, best α per method")
+    for col in ("method", "α", "members", "converged", "stable points: median [min, max]", "members with 4 stable",
+                "median unstable points", "median |λ|max of stable points"):
+        table.add_column(col, justify="right")
+    fmt = lambda v, f="{:g}": "—" if v is None else f.format(v)  # noqa: E731
+    for r in dynamics["table"]:
+        table.add_row(r["method"], fmt(r["alpha"]), str(r["members"]), str(r["converged"]),
+                      f"{fmt(r['median_stable'])} [{fmt(r['min_stable'])}, {fmt(r['max_stable'])}]",
+                      str(r["with_four_stable"]), fmt(r["median_unstable"]),
+                      fmt(r["median_stable_max_abs_eigenvalue"], "{:.4f}"))
+    Console(width=160).print(table)
+    print(f"dynamics figure: {dynamics['figure']}")
 
 
 def _print_verdicts(verdicts: list[dict[str, Any]]) -> None:

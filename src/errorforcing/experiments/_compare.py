@@ -28,6 +28,7 @@ class CompareResult:
     runs: list[TrainResult]
     figure: Path | None
     verdicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # compare_verdicts
+    dynamics: dict[str, Any] | None = None  # compare_dynamics, with `figure` and `json` paths (dynamics=True)
 
 
 def method_label(forcing: str, rule: str) -> str:
@@ -66,9 +67,14 @@ def compare_verdicts(rows_by_method: dict[str, list[dict[str, Any]]], *, winner:
 
 
 def compare(config: TrainConfig, *, alphas=COMPARE_ALPHAS, methods=("none", "tf", "ef"),
-            progress: bool = True, selection: str = "split") -> CompareResult:
+            progress: bool = True, selection: str = "split", dynamics: bool = False) -> CompareResult:
     """Train one ensemble per method (all α of a method in one compiled program), then the
-    verdicts of EF against each other method (`compare_verdicts`; none without an EF arm)."""
+    verdicts of EF against each other method (`compare_verdicts`; none without an EF arm).
+    `dynamics=True` (needs `config.out`) also compares the fixed-point structure of each
+    method's best-setting networks under the delay input (`compare_dynamics`): a table, a figure
+    OUT/compare-dynamics.png and OUT/compare-dynamics.json."""
+    if dynamics and not config.out:
+        raise ValueError("dynamics: needs an output directory (out) to load the trained networks from")
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     runs, settings, best = [], [], []
@@ -99,7 +105,27 @@ def compare(config: TrainConfig, *, alphas=COMPARE_ALPHAS, methods=("none", "tf"
         title = f"{config.task.name} (T = {task.n_steps}), {config.seeds} seeds, {config.epochs} epochs"
         figure = compare_figure(best, curves, Path(config.out) / "compare.png", title=title,
                                 threshold=config.threshold or type(task).threshold)[0]
-    return CompareResult(best, settings, runs, figure, verdicts)
+    structure = _dynamics(config, runs, best) if dynamics else None
+    return CompareResult(best, settings, runs, figure, verdicts, structure)
+
+
+def _dynamics(config: TrainConfig, runs: list[TrainResult], best: list[dict[str, Any]]) -> dict[str, Any]:
+    import json
+
+    from ..plotting import dynamics_comparison_figure
+    from ._dynamics import compare_dynamics
+
+    arms = [{"label": b["label"], "run_id": run.run_id, "alpha": b["alpha"], "lr": b.get("lr")}
+            for run, b in zip(runs, best)]
+    result = compare_dynamics(config.out, arms)
+    out = Path(config.out)
+    title = (f"{config.task.name}, delay {config.task.delay}: fixed points under the delay input, "
+             f"every member of each method's best α")
+    result["figure"] = str(dynamics_comparison_figure(result["summaries"], out / "compare-dynamics.png", title=title,
+                                                      forcings=result["forcings"])[0])
+    result["json"] = str(out / "compare-dynamics.json")
+    (out / "compare-dynamics.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
 def _parsed(rows):

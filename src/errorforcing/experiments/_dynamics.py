@@ -127,3 +127,44 @@ def member_dynamics(run: LoadedRun, member: int | None = None, *, input: str = "
     fit = pca(trajectories, min(3, trajectories.shape[-1]))
     return MemberDynamics(run.run_id, i, row, method_label(row["forcing"], row["rule"]), name, np.asarray(x),
                           trajectories, labels, names, condition_average(trajectories, labels), fit, fp)
+
+
+def compare_dynamics(directory, arms: list[dict[str, Any]], *, input: str = "delay", trials: int = 64,
+                     initial_states: int = 256) -> dict[str, Any]:
+    """The fixed-point structure of each compared method's networks under `input` (default: the
+    delay input): every non-diverged member of the method's best setting. `arms`: one dict per
+    method with `label`, `run_id` and the chosen `alpha` and `lr`.
+
+    Returns `summaries` (label -> one `MemberDynamics.summary()` per member) and `table`, one row
+    per method: members analysed, how many converged, the median and range of the number of
+    stable fixed points, how many members have exactly four (delayed XOR's four memory states
+    s1 × s2), the median number of unstable points, and the median |λ|max over the stable points
+    (how slowly the slowest memory decays; 1 is marginal)."""
+    summaries: dict[str, list[dict[str, Any]]] = {}
+    forcings: dict[str, str] = {}
+    for arm in arms:
+        run = _load(directory, arm["run_id"])
+        chosen = [i for i, r in enumerate(run.rows) if r["alpha"] == arm["alpha"]
+                  and (arm.get("lr") is None or r["lr"] == arm["lr"]) and not r["diverged"]]
+        summaries[arm["label"]] = [member_dynamics(run, i, input=input, trials=trials,
+                                                   initial_states=initial_states).summary() for i in chosen]
+        forcings[arm["label"]] = run.config.forcing.kind
+    table = []
+    for label, rows in summaries.items():
+        n_stable = [s["n_stable"] for s in rows]
+        lam = [p["max_abs_eigenvalue"] for s in rows for p in s["points"] if p["stable"]]
+        table.append({"method": label, "alpha": next((a["alpha"] for a in arms if a["label"] == label), None),
+                      "members": len(rows), "converged": sum(s["converged"] for s in rows),
+                      "median_stable": float(np.median(n_stable)) if rows else None,
+                      "min_stable": min(n_stable, default=None), "max_stable": max(n_stable, default=None),
+                      "with_four_stable": sum(n == 4 for n in n_stable),
+                      "median_unstable": float(np.median([s["n_fixed_points"] - s["n_stable"] for s in rows]))
+                      if rows else None,
+                      "median_stable_max_abs_eigenvalue": float(np.median(lam)) if lam else None})
+    return {"input": input, "summaries": summaries, "table": table, "forcings": forcings}
+
+
+def _load(directory, run_id: str) -> LoadedRun:
+    from ._load import load_run
+
+    return load_run(directory, run_id)

@@ -141,3 +141,41 @@ def dynamics_comparison_figure(summaries: dict[str, list[dict[str, Any]]], path:
     axes[1].set_title("slowest mode of each stable fixed point", fontsize=9)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path, formats)
+
+
+def report_dynamics(directory: str | Path, rows: list[dict[str, Any]], fig_dir: Path, *, root: Path,
+                    trials: int = 32, initial_states: int = 256) -> list[dict[str, Any]]:
+    """The report's Dynamics section: for each (task, method) of the annotated member `rows`, its
+    best network (converged first, then the lowest final validation loss; never a diverged
+    one), with its fixed points under the delay input and its PCA trajectories drawn into
+    `fig_dir`. Paths in the entries are relative to `root`. A method whose run has no stored
+    parameters gets an entry saying so."""
+    from ..experiments import StoredRunError, load_run
+    from ..experiments._dynamics import member_dynamics
+
+    entries = []
+    loaded: dict[str, Any] = {}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if not r["diverged"] and r["final_val_loss"] is not None:
+            groups.setdefault((r["task"], r["method"]), []).append(r)
+    for (task, method), members in sorted(groups.items()):
+        best = min(members, key=lambda r: (not r["converged"], r["final_val_loss"]))
+        entry = {"task": task, "method": method, "run_id": best["run_id"], "member": best["member"],
+                 "seed": best["seed"], "alpha": best["alpha"], "converged": bool(best["converged"])}
+        try:
+            if best["run_id"] not in loaded:
+                loaded[best["run_id"]] = load_run(directory, best["run_id"])
+            dyn = member_dynamics(loaded[best["run_id"]], best["member"], trials=trials, initial_states=initial_states)
+        except StoredRunError as e:
+            entries.append(entry | {"error": str(e)})
+            continue
+        stem = f"dynamics_{task}_{method}".replace(" ", "_").replace("=", "-").replace("/", "-")
+        title = f"{task} · {method} · run {best['run_id']} member {best['member']} (seed {best['seed']})"
+        fp = fixed_points_figure(dyn, fig_dir / f"{stem}_fixed_points", title=title)[0]
+        pc = pca_figure(dyn, fig_dir / f"{stem}_pca", title=title)[0]
+        s = dyn.summary()
+        entries.append(entry | {k: s[k] for k in ("input", "n_fixed_points", "n_stable", "participation_ratio")}
+                       | {"fixed_points_figure": fp.relative_to(root).as_posix(),
+                          "pca_figure": pc.relative_to(root).as_posix()})
+    return entries

@@ -16,6 +16,7 @@ from ..experiments._status import sweep_status
 from ..experiments._summary import best_setting, summarize
 from ..store import RunStore, member_table
 from . import _report_figures as F
+from ._dynamics import report_dynamics
 
 # Config columns that never define a setting: vmapped within a job, or already in the method.
 NOT_SETTING = {"config.seed", "config.seeds", "config.forcing.alpha", "config.optim.lr", "config.out",
@@ -73,9 +74,11 @@ def settings_tables(rows: list[dict[str, Any]]) -> tuple[list[dict], list[dict],
     return settings, best, members
 
 
-def write_report(directory: str | Path, *, out: str | Path | None = None, note: str | None = None) -> Report:
+def write_report(directory: str | Path, *, out: str | Path | None = None, note: str | None = None,
+                 dynamics: bool = True) -> Report:
     """Write DIR/report/ (or `out`): figures/*.png|svg, report.json and report.html. `note` (and
-    every sweep's own note) is printed on each figure and on the page."""
+    every sweep's own note) is printed on each figure and on the page. `dynamics`: the Dynamics
+    section (each method's best network: fixed points and PCA trajectories, `report_dynamics`)."""
     store = RunStore(directory, create=False)
     out = Path(out) if out else Path(directory) / "report"
     rows = member_table(store)
@@ -104,17 +107,39 @@ def write_report(directory: str | Path, *, out: str | Path | None = None, note: 
         add(f"curve_{key}", F.curves_figure(best, members, fig_dir / f"curve_{key}", key=key, ylabel=key, log=False,
                                             x_name=x_name, note=note_line, title=f"{key} during training"))
     status = sweep_status(store)
+    dynamics_entries = report_dynamics(directory, rows, fig_dir, root=out) if dynamics else []
     public = lambda table: [{k: v for k, v in s.items() if k != "setting"} for s in table]  # noqa: E731
     data = {"version": __version__, "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "directory": str(Path(directory).resolve()), "notes": notes, "x": x_name,
             "best": public(best), "settings": public(settings), "status": status,
-            "claims": _claims(directory),
+            "claims": _claims(directory), "dynamics": dynamics_entries,
             "figures": {name: {"files": [p.relative_to(out).as_posix() for p in paths], "data": figure_data[name]}
                         for name, paths in figures.items()}}
     (out / "report.json").write_text(json.dumps(data, indent=1))
     page = out / "report.html"
     page.write_text(_html(data, sweeps))
     return Report(page, figures, data)
+
+
+def _dynamics_html(entries: list[dict[str, Any]]) -> str:
+    if not entries:
+        return ""
+    parts = ["<h2>Dynamics</h2><p>Each method's best network (converged first, then the lowest final validation "
+             "loss), run unforced on its task: fixed points under the delay input in the top-3 PC space (stable "
+             "filled, unstable open with their unstable directions), their eigenvalues against the unit circle, "
+             "and condition-averaged trajectories with the explained variance.</p>"]
+    for e in entries:
+        head = (f"{e['task']} · {e['method']} · run {e['run_id']} member {e['member']} (seed {e['seed']}, "
+                f"α = {e['alpha']:g}{'' if e['converged'] else ', not converged'})")
+        if "error" in e:
+            parts.append(f'<h3>{html.escape(head)}</h3><p>{html.escape(e["error"])}</p>')
+            continue
+        text = (f"{e['n_fixed_points']} fixed points, {e['n_stable']} stable, under the {e['input']} input; "
+                f"participation ratio {e['participation_ratio']:.2f}")
+        parts.append(f'<h3>{html.escape(head)}</h3><p>{html.escape(text)}</p>'
+                     f'<figure class="dynamics"><img src="{html.escape(e["fixed_points_figure"])}" alt="fixed points">'
+                     f'<img src="{html.escape(e["pca_figure"])}" alt="PCA trajectories"></figure>')
+    return '<section id="dynamics">' + "".join(parts) + "</section>"
 
 
 def _claims(directory) -> list[dict[str, Any]]:
@@ -223,6 +248,7 @@ def _html(data: dict[str, Any], sweeps: list[dict[str, Any]]) -> str:
 <h2>Figures</h2>
 <p>{html.escape(x)}</p>
 {''.join(figs)}
+{_dynamics_html(data.get('dynamics', []))}
 <h2>Best setting per method</h2>
 {_table(data['best'], SETTING_COLUMNS, 'best')}
 <h2>All settings</h2>
