@@ -49,7 +49,8 @@ def stopped_surrogate(base_cell, forcing, trials, objective):
     pre = jax.vmap(jax.vmap(base_cell))(prev, trials.inputs)  # h_t before forcing
     c = forcing.alpha * jnp.max(trials.mask, axis=-1, keepdims=True)
     if isinstance(forcing, TeacherForcing):
-        teacher = (trials.targets - base_cell.b_out) @ forcing.init(base_cell).T
+        teacher = forcing.teacher_coefficients(base_cell.W_out, base_cell.b_out, trials.targets,
+                                               trials.mask) @ base_cell.W_out
         apply = lambda h, t, b: (1 - c[b, t]) * h + c[b, t] * teacher[b, t]
     else:
         delta = states - pre
@@ -209,6 +210,7 @@ def two_output_problem(getkey, T=9, B=3, partial_mask=False):
     return cell, ef.tasks.Trials(inputs, targets, mask, {})
 
 
+@pytest.mark.usefixtures("fast_compile")
 @pytest.mark.parametrize("n_out", [1, 2, 3])
 def test_readout_penalty_matches_the_reference_formula(getkey, n_out):
     """Objective and the per-step StepLoss both add readout_reg · R(W_out), R by n_out."""
@@ -226,12 +228,23 @@ def test_readout_penalty_matches_the_reference_formula(getkey, n_out):
                                expected, rtol=1e-10)
 
 
-@pytest.mark.parametrize("forcing", [NoForcing(), ErrorForcing(alpha=0.5), ErrorForcing(alpha=0.5, causal=True),
-                                     TeacherForcing(alpha=0.6)], ids=lambda f: type(f).__name__)
-def test_hand_written_bptt_equals_autodiff_with_two_outputs(getkey, forcing):
-    """n_out = 2 (the condition-number penalty): the fast path's loss is the hand computation and
-    its gradient equals autodiff's."""
-    cell, trials = two_output_problem(getkey)
+TWO_OUTPUT_CASES = {
+    "none": (NoForcing(), False),
+    "ef": (ErrorForcing(alpha=0.5), False),
+    "ef-causal-partial": (ErrorForcing(alpha=0.5, causal=True), True),
+    "tf": (TeacherForcing(alpha=0.6), False),
+    "tf-partial": (TeacherForcing(alpha=0.6), True),
+    "tf-stopped-partial": (TeacherForcing(alpha=1.0, stop_gradient=True), True),
+}
+
+
+@pytest.mark.usefixtures("fast_compile")
+@pytest.mark.parametrize("case", list(TWO_OUTPUT_CASES))
+def test_hand_written_bptt_equals_autodiff_with_two_outputs(getkey, case):
+    """n_out = 2 (the condition-number penalty; steps where only some outputs are supervised):
+    the fast path's loss is the hand computation and its gradient equals autodiff's."""
+    forcing, partial_mask = TWO_OUTPUT_CASES[case]
+    cell, trials = two_output_problem(getkey, partial_mask=partial_mask)
     objective = Objective(rate_reg=0.0, readout_reg=0.1)
     key = getkey()
     l1, g1, _ = BPTT().value_and_grad(cell, forcing, trials, key=key, objective=objective)
@@ -242,3 +255,20 @@ def test_hand_written_bptt_equals_autodiff_with_two_outputs(getkey, forcing):
     np.testing.assert_allclose(l1, l2, rtol=1e-12)
     for field in ("W_rec", "W_in", "b", "W_out", "b_out"):
         np.testing.assert_allclose(getattr(g1, field), getattr(g2, field), rtol=1e-9, atol=1e-12, err_msg=field)
+
+
+@pytest.mark.usefixtures("fast_compile")
+@pytest.mark.parametrize("forcing", [TeacherForcing(alpha=0.7), TeacherForcing(alpha=0.7, stop_gradient=True)],
+                         ids=["flowing", "stopped"])
+def test_teacher_forcing_gradient_ignores_placeholder_targets(getkey, forcing):
+    """The targets of unsupervised components (m = 0) change neither the loss nor the gradient,
+    on the fast path and on autodiff."""
+    cell, trials = two_output_problem(getkey, partial_mask=True)
+    off = np.asarray(trials.mask) == 0
+    placeholder = trials._replace(targets=jnp.where(off, 5.0, trials.targets))
+    for rule in (BPTT(), BPTT(fast=False)):
+        l1, g1, _ = rule.value_and_grad(cell, forcing, trials, key=getkey())
+        l2, g2, _ = rule.value_and_grad(cell, forcing, placeholder, key=getkey())
+        np.testing.assert_allclose(l1, l2, rtol=1e-12)
+        for field in ("W_rec", "b", "W_out", "b_out"):
+            np.testing.assert_allclose(getattr(g1, field), getattr(g2, field), rtol=1e-10, atol=1e-13, err_msg=field)

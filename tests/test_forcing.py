@@ -89,6 +89,54 @@ def test_williams_zipser_unmasked_units_untouched(getkey, alpha):
     assert float(out[0]) == (1.0 if alpha else float(h[0]))
 
 
+def test_teacher_state_uses_only_the_supervised_outputs(getkey):
+    """A partially supervised step: the teacher state does not depend on the unsupervised
+    component's target, and with α = 1 the supervised component reads out exactly."""
+    cell = ef.models.LeakyRNN(2, 10, 3, key=getkey())
+    cell = eqx_set(cell, "b_out", jnp.array([0.2, -0.1, 0.4]))
+    h = jax.random.normal(getkey(), (10,))
+    mask = jnp.array([1.0, 0.0, 1.0])
+    f = TeacherForcing(alpha=1.0)
+    outs = [f(h, cell.readout(h), jnp.array([0.7, other, -0.3]), mask, cell, f.init(cell))[0]
+            for other in (0.0, 3.0, -20.0)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+    y = np.asarray(cell.W_out @ outs[0] + cell.b_out)
+    np.testing.assert_allclose(y[[0, 2]], [0.7, -0.3], atol=1e-5)
+    # the smallest such state: W_S⁺ of the supervised rows, by numpy's pseudo-inverse
+    rows = np.asarray(cell.W_out)[[0, 2]]
+    expected = np.linalg.pinv(rows) @ (np.array([0.7, -0.3]) - np.asarray(cell.b_out)[[0, 2]])
+    np.testing.assert_allclose(outs[0], expected, atol=1e-5)
+
+
+def test_teacher_forcing_fully_supervised_is_the_paper_formula(getkey):
+    """All outputs supervised: h̃ = (1 - α) h + α W⁺ (y* - b_out) with W⁺ = W_outᵀ (W_out W_outᵀ + ε I)⁻¹."""
+    cell = _two_output_cell(getkey)
+    h = jax.random.normal(getkey(), (10,))
+    target = jnp.array([0.7, -1.2])
+    f = TeacherForcing(alpha=0.6)
+    out, _ = f(h, cell.readout(h), target, jnp.ones(2), cell, f.init(cell))
+    W = np.asarray(cell.W_out)
+    pinv = W.T @ np.linalg.inv(W @ W.T + 1e-7 * np.eye(2))
+    np.testing.assert_allclose(out, 0.4 * np.asarray(h) + 0.6 * pinv @ (np.asarray(target) - np.asarray(cell.b_out)),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_teacher_forcing_rollout_ignores_an_unsupervised_partner(getkey):
+    """Oscillation with train_partner=False: output 1 is a placeholder (mask 0). The TF rollout
+    must not depend on its target."""
+    task = ef.tasks.Oscillation(pattern="sine", train_partner=False, n_steps=20)
+    cell = ef.models.LeakyRNN(task.n_in, 8, task.n_out, key=getkey())
+    trials = ef.tasks.sample_batch(task, 2, key=getkey())
+    assert np.all(np.asarray(trials.mask)[..., 1] == 0) and np.all(np.asarray(trials.mask)[..., 0] == 1)
+    moved = trials._replace(targets=trials.targets.at[..., 1].set(-3.0))
+    s1, _ = ef.simulate(cell, trials, TeacherForcing(alpha=1.0))
+    s2, _ = ef.simulate(cell, moved, TeacherForcing(alpha=1.0))
+    np.testing.assert_array_equal(s1, s2)
+    y = np.einsum("btn,on->bto", np.asarray(s1), np.asarray(cell.W_out)) + np.asarray(cell.b_out)
+    np.testing.assert_allclose(y[..., 0], np.asarray(trials.targets)[..., 0], atol=1e-5)
+
+
 def test_error_forcing_is_orthogonal_projection(getkey):
     """With α = 1, EF moves h by the smallest step that zeroes the error: the step lies in the
     row space of W_out (orthogonal to the zero-error manifold)."""

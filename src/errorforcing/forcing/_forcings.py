@@ -20,12 +20,18 @@ def _check_alpha(name, alpha, upper=1.0):
 
 
 class TeacherForcing(AbstractForcing):
-    """Generalized teacher forcing (Hess et al. 2023; EF paper eq. 2):
+    """Generalized teacher forcing (Hess et al. 2023; EF paper eq. 2), on the supervised outputs:
 
-        h̃_t = (1 - c_t) h_t + c_t W⁺ (y*_t - b_out),   W⁺ = W_outᵀ (W_out W_outᵀ + ε I)⁻¹
+        h̃_t = (1 - c_t) h_t + c_t W_S⁺ (s_t ⊙ (y*_t - b_out)),   c_t = α max_k m_tk
+        W_S = diag(s_t) W_out,   W_S⁺ = W_Sᵀ (W_S W_Sᵀ + ε I)⁻¹,   s_t = 1[m_t > 0]
 
-    With c_t = 1 the readout equals the target exactly (up to ε). The teacher state's
-    gradient flows through W⁺ as in the reference code; `stop_gradient=True` stops it.
+    The teacher state is the smallest state whose readout puts the *supervised* components on
+    their targets: with c_t = 1, (W_out h̃_t + b_out)_k = y*_tk wherever m_tk > 0 (up to ε), and
+    an unsupervised component's target (a placeholder) has no influence. Fully supervised steps
+    give the paper's W⁺ (y*_t - b_out), W⁺ = W_outᵀ (W_out W_outᵀ + ε I)⁻¹; the mask's support,
+    not its value, selects the rows, so a weighted mask weighs the loss, not the teacher.
+    The teacher state's gradient flows through W_S⁺ as in the reference code;
+    `stop_gradient=True` stops it.
     """
 
     alpha: float | jax.Array = 0.5
@@ -40,10 +46,21 @@ class TeacherForcing(AbstractForcing):
         if not getattr(cell, "supports_teacher_forcing", True):
             raise TypeError(f"TeacherForcing does not work with {type(cell).__name__}: it would overwrite "
                             "the cell memory; use ErrorForcing or KalmanErrorForcing")
-        return readout_pinv(cell.W_out, self.eps)
+        return None
+
+    def teacher_coefficients(self, W_out: Float[Array, "n_out N"], b_out: Float[Array, " n_out"],
+                             target: Float[Array, "*batch n_out"], mask: Float[Array, "*batch n_out"]
+                             ) -> Float[Array, "*batch n_out"]:
+        """v with teacher state W_S⁺ (s ⊙ (y* - b_out)) = W_outᵀ v, for any leading batch axes:
+        v = s ⊙ (diag(s) W_out W_outᵀ diag(s) + ε I)⁻¹ (s ⊙ (y* - b_out)), an n_out-sized solve."""
+        s = (mask > 0).astype(W_out.dtype)
+        n_out = W_out.shape[0]
+        gram = s[..., :, None] * (W_out @ W_out.T) * s[..., None, :] + self.eps * jnp.eye(n_out, dtype=W_out.dtype)
+        rhs = s * (target - b_out)
+        return s * jnp.linalg.solve(gram, rhs[..., None])[..., 0]
 
     def __call__(self, h, y, target, mask, cell, carry):
-        teacher = carry @ (target - cell.b_out)
+        teacher = self.teacher_coefficients(cell.W_out, cell.b_out, target, mask) @ cell.W_out
         if self.stop_gradient:
             teacher = jax.lax.stop_gradient(teacher)
         c = forcing_strength(self.alpha, mask)

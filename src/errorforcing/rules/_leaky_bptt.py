@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..forcing import AbstractForcing, NoForcing, TeacherForcing, readout_pinv
+from ..forcing import AbstractForcing, NoForcing, TeacherForcing
 from ..forcing._forcings import _AdditiveErrorForcing
 from ..models import LeakyRNN
 from ..tasks import Trials
@@ -47,7 +47,9 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         g̃_t = ∂ℓ_reg/∂h̃_t + (1 - a) δ_{t+1} + a φ'(h̃_t) ⊙ W_recᵀ δ_{t+1}
         δ_t = κ_t g̃_t + W_outᵀ ∂ℓ/∂y_t      (κ = 1 - c_t for teacher forcing, else 1)
         ∂L/∂W_rec = a Σ_t δ_t φ(h̃_{t-1})ᵀ,  ∂L/∂W_in = a Σ_t δ_t x_tᵀ,  ∂L/∂b = a Σ_t δ_t
-    and, for teacher forcing whose target flows through W⁺, ∂L/∂W⁺ = Σ_t c_t g̃_t (y*_t - b_out)ᵀ.
+    and, for teacher forcing whose target flows, with teacher state W_outᵀ v_t (v_t the masked
+    solve of `TeacherForcing.teacher_coefficients`): ∂L/∂W_out gains Σ_t v_t (c_t g̃_t)ᵀ directly
+    and ∂L/∂v_t = W_out c_t g̃_t through v's own dependence on (W_out, b_out).
     """
     a = cell.leak
     phi = cell.phi
@@ -71,15 +73,17 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     C = jnp.zeros((T, B, 1), dtype)
     if additive:
         G = jax.lax.stop_gradient(forcing.gain(cell))  # [N, n_out]
-    if teacher:
-        P = readout_pinv(W_out, forcing.eps)  # W⁺ [N, n_out]
+    V = jnp.zeros((T, B, 0), dtype)
+    if teacher:  # teacher states W_S⁺ (s ⊙ (y* - b_out)) = V W_out, from the supervised rows only
+        teacher_coefficients = lambda Wo, bo: forcing.teacher_coefficients(Wo, bo, Y_star, M)
+        V = teacher_coefficients(W_out, b_out)  # [T,B,n_out]
     if additive or teacher:
         C = forcing.alpha * jnp.max(M, axis=-1, keepdims=True)  # c_t [T,B,1]
     h0 = jnp.broadcast_to(cell.init_state(), (B, N))
 
     def forward(carry, xs):
         h_prev, r_prev, e_prev = carry
-        x, xi, y_star, m, c = xs
+        x, xi, y_star, m, c, v = xs
         h = (1 - a) * h_prev + a * (r_prev @ W.T + x @ cell.W_in.T + cell.b)
         if noise is not None:
             h = h + xi
@@ -88,12 +92,12 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         if additive:  # causal: the previous step's error, gated by this step's c_t
             h_forced = h + c * ((e_prev if causal else e) @ G.T)
         elif teacher:
-            h_forced = (1 - c) * h + c * ((y_star - b_out) @ P.T)
+            h_forced = (1 - c) * h + c * (v @ W_out)
         r = phi(h_forced)
         return (h_forced, r, e), (h_forced, r, y, h if teacher else h[:, :0])
 
     carry0 = (h0, phi(h0), jnp.zeros((B, W_out.shape[0]), dtype))
-    _, (H_forced, R, Y, H_teacher) = jax.lax.scan(forward, carry0, (X, Xi, Y_star, M, C))
+    _, (H_forced, R, Y, H_teacher) = jax.lax.scan(forward, carry0, (X, Xi, Y_star, M, C, V))
 
     # ----- the loss and its direct derivatives -----
     m_total = jnp.maximum(jnp.sum(M), 1.0)
@@ -132,8 +136,8 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     X_next = jnp.concatenate([X[1:], jnp.zeros_like(X[:1])]) if learn_in else X[:, :, :0]
 
     def backward(carry, xs):
-        dh_next, gW, gWin, dP, dq = carry
-        h_forced, r, x_next, dy, dh_y, c, y_star = xs
+        dh_next, gW, gWin, dWV = carry
+        h_forced, r, x_next, dy, dh_y, c, v = xs
         gW = gW + dh_next.T @ r
         if learn_in:
             gWin = gWin + dh_next.T @ x_next
@@ -142,17 +146,18 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
             g = g + reg_scale * wt * h_forced
         dh = (1 - c) * g if teacher else g
         dh = dh + (dh_y if rate_readout else dy @ W_out)
-        if teacher_flows:
+        dv = v[:, :0]
+        if teacher_flows:  # cotangent c_t g̃_t of the teacher states v_t W_out
             cg = c * g
-            dP = dP + cg.T @ (y_star - b_out)
-            dq = dq + jnp.sum(cg, axis=0)
-        return (dh, gW, gWin, dP, dq), jnp.sum(dh_next, axis=0)
+            dWV = dWV + v.T @ cg
+            dv = cg @ W_out.T
+        return (dh, gW, gWin, dWV), (jnp.sum(dh_next, axis=0), dv)
 
     n_out = W_out.shape[0]
     zeros = lambda *shape: jnp.zeros(shape, dtype)
-    carry_b = (zeros(B, N), zeros(N, N), zeros(N, X.shape[-1]), zeros(N, n_out), zeros(N))
-    (dh_0, gW, gWin, dP, dq), db_next = jax.lax.scan(
-        backward, carry_b, (H_forced, R, X_next, dY, dH_from_y, C, Y_star), reverse=True)
+    carry_b = (zeros(B, N), zeros(N, N), zeros(N, X.shape[-1]), zeros(n_out, N))
+    (dh_0, gW, gWin, dWV), (db_next, dV) = jax.lax.scan(
+        backward, carry_b, (H_forced, R, X_next, dY, dH_from_y, C, V), reverse=True)
 
     flat = lambda Z: Z.reshape(-1, Z.shape[-1])
     gW_rec = a * (gW + dh_0.T @ carry0[1])
@@ -167,9 +172,10 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         gW_out = flat(dY).T @ flat(H)
     gb_out = jnp.sum(dY, axis=(0, 1))
     if teacher_flows:
-        _, pullback = jax.vjp(lambda Wo: readout_pinv(Wo, forcing.eps), W_out)
-        gW_out = gW_out + pullback(dP)[0]
-        gb_out = gb_out - P.T @ dq
+        _, pullback = jax.vjp(teacher_coefficients, W_out, b_out)
+        dW_v, db_v = pullback(dV)
+        gW_out = gW_out + dWV + dW_v
+        gb_out = gb_out + db_v
     if objective.readout_reg:  # a function of W_out alone, tiny: autodiff it
         penalty, penalty_grad = jax.value_and_grad(readout_penalty)(W_out)
         loss = loss + objective.readout_reg * penalty
