@@ -50,7 +50,7 @@ def bench_lyapunov(*, n_rec: int = 50, k: int = 50, n_steps: int = 1000, batch: 
 
 
 def bench_fixed_points(*, n_rec: int = 50, n_initial: int = 1024, n_in: int = 3, tol: float = 1e-8,
-                       repeats: int = 2, baseline_states: int = 128, seed: int = 0) -> dict:
+                       repeats: int = 2, baseline_states: int = 64, seed: int = 0) -> dict:
     """Time `find_fixed_points` (float32, default LeakyRNN, g = 1.5, the delay input [0, 0, 1],
     `n_initial` states sampled from its trajectories on delayed-XOR inputs, jittered by 0.01)
     to converged, de-duplicated, linearised points, after a warm-up call that compiles it.

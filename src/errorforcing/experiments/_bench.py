@@ -121,7 +121,7 @@ def _extra_benchmarks(quick: bool) -> dict:
     except ImportError:
         bench_fixed_points = None
     if bench_fixed_points is not None:
-        extra["fixed_points"] = bench_fixed_points(baseline_states=32 if quick else 128)
+        extra["fixed_points"] = bench_fixed_points(baseline_states=16 if quick else 64)
     try:
         from ..rules._bench import bench_rules
     except ImportError:
