@@ -148,3 +148,26 @@ def test_report_has_a_dynamics_section_for_each_methods_best_network(trained, tm
     assert json.loads((tmp_path / "report" / "report.json").read_text())["dynamics"] == report.data["dynamics"]
     plain = write_report(out, out=tmp_path / "plain", dynamics=False)
     assert plain.data["dynamics"] == [] and "Dynamics" not in plain.html.read_text()
+
+
+def test_compare_dynamics_table_summarises_each_arms_members(trained, tmp_path):
+    from errorforcing.experiments._dynamics import compare_dynamics, member_dynamics
+    from errorforcing.plotting import dynamics_comparison_figure
+
+    out, result = trained
+    arms = [{"label": "EF α=0.2", "run_id": result.run_id, "alpha": 0.2},
+            {"label": "EF α=1", "run_id": result.run_id, "alpha": 1.0}]
+    got = compare_dynamics(out, arms, trials=16, initial_states=64)
+    run = ef.load_run(out)
+    for arm, row in zip(arms, got["table"]):
+        members = [i for i, r in enumerate(run.rows) if r["alpha"] == arm["alpha"] and not r["diverged"]]
+        by_hand = [member_dynamics(run, i, trials=16, initial_states=64).summary() for i in members]
+        assert [s["member"] for s in got["summaries"][arm["label"]]] == members
+        n_stable = [s["n_stable"] for s in by_hand]
+        assert row["method"] == arm["label"] and row["members"] == len(members)
+        assert row["median_stable"] == np.median(n_stable) and row["with_four_stable"] == n_stable.count(4)
+        assert (row["min_stable"], row["max_stable"]) == (min(n_stable), max(n_stable))
+        lam = [p["max_abs_eigenvalue"] for s in by_hand for p in s["points"] if p["stable"]]
+        assert row["median_stable_max_abs_eigenvalue"] == (np.median(lam) if lam else None)
+    (fig,) = dynamics_comparison_figure(got["summaries"], tmp_path / "cmp.png", forcings=got["forcings"])
+    assert fig.stat().st_size > 5_000
