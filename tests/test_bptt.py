@@ -20,8 +20,8 @@ FORCINGS = [
     ErrorForcing(alpha=0.5, stop_gradient=True),
     ErrorForcing(alpha=0.5, stop_gradient=False),
     ErrorForcing(alpha=0.5, causal=True),
-    KalmanErrorForcing(alpha=1.0, ratio=0.3, stop_gradient=True),
-    KalmanErrorForcing(alpha=1.0, ratio=0.3, stop_gradient=False),
+    KalmanErrorForcing(alpha=1.0, process_noise=1.0, obs_noise=0.3 ** 0.5, stop_gradient=True),
+    KalmanErrorForcing(alpha=1.0, process_noise=1.0, obs_noise=0.3 ** 0.5, stop_gradient=False),
 ]
 
 
@@ -159,7 +159,7 @@ def test_sparse_connectivity_stays_sparse(getkey):
 
 
 FAST_FORCINGS = [NoForcing(), ErrorForcing(alpha=0.5), ErrorForcing(alpha=0.5, causal=True),
-                 KalmanErrorForcing(alpha=0.8, ratio=0.3), TeacherForcing(alpha=0.6),
+                 KalmanErrorForcing(alpha=0.8, process_noise=1.0, obs_noise=0.3 ** 0.5), TeacherForcing(alpha=0.6),
                  TeacherForcing(alpha=1.0, stop_gradient=True)]
 FAST_CASES = ([(f, ro, "tanh") for f in FAST_FORCINGS for ro in ("state", "rate")]
               + [(ErrorForcing(alpha=0.5, causal=True), ro, act) for ro in ("state", "rate")

@@ -33,7 +33,7 @@ def _two_output_cell(getkey):
 
 
 @pytest.mark.parametrize("forcing", [TeacherForcing(alpha=0.0), ErrorForcing(alpha=0.0),
-                                     KalmanErrorForcing(alpha=0.0), ErrorForcing(alpha=0.0, causal=True)])
+                                     KalmanErrorForcing(alpha=0.0, process_noise=0.5, obs_noise=0.5), ErrorForcing(alpha=0.0, causal=True)])
 def test_alpha_zero_is_no_forcing_bit_for_bit(setup, forcing):
     cell, trials = setup
     s0, y0 = ef.simulate(cell, trials, NoForcing())
@@ -59,8 +59,8 @@ UNMASKED_CASES = {
     "ef": lambda cell, key: ErrorForcing(alpha=0.7),
     "ef-causal": lambda cell, key: ErrorForcing(alpha=0.7, causal=True),
     "ef-causal-flowing": lambda cell, key: ErrorForcing(alpha=0.7, causal=True, stop_gradient=False),
-    "kalman": lambda cell, key: KalmanErrorForcing(alpha=0.7, ratio=0.36),
-    "kalman-causal": lambda cell, key: KalmanErrorForcing(alpha=0.7, ratio=0.36, causal=True),
+    "kalman": lambda cell, key: KalmanErrorForcing(alpha=0.7, process_noise=1.0, obs_noise=0.36 ** 0.5),
+    "kalman-causal": lambda cell, key: KalmanErrorForcing(alpha=0.7, process_noise=1.0, obs_noise=0.36 ** 0.5, causal=True),
     "feedback": lambda cell, key: FeedbackForcing.random(cell, key=key, alpha=0.7),
     "feedback-causal": lambda cell, key: FeedbackForcing.random(cell, key=key, alpha=0.7, causal=True),
 }
@@ -167,11 +167,70 @@ def test_kalman_tends_to_error_forcing(getkey):
                                                  ErrorForcing(alpha=1.0).init(cell))
     gaps = []
     for ratio in (1e-1, 1e-3, 1e-5):
-        k = KalmanErrorForcing(alpha=1.0, ratio=ratio)
+        k = KalmanErrorForcing(alpha=1.0, process_noise=1.0, obs_noise=ratio ** 0.5)
         out, _ = k(h, cell.readout(h), target, jnp.ones(2), cell, k.init(cell))
         gaps.append(float(jnp.max(jnp.abs(out - ef_out))))
     assert gaps[0] > gaps[1] > gaps[2]
     assert gaps[2] < 1e-3
+
+
+def test_kalman_owns_its_noise(getkey):
+    """σ and σ_o are the forcing's; the gain's ratio is σ_o² / σ²; σ must be > 0."""
+    k = KalmanErrorForcing(alpha=1.0, process_noise=0.5, obs_noise=0.2)
+    assert k.ratio == pytest.approx(0.2**2 / 0.5**2)
+    cell = _two_output_cell(getkey)
+    np.testing.assert_allclose(k.gain(cell), readout_pinv(cell.W_out, 0.16), rtol=1e-12)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="process_noise"):
+            KalmanErrorForcing(process_noise=bad, obs_noise=0.1)
+    with pytest.raises(ValueError, match="obs_noise"):
+        KalmanErrorForcing(process_noise=0.1, obs_noise=-0.1)
+    with pytest.raises(TypeError):
+        KalmanErrorForcing(alpha=1.0, ratio=0.5)
+
+
+def test_kalman_config_needs_process_noise_and_trains_with_it(getkey):
+    from pydantic import ValidationError
+
+    from errorforcing.experiments import FORCINGS, TrainConfig, build_trainer
+
+    base = {"task": {"delay": 2}, "model": {"hidden": 4}, "seeds": 1, "epochs": 1}
+    for forcing in ({"kind": "kalman"}, {"kind": "kalman", "process_noise": 0.0}):
+        with pytest.raises(ValidationError, match="process_noise"):
+            TrainConfig.model_validate(base | {"forcing": forcing})
+    with pytest.raises(ValidationError, match="process_noise"):  # an option ef does not read
+        TrainConfig.model_validate(base | {"forcing": {"kind": "ef", "process_noise": 0.1}})
+    with pytest.raises(ValidationError, match="model.noise_std"):  # two different training noises
+        TrainConfig.model_validate(base | {"forcing": {"kind": "kalman", "process_noise": 0.1},
+                                           "model": {"hidden": 4, "noise_std": 0.3}})
+    with pytest.raises(ValidationError, match="ratio"):  # the old field is gone, not ignored
+        TrainConfig.model_validate(base | {"forcing": {"kind": "kalman", "process_noise": 0.1, "ratio": 0.5}})
+    cfg = TrainConfig.model_validate(base | {"forcing": {"kind": "kalman", "process_noise": 0.3, "obs_noise": 0.15}})
+    assert build_trainer(cfg).objective.noise_std == 0.3  # the trainer injects the forcing's σ
+    assert build_trainer(TrainConfig.model_validate(base)).objective.noise_std == 0.0
+    cell = ef.models.LeakyRNN(3, 4, 1, key=getkey())
+    built = FORCINGS["kalman"].build(cfg.forcing, 1.0, cell, getkey())
+    assert (built.process_noise, built.obs_noise) == (0.3, 0.15) and built.ratio == pytest.approx(0.25)
+    default_obs = TrainConfig.model_validate(base | {"forcing": {"kind": "kalman", "process_noise": 0.3}})
+    assert FORCINGS["kalman"].build(default_obs.forcing, 1.0, cell, getkey()).ratio == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--forcing", "kalman"], "forcing.process_noise"),
+    (["--forcing", "kalman", "--process-noise", "0"], "forcing.process_noise"),
+    (["--forcing", "kalman", "--process-noise", "0.1", "--noise", "0.2"], "model.noise_std"),
+    (["--forcing", "kalman", "--process-noise", "0.1", "--ratio", "0.5"], "--ratio"),
+])
+def test_kalman_cli_refuses_without_its_noise(tmp_path, args, field):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "errorforcing.cli", "train", *args, "--seeds", "1", "--epochs", "1",
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def _numpy_causal_rollout(cell, trials, alpha, eps=1e-7, readout_reg=0.0, rate_reg=0.0):

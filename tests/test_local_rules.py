@@ -117,7 +117,7 @@ def test_forcing_gain_shortcuts_equal_the_jacobian_diagonal(getkey):
     h, target = jax.random.normal(getkey(), (N,)), jax.random.normal(getkey(), (N_OUT,))
     mask = jnp.array([1.0, 0.0])
     forcings = [NoForcing(), ErrorForcing(alpha=0.4), ErrorForcing(alpha=0.4, causal=True),
-                KalmanErrorForcing(alpha=0.3, ratio=0.5), TeacherForcing(alpha=0.3),
+                KalmanErrorForcing(alpha=0.3, process_noise=1.0, obs_noise=0.5 ** 0.5), TeacherForcing(alpha=0.3),
                 TeacherForcing(alpha=0.3, stop_gradient=True), FeedbackForcing(0.5 * jax.random.normal(getkey(), (N, N_OUT)), alpha=0.2),
                 ErrorForcing(alpha=0.4, stop_gradient=False)]  # the last: the generic Jacobian path
     for forcing in forcings:

@@ -36,7 +36,7 @@ LEAKY_CASES = {
     "rate-tf": ("rate", TeacherForcing(alpha=0.6)),
     "rate-tf-stopped": ("rate", TeacherForcing(alpha=0.6, stop_gradient=True)),
     "rate-ef-causal-flowing": ("rate", ErrorForcing(alpha=0.7, causal=True, stop_gradient=False)),
-    "rate-kalman-flowing": ("rate", KalmanErrorForcing(alpha=0.8, ratio=0.3, stop_gradient=False)),
+    "rate-kalman-flowing": ("rate", KalmanErrorForcing(alpha=0.8, process_noise=1.0, obs_noise=0.3 ** 0.5, stop_gradient=False)),
     "state-tf-stopped": ("state", TeacherForcing(alpha=1.0, stop_gradient=True)),
     "state-ef-flowing": ("state", ErrorForcing(alpha=0.5, stop_gradient=False)),
     "state-feedback-causal": ("state", "feedback-causal"),

@@ -64,7 +64,7 @@ FORCINGS = {
     "tf": lambda cell, alpha, key: TeacherForcing(alpha=alpha),
     "ef": lambda cell, alpha, key: ErrorForcing(alpha=alpha),
     "ef-causal": lambda cell, alpha, key: ErrorForcing(alpha=alpha, causal=True),
-    "kalman": lambda cell, alpha, key: KalmanErrorForcing(alpha=alpha, ratio=0.5),
+    "kalman": lambda cell, alpha, key: KalmanErrorForcing(alpha=alpha, process_noise=1.0, obs_noise=0.5 ** 0.5),
     "feedback": lambda cell, alpha, key: FeedbackForcing.random(cell, key=key, alpha=alpha),
 }
 RULES = {

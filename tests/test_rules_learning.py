@@ -48,7 +48,7 @@ FAST_CASES = {
 
 def _forcing(kind, cell, key):
     return {"none": NoForcing(), "ef": ErrorForcing(alpha=0.6), "ef-causal": ErrorForcing(alpha=0.8, causal=True),
-            "kalman": KalmanErrorForcing(alpha=0.7, ratio=0.4),
+            "kalman": KalmanErrorForcing(alpha=0.7, process_noise=1.0, obs_noise=0.4 ** 0.5),
             "feedback": FeedbackForcing.random(cell, key=key, alpha=0.9, causal=True)}[kind]
 
 

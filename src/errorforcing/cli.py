@@ -207,7 +207,10 @@ def train(
     val_steps: Optional[int] = typer.Option(None, "--val-steps",
                                             help="--continual: steps of each validation stream (default: the task's)"),
     truncation: Optional[int] = TruncOpt, log_alignment: Optional[bool] = AlignOpt,
-    ratio: Optional[float] = typer.Option(None, "--ratio", help="Kalman EF: σ_o² / σ²"),
+    process_noise: Optional[float] = typer.Option(
+        None, "--process-noise", help="--forcing kalman: process noise σ it trains with (required, > 0)"),
+    obs_noise: Optional[float] = typer.Option(
+        None, "--obs-noise", help="--forcing kalman: observation noise σ_o (default σ); gain ratio σ_o²/σ²"),
     learn_feedback: Optional[bool] = typer.Option(None, "--learn-feedback/--fixed-feedback",
                                                   help="--forcing feedback: learn F with its local rule"),
     causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="forcing uses e_{t-1}"),
@@ -225,7 +228,8 @@ def train(
     overrides |= _dynamics_overrides(floss_pre, floss_every, floss_steps, floss_k, floss_lr, floss_local, lyapunov,
                                      diagnostics, adaptive_alpha)
     overrides |= {"forcing.kind": forcing, "forcing.alpha": _floats(alpha, "alpha"),
-                  "forcing.ratio": ratio, "forcing.causal": causal, "forcing.learn_feedback": learn_feedback}
+                  "forcing.process_noise": process_noise, "forcing.obs_noise": obs_noise,
+                  "forcing.causal": causal, "forcing.learn_feedback": learn_feedback}
     overrides |= {"rule.online_optimizer": online_optimizer, "continual": continual, "steps": steps,
                   "val_every": val_every, "val_steps": val_steps}
     cfg = _with_default_out(build_config(config, overrides))

@@ -35,7 +35,8 @@ APPLIES: dict[str, dict[str, tuple[str, ...]]] = {
     "task": {"delay": DELAY_TASKS, "shift": ("sine",)},
     "model": {f: ("leaky",) for f in ("gain", "tau", "dt", "activation", "readout", "density", "trainable")},
     "rule": {"truncation": ("tbptt",), "feedback": ("eprop", "rflo")},
-    "forcing": {"causal": ("ef", "kalman", "feedback"), "learn_feedback": ("feedback",)},
+    "forcing": {"causal": ("ef", "kalman", "feedback"), "learn_feedback": ("feedback",),
+                "process_noise": ("kalman",), "obs_noise": ("kalman",)},
 }
 FLOSS_STEP_FIELDS = ("steps", "k", "lr", "local", "target", "trials")  # read only when flossing is on
 
@@ -142,7 +143,10 @@ class ForcingConfig(_Strict):
     alpha: list[float] = Field(default_factory=lambda: [0.5])
     stop_gradient: bool | None = None  # None: the method's reference default
     causal: bool = False
-    ratio: float = Field(1.0, ge=0)  # Kalman EF: σ_o² / σ²
+    # Kalman EF (SPEC §2, eq. 5): trained with process noise σ = process_noise (required, > 0;
+    # the trainer injects it); obs_noise σ_o (default σ); the gain's ratio is σ_o² / σ²
+    process_noise: float | None = Field(None, ge=0, validate_default=True)
+    obs_noise: float | None = Field(None, ge=0)
     learn_feedback: bool = False  # feedback forcing: learn F with its local rule
     eps: float = Field(1e-7, gt=0)
     options: dict = Field(default_factory=dict)
@@ -169,6 +173,18 @@ class ForcingConfig(_Strict):
             if not 0.0 <= a <= 1.0:
                 raise ValueError(f"forcing strength must be in [0, 1], got {a}")
         return v
+
+    @field_validator("process_noise")
+    @classmethod
+    def _kalman_needs_process_noise(cls, v, info):
+        if info.data.get("kind") == "kalman" and not v:
+            raise ValueError("kalman forcing is trained with process noise σ: give a value > 0 "
+                             f"(--process-noise), got {v}")
+        return v
+
+    def training_noise(self, model_noise_std: float) -> float:
+        """The process noise σ of training rollouts: Kalman EF's own σ, else the model's."""
+        return model_noise_std if self.process_noise is None else self.process_noise
 
     @field_validator("adaptive")
     @classmethod
@@ -387,6 +403,14 @@ class TrainConfig(_Strict):
         for name in ("train_trials", "val_trials"):
             if self.data == "fixed" and getattr(self, name) is not None:
                 raise ValueError(f"{name} applies only to data = 'fresh'; fixed data uses dataset_size")
+        return self
+
+    @model_validator(mode="after")
+    def _one_process_noise(self):
+        sigma, noise = self.forcing.process_noise, self.model.noise_std
+        if sigma is not None and noise not in (0.0, sigma):
+            raise ValueError(f"model.noise_std: kalman forcing trains with its own process noise "
+                             f"forcing.process_noise = {sigma}; leave model.noise_std at 0, got {noise}")
         return self
 
     @model_validator(mode="after")

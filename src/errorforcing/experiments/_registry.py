@@ -88,8 +88,10 @@ FORCINGS: dict[str, Entry] = {
     "ef": Entry(lambda c, alpha, cell, key: F.ErrorForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, True),
                                                            causal=c.causal),
                 "error forcing (Sağtekin et al. 2025, eq. 4)"),
-    "kalman": Entry(lambda c, alpha, cell, key: F.KalmanErrorForcing(alpha=alpha, ratio=c.ratio,
-                                                                     stop_gradient=_sg(c, True), causal=c.causal),
+    "kalman": Entry(lambda c, alpha, cell, key: F.KalmanErrorForcing(
+                        alpha=alpha, process_noise=c.process_noise,
+                        obs_noise=c.process_noise if c.obs_noise is None else c.obs_noise,
+                        stop_gradient=_sg(c, True), causal=c.causal),
                     "stochastic (Kalman) error forcing (eq. 5)"),
     "feedback": Entry(lambda c, alpha, cell, key: F.FeedbackForcing.random(
                           cell, key=key, alpha=alpha, causal=c.causal, learn=c.learn_feedback,

@@ -65,7 +65,7 @@ def build_trainer(config: TrainConfig) -> EnsembleTrainer | ContinualTrainer:
                for lr in lrs for a in config.forcing.alpha for s in range(config.seeds)]
     make_cell = lambda key: model_entry.build(config.model, task, key)  # noqa: E731
     make_forcing = lambda alpha, cell, key: forcing_entry.build(config.forcing, alpha, cell, key)  # noqa: E731
-    objective = Objective(config.rate_reg, config.readout_reg, config.model.noise_std)
+    objective = Objective(config.rate_reg, config.readout_reg, config.forcing.training_noise(config.model.noise_std))
     if config.continual:
         schedule = ContinualSchedule(config.steps, config.val_every, config.val_steps or task.n_steps,
                                      threshold=config.threshold or type(task).threshold, patience=config.patience,

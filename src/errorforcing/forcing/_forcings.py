@@ -124,21 +124,40 @@ class ErrorForcing(_AdditiveErrorForcing):
 class KalmanErrorForcing(_AdditiveErrorForcing):
     """Stochastic error forcing (EF paper eq. 5), the MAP / Kalman-gain correction:
 
-        h̃_t = h_t + c_t W_outᵀ (W_out W_outᵀ + (σ_o² / σ²) I)⁻¹ e_t
+        h̃_t = h_t + c_t sg(W_outᵀ (W_out W_outᵀ + (σ_o² / σ²) I)⁻¹ e_t)
 
-    `ratio` = σ_o² / σ² (observation over process noise variance). Train it with process
-    noise σ (`TrainConfig.model.noise_std`). As ratio → 0 it becomes ErrorForcing.
+    for a network trained with process noise σ ξ_t (`process_noise`, σ > 0) whose readout is
+    observed with noise σ_o (`obs_noise`). The forcing owns σ: train with
+    `Objective(noise_std=forcing.process_noise)` (the trainer does). As σ_o → 0 (ratio → 0) it
+    becomes ErrorForcing with α = 1.
     """
 
-    alpha: float | jax.Array = 1.0
-    ratio: float = 1.0
-    stop_gradient: bool = True
-    causal: bool = False
+    process_noise: float
+    obs_noise: float
+    alpha: float | jax.Array
+    stop_gradient: bool = eqx.field(static=True)
+    causal: bool = eqx.field(static=True)
+
+    def __init__(self, *, process_noise: float, obs_noise: float, alpha: float | jax.Array = 1.0,
+                 stop_gradient: bool = True, causal: bool = False):
+        self.process_noise = process_noise
+        self.obs_noise = obs_noise
+        self.alpha = alpha
+        self.stop_gradient = stop_gradient
+        self.causal = causal
 
     def __check_init__(self):
         _check_alpha("KalmanErrorForcing", self.alpha)
-        if isinstance(self.ratio, (int, float)) and self.ratio < 0:
-            raise ValueError(f"KalmanErrorForcing.ratio must be >= 0, got {self.ratio}")
+        # like alpha, only concrete Python numbers are checked (arrays may be traced)
+        if isinstance(self.process_noise, (int, float)) and not self.process_noise > 0:
+            raise ValueError(f"KalmanErrorForcing.process_noise (σ) must be > 0, got {self.process_noise}")
+        if isinstance(self.obs_noise, (int, float)) and not self.obs_noise >= 0:
+            raise ValueError(f"KalmanErrorForcing.obs_noise (σ_o) must be >= 0, got {self.obs_noise}")
+
+    @property
+    def ratio(self) -> float:
+        """σ_o² / σ², the ridge of the Kalman gain."""
+        return self.obs_noise**2 / self.process_noise**2
 
     def gain(self, cell):
         return readout_pinv(cell.W_out, self.ratio)
