@@ -61,7 +61,8 @@ def compare_figure(best: list[dict[str, Any]], curves: dict[str, list[dict[str, 
     x = np.arange(len(best))
     colors = [METHOD_COLORS.get(b["forcing"], "#2ca02c") for b in best]
     frac = np.array([b["fraction"] for b in best])
-    err = np.array([[b["fraction"] - b["ci_low"] for b in best], [b["ci_high"] - b["fraction"] for b in best]])
+    # clipped: an interval end can round to just inside the fraction (e.g. 4/4 learned)
+    err = np.clip([[b["fraction"] - b["ci_low"] for b in best], [b["ci_high"] - b["fraction"] for b in best]], 0, None)
     axes[0].bar(x, frac, color=colors, yerr=err, capsize=4)
     axes[0].set_ylim(0, 1.05)
     axes[0].set_ylabel("fraction learned (95 % CI)")
