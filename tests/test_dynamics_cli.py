@@ -171,3 +171,14 @@ def test_compare_dynamics_table_summarises_each_arms_members(trained, tmp_path):
         assert row["median_stable_max_abs_eigenvalue"] == (np.median(lam) if lam else None)
     (fig,) = dynamics_comparison_figure(got["summaries"], tmp_path / "cmp.png", forcings=got["forcings"])
     assert fig.stat().st_size > 5_000
+
+
+def test_load_run_reports_a_stored_config_that_no_longer_validates(tmp_path):
+    from errorforcing.store import RunStore
+
+    store = RunStore(tmp_path)
+    store.begin_run("old", json.dumps({"config": {"task": {"name": "delayed-xor"}, "no_such_field": 1}}))
+    store.finish_run("old", [])
+    store.save_params("old", jnp.zeros(1))
+    with pytest.raises(StoredRunError, match="^--run: the stored config of run 'old' does not validate.*no_such_field"):
+        ef.load_run(tmp_path)

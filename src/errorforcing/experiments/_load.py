@@ -8,6 +8,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+from pydantic import ValidationError
 
 from ..forcing import AbstractForcing
 from ..models import AbstractCell
@@ -82,7 +83,13 @@ def load_run(directory: str | Path, run_id: str | None = None) -> LoadedRun:
         raise StoredRunError(f"--run: no finished run {run_id!r} in {directory}")
     if not store.params_path(run_id).exists():
         raise StoredRunError(f"--run: no stored parameters for run {run_id!r} ({store.params_path(run_id)})")
-    config = TrainConfig.model_validate(store.config(run_id)["config"])
+    try:
+        config = TrainConfig.model_validate(store.config(run_id)["config"])
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        raise StoredRunError(f"--run: the stored config of run {run_id!r} does not validate with this version of "
+                             f"errorforcing ({field}: {err['msg']})") from None
     trainer = build_trainer(config)
     like, forcings = trainer.init()[:2]  # the trainer's own construction: the same pytree structure
     cells = store.load_params(run_id, like)
