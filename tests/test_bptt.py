@@ -131,10 +131,47 @@ def test_checkpointed_bptt_equals_plain(getkey):
 
 
 def test_process_noise_needs_key_and_changes_loss(getkey):
-    cell, trials = tiny_problem(getkey)
-    quiet = BPTT().value_and_grad(cell, NoForcing(), trials, key=getkey())[0]
-    noisy = BPTT().value_and_grad(cell, NoForcing(), trials, key=getkey(), objective=Objective(noise_std=0.5))[0]
-    assert quiet != noisy
+    """σ ξ_t is added to h_t = cell(h̃_{t-1}, x_t) before the readout and before forcing (SPEC
+    §1.1, §2): `simulate` and the rules' losses equal a hand-written loop with that noise, and the
+    noise recovered from the rollout has std σ (within 5 %)."""
+    sigma = 0.3
+    task = ef.tasks.DelayedXOR(delay=2, pulse=2)  # T = 11
+    cell = ef.models.LeakyRNN(task.n_in, 50, task.n_out, key=getkey(), tau=2.0)
+    cell = eqx.tree_at(lambda c: (c.W_out, c.b_out), cell, (cell.W_out * 20, jnp.array([0.2])))
+    trials = ef.tasks.sample_batch(task, 16, key=getkey())
+    key = getkey()
+    objective = Objective(rate_reg=1e-2, readout_reg=0.0, noise_std=sigma)
+
+    # the injected noise, recovered from an unforced rollout: ξ_t = h_t - cell(h_{t-1}, x_t)
+    states, _ = ef.simulate(cell, trials, NoForcing(), noise_std=sigma, key=key)
+    prev = jnp.concatenate([jnp.zeros_like(states[:, :1]), states[:, :-1]], axis=1)
+    xi = states - jax.vmap(jax.vmap(cell))(prev, trials.inputs)
+    assert abs(float(jnp.std(xi)) / sigma - 1) < 0.05 and abs(float(jnp.mean(xi))) < 0.05 * sigma
+
+    # where it enters: a plain loop with that ξ, under error forcing (so "before forcing" matters)
+    forcing = ErrorForcing(alpha=0.5)
+    W, W_in, b = (np.asarray(v) for v in (cell.W_rec, cell.W_in, cell.b))
+    W_out, b_out = np.asarray(cell.W_out), np.asarray(cell.b_out)
+    pinv = W_out.T @ np.linalg.inv(W_out @ W_out.T + 1e-7 * np.eye(1))
+    X, Y_star, M, XI = (np.asarray(v) for v in (trials.inputs, trials.targets, trials.mask, xi))
+    h_forced = np.zeros((16, 50))
+    loop_states, loop_outputs = [], []
+    for t in range(X.shape[1]):
+        h = (1 - cell.leak) * h_forced + cell.leak * (np.tanh(h_forced) @ W.T + X[:, t] @ W_in.T + b) + XI[:, t]
+        y = h @ W_out.T + b_out
+        h_forced = h + 0.5 * M[:, t].max(axis=-1, keepdims=True) * (((Y_star[:, t] - y) * M[:, t]) @ pinv.T)
+        loop_states.append(h_forced)
+        loop_outputs.append(y)
+    loop_states, loop_outputs = np.stack(loop_states, 1), np.stack(loop_outputs, 1)
+    loop_loss = np.sum(M * (loop_outputs - Y_star) ** 2) / M.sum() + 1e-2 * np.mean(loop_states**2)
+    s_forced, y_forced = ef.simulate(cell, trials, forcing, noise_std=sigma, key=key)
+    np.testing.assert_allclose(s_forced, loop_states, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(y_forced, loop_outputs, rtol=1e-9, atol=1e-11)
+    for rule in (BPTT(), BPTT(fast=False)):
+        loss = rule.value_and_grad(cell, forcing, trials, key=key, objective=objective)[0]
+        np.testing.assert_allclose(loss, loop_loss, rtol=1e-10)
+    quiet = BPTT().value_and_grad(cell, forcing, trials, key=key, objective=Objective(rate_reg=1e-2, readout_reg=0.0))[0]
+    assert abs(float(quiet) - loop_loss) > 1e-3
     with pytest.raises(ValueError, match="key"):
         ef.simulate(cell, trials, NoForcing(), noise_std=0.1)
 
