@@ -274,6 +274,38 @@ def test_online_bptt_learns_every_trainable_field_to_first_order(getkey):
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("rotation", [0.0, 40.0])
+def test_online_bptt_position_loss_is_the_bptt_gradient_of_the_squared_position_error(getkey, rotation):
+    """Kaleb et al.'s adaptation loss, Σ_t mean_k p_tk², p_t = dt Σ_{s<=t} R(θ) m_s (y*_s - y_s): to
+    first order in lr the online updates sum to its gradient (autodiff of a rollout), with the
+    controller a stopped input; every trainable field."""
+    cell = make_cell(getkey(), activation="relu", trainable=("W_rec", "W_in", "W_out", "b_out"))
+    trials = masked_trials(getkey(), batch=1)
+    dt = 0.3
+    control = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), dt=dt, rotation=rotation)
+    for forcing in (NoForcing(), control):
+        rule = OnlineBPTT(lr=1e-8, position_dt=dt, position_rotation=rotation)
+        loss, grads, _ = rule.value_and_grad(cell, forcing, trials, key=getkey(),
+                                             objective=Objective(rate_reg=0.0, readout_reg=0.0))
+
+        def position_loss(c):
+            _, y = rollout(c, forcing, trials.inputs[0], trials.targets[0], trials.mask[0])
+            e = np.asarray(1.0) * trials.mask[0] * (trials.targets[0] - y)
+            p = dt * jnp.cumsum(jnp.stack([jnp.cos(jnp.deg2rad(rotation)) * e[:, 0] - jnp.sin(jnp.deg2rad(rotation)) * e[:, 1],
+                                           jnp.sin(jnp.deg2rad(rotation)) * e[:, 0] + jnp.cos(jnp.deg2rad(rotation)) * e[:, 1]],
+                                          -1), axis=0)
+            return jnp.sum(jnp.mean(p**2, axis=-1))
+
+        want_loss, want = eqx.filter_value_and_grad(position_loss)(cell)
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+        for name in ("W_rec", "W_in", "W_out", "b_out"):
+            ref = getattr(want, name)
+            np.testing.assert_allclose(getattr(grads, name), ref, rtol=1e-5,
+                                       atol=1e-5 * float(jnp.max(jnp.abs(ref))), err_msg=name)
+    with pytest.raises(ValueError, match="position_dt"):
+        OnlineBPTT(lr=1e-3, position_rotation=30.0)
+
+
 def test_online_bptt_refuses_a_controller_that_passes_gradient(getkey):
     cell = make_cell(getkey())
     trial = jax.tree.map(lambda a: a[0], make_trials(getkey(), batch=1))
@@ -311,6 +343,70 @@ def test_kaleb_rflo_step_is_feedback_signal_times_trace(getkey, control_on):
     np.testing.assert_array_equal(new.W_out, cell.W_out)
 
 
+@pytest.mark.parametrize("method", ["RFLO", "RFLO+c", "BPTT+c"])
+def test_kaleb_update_diagnostics_by_hand(getkey, method):
+    """Update efficiency ‖Σ_t Δ_t‖ / Σ_t ‖Δ_t‖ and local alignment mean_t cos(Δ_t, g_t) on one trial
+    with W_rec fixed: Δ_t = (W_fb u_t) ⊙ P_t by hand for RFLO(+c), g_t = -∂ℓ_t/∂W_rec of the
+    squared position error ℓ_t = mean_k p_tk² by central finite differences."""
+    from errorforcing.reproductions.kaleb import (kaleb_rflo_trial, only_recurrent_learns, position_gradients,
+                                                  update_diagnostics)
+
+    steps, rotation, dt = 5, 30.0, 0.5
+    cell = only_recurrent_learns(make_cell(getkey(), activation="relu"))
+    trial = jax.tree.map(lambda a: a[0], make_trials(getkey(), batch=1, steps=steps))
+    control = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), rotation=rotation, dt=dt, stop_gradient=True)
+    control_on = method.endswith("+c")
+    forcing = control if control_on else NoForcing()
+    W_in, b, W_out, b_out, W_fb = (np.asarray(v) for v in (cell.W_in, cell.b, cell.W_out, cell.b_out, control.W_fb))
+    X, Y, M = (np.asarray(v) for v in (trial.inputs, trial.targets, trial.mask))
+    a, relu = cell.leak, lambda v: np.maximum(v, 0.0)
+
+    def hand(W, drives=None):
+        """Step losses, the control's drives (live unless given: a stopped input) and RFLO's directions."""
+        h, u_prev, P = np.zeros(N), np.zeros(N_OUT), np.zeros((N, N))
+        losses, used, directions = [], [], []
+        for t in range(steps):
+            drive = (a * M[t].max() * W_fb @ u_prev if control_on else np.zeros(N)) if drives is None else drives[t]
+            h_new = (1 - a) * h + a * (W @ relu(h) + W_in @ X[t] + b) + drive
+            u = u_prev + dt * rotate_np((Y[t] - (W_out @ relu(h_new) + b_out)) * M[t], rotation)
+            P = (1 - a) * P + a * np.outer((h_new > 0).astype(float), relu(h))
+            losses.append(np.mean(u**2))
+            used.append(drive)
+            directions.append((W_fb @ u)[:, None] * P)
+            h, u_prev = h_new, u
+        return np.array(losses), used, np.array(directions)
+
+    W0, eps = np.asarray(cell.W_rec), 1e-6
+    _, drives, hand_directions = hand(W0)
+    exact = np.zeros((steps, N, N))
+    for i in range(N):
+        for j in range(N):
+            up, down = W0.copy(), W0.copy()
+            up[i, j] += eps
+            down[i, j] -= eps
+            exact[:, i, j] = -(hand(up, drives)[0] - hand(down, drives)[0]) / (2 * eps)
+    np.testing.assert_allclose(position_gradients(cell, forcing, trial, rotation, dt), exact, rtol=1e-5, atol=1e-8)
+
+    if method.startswith("RFLO"):
+        new, _, directions = kaleb_rflo_trial(cell, control, trial, 0.0, control_on=control_on, record=True)
+        np.testing.assert_array_equal(new.W_rec, cell.W_rec)
+        np.testing.assert_allclose(directions, hand_directions, rtol=1e-10, atol=1e-12)
+        hand_ = hand_directions
+    else:
+        hand_ = exact
+    got = update_diagnostics(cell, control, trial, method, rotation, dt)
+    norms = np.linalg.norm(hand_.reshape(steps, -1), axis=1)
+    np.testing.assert_allclose(got["update_efficiency"], np.linalg.norm(hand_.sum(0)) / norms.sum(), rtol=1e-6)
+    if method.startswith("RFLO"):
+        # a zero vector (step 0: φ(h_{-1}) = 0 and h_0 does not depend on W_rec) has cosine 0, as
+        # torch's cosine_similarity in the reference
+        cos = [np.vdot(d, g) / (np.linalg.norm(d) * np.linalg.norm(g)) if np.linalg.norm(d) * np.linalg.norm(g) > 0
+               else 0.0 for d, g in zip(hand_, exact)]
+        np.testing.assert_allclose(got["local_alignment"], np.mean(cos), rtol=1e-5)
+    else:
+        assert "local_alignment" not in got
+
+
 def test_kaleb_workflow_writes_its_summary_and_figure(tmp_path):
     from errorforcing.reproductions.kaleb import METHODS, KalebConfig, reproduce_kaleb_adaptation
 
@@ -324,4 +420,7 @@ def test_kaleb_workflow_writes_its_summary_and_figure(tmp_path):
         for value in (*written["methods"][m]["test_before"].values(), *written["methods"][m]["test_after"].values()):
             assert value is not None and np.isfinite(value)
         assert len(written["methods"][m]["test_after_per_target_position_mse"]) == 8
+        assert len(written["methods"][m]["update_efficiency"]) == 2
+        assert all(0.0 <= v <= 1.0 for v in written["methods"][m]["update_efficiency"])
+        assert ("local_alignment" in written["methods"][m]) == m.startswith("RFLO")
     assert summary["before"] == written["before"]

@@ -1,6 +1,6 @@
 """The fast leaky-RNN RTRL against the generic one, and learning tests: real-time
 teacher-forced RTRL learns Williams & Zipser's oscillation; RFLO and EF-RFLO learn delayed XOR
-at a short delay (the learning tests are slow)."""
+at a short delay, converged at the reference threshold (the learning tests are slow)."""
 
 import equinox as eqx
 import jax
@@ -114,19 +114,24 @@ def _xor_config(forcing: dict, seeds: int = 8):
     from errorforcing import TrainConfig
 
     return TrainConfig(task={"name": "delayed-xor", "delay": 10}, model={"hidden": 50}, rule={"kind": "rflo"},
-                       forcing=forcing, seeds=seeds, epochs=40, batch=128, threshold=1e-6,
-                       optim={"name": "adam", "lr": [3e-3]})
+                       forcing=forcing, seeds=seeds, epochs=50, batch=128, threshold=0.01,
+                       optim={"name": "adam", "lr": [1e-2]})
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("forcing", [{"kind": "none"}, {"kind": "ef", "alpha": [0.5], "causal": True}],
+@pytest.mark.parametrize("forcing,at_least",
+                         [({"kind": "none"}, 4), ({"kind": "ef", "alpha": [0.5], "causal": True}, 5)],
                          ids=["rflo", "ef-rflo"])
-def test_rflo_and_ef_rflo_halve_the_delayed_xor_loss(forcing):
-    """Delay 10, 50 units, 8 seeds: the unforced validation loss at least halves for every seed."""
+def test_rflo_and_ef_rflo_learn_delayed_xor(forcing, at_least):
+    """Delay 10, 50 units, 8 seeds, Adam 1e-2, 50 epochs: networks *learn* (SPEC §5: unforced
+    validation loss below 0.01 for 10 consecutive epochs). Which seeds converge moves with float
+    rounding (the shard count): measured RFLO 5/8 (one shard; at least 4/8 with two),
+    EF-RFLO (causal, α = 0.5) 8/8 with one shard, 6/8 with two (epochs 23-45)."""
     from errorforcing import train
 
     result = train(_xor_config(forcing), progress=False)
-    curves = result.ensemble.val_curves
-    first, last = curves[:, 0], np.nanmin(curves[:, -5:], axis=1)
-    assert np.all(np.isfinite(last))
-    assert np.all(last <= 0.5 * first), (first, last)
+    tracker = result.ensemble.tracker
+    assert not tracker.diverged.any()
+    assert int(tracker.converged.sum()) >= at_least, tracker.converged_epoch
+    converged = result.ensemble.val_curves[tracker.converged]
+    assert np.all(np.nanmin(converged, axis=1) < 0.01)

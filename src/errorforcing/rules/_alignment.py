@@ -21,9 +21,14 @@ def gradient_alignment(grads_a: AbstractCell, grads_b: AbstractCell) -> dict[str
         a, b = getattr(grads_a, f.name), getattr(grads_b, f.name)
         la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
         if la and lb and all(isinstance(x, jax.Array) for x in la + lb):
-            out[f.name] = alignment(_flat(la), _flat(lb))
-    out["all"] = alignment(_flat(jax.tree.leaves(grads_a)), _flat(jax.tree.leaves(grads_b)))
+            out[f.name] = _cosine(_flat(la), _flat(lb))
+    out["all"] = _cosine(_flat(jax.tree.leaves(grads_a)), _flat(jax.tree.leaves(grads_b)))
     return out
+
+
+def _cosine(a, b) -> Scalar:
+    """cos(a, b), rounding kept inside [-1, 1] (equal directions give 1 + ε otherwise)."""
+    return jnp.clip(alignment(a, b), -1.0, 1.0)
 
 
 def feedback_alignment(rule, cell: AbstractCell) -> Scalar:

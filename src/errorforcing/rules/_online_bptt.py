@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from .._types import Key
 from ..forcing import AbstractForcing, forced_step
 from ..models import AbstractCell, frozen_grads
-from ..tasks import Trials
+from ..tasks import Trials, rotate
 from ._base import AbstractLearningRule
 from ._loss import Objective
 from ._step import trainable_spec
@@ -24,7 +24,13 @@ class OnlineBPTT(AbstractLearningRule):
         ∂ℓ_t/∂h_{s-1} = (∂ℓ_t/∂h_s) ∂h_s/∂h_{s-1}
 
     along the states the network actually went through and with the current θ, for every
-    trainable field. ℓ_t = Σ_k m_tk (y_tk - y*_tk)² / Σ m (the trial's masked MSE, term by term).
+    trainable field. ℓ_t = Σ_k m_tk (y_tk - y*_tk)² / Σ m (the trial's masked MSE, term by term),
+    or, with `position_dt` set, the squared position error of an integrated output (Kaleb et
+    al.'s adaptation loss, their cursor):
+
+        ℓ_t = mean_k p_tk²,   p_t = dt Σ_{s<=t} R(θ) m_s ⊙ (y*_s - y_s)   (θ = `position_rotation`),
+
+    which depends on every output so far: ∂ℓ_t/∂y_s = -dt m_s ⊙ R(θ)ᵀ (2/K) p_t for all s <= t.
     O(t) backward steps at step t, O(T²) per trial. Batch 1 (one trial at a time, as the
     reference's adaptation). The forcing must leave the state as it is and feed any control in
     as a stopped input (`NoForcing()`, `FeedbackControl(stop_gradient=True)`).
@@ -33,6 +39,14 @@ class OnlineBPTT(AbstractLearningRule):
     """
 
     lr: float | jax.Array
+    position_dt: float | None = eqx.field(default=None, static=True)
+    position_rotation: float = eqx.field(default=0.0, static=True)
+
+    def __check_init__(self):
+        if self.position_dt is None and self.position_rotation != 0.0:
+            raise ValueError("OnlineBPTT: position_rotation applies only to the position loss (set position_dt)")
+        if self.position_dt is not None and not self.position_dt > 0:
+            raise ValueError(f"OnlineBPTT: position_dt must be > 0, got {self.position_dt}")
 
     def value_and_grad(self, cell, forcing, trials, *, key: Key, objective: Objective = Objective()):
         if trials.inputs.shape[0] != 1:
@@ -53,10 +67,12 @@ class OnlineBPTT(AbstractLearningRule):
         dtype = cell.init_state().dtype
         X = trial.inputs.astype(dtype)
         mse_scale = 1.0 / jnp.maximum(jnp.sum(trial.mask), 1.0)
+        M = jnp.broadcast_to(trial.mask, trial.targets.shape).astype(dtype)
         params0, static = eqx.partition(cell, spec)
 
         def step(carry, xs):
-            params, h_prev, fcarry, H = carry  # H[s] = h_{s-1} (H[0] = h_{-1}), the input state of step s
+            # H[s] = h_{s-1} (H[0] = h_{-1}), the input state of step s; S[s] = h_s; p: the position error
+            params, h_prev, fcarry, H, S, p = carry
             t, x, target, m = xs
             c = eqx.combine(params, static)
             H = H.at[t].set(h_prev)
@@ -64,27 +80,37 @@ class OnlineBPTT(AbstractLearningRule):
             if h_forced is not h:
                 raise ValueError(f"OnlineBPTT needs a forcing that leaves the state as it is; "
                                  f"{type(forcing).__name__} changes it")
+            S = S.at[t].set(h)
             err = y - target.astype(dtype)
-            loss = mse_scale * jnp.sum(m * err**2)
-            dy = 2.0 * mse_scale * m * err
-            _, readout_pull = jax.vjp(lambda p, hh: eqx.combine(p, static).readout(hh), params, h)
-            g_readout, delta = readout_pull(dy)
+            if self.position_dt is None:
+                loss = mse_scale * jnp.sum(m * err**2)
+                dY = jnp.zeros_like(M).at[t].set(2.0 * mse_scale * m * err)  # ∂ℓ_t/∂y_s, s = t only
+            else:
+                p = p + self.position_dt * rotate(-m * err, self.position_rotation)
+                loss = jnp.mean(p**2)
+                (back_rotated,) = jax.vjp(lambda v: rotate(v, self.position_rotation), p)[1](2.0 * p / p.shape[-1])
+                past = (jnp.arange(T) <= t)[:, None]
+                dY = jnp.where(past, -self.position_dt * M * back_rotated, 0.0)  # ∂ℓ_t/∂y_s, every s <= t
+            readout = lambda q, SS: jax.vmap(eqx.combine(q, static).readout)(SS)
+            g_readout, direct = jax.vjp(readout, params, S)[1](dY)  # direct[s] = ∂ℓ_t/∂h_s through y_s
 
             def back(i, state):
                 delta, D = state
                 s = t - i
+                delta = delta + direct[s]
                 D = D.at[s].set(delta)
                 (delta,) = jax.vjp(lambda hh: c(hh, X[s]), H[s])[1](delta)
                 return delta, D
 
-            _, D = jax.lax.fori_loop(0, t + 1, back, (delta, jnp.zeros((T, N), dtype)))
+            _, D = jax.lax.fori_loop(0, t + 1, back, (jnp.zeros(N, dtype), jnp.zeros((T, N), dtype)))
             # D is zero after t, so one batched pullback over all steps gives Σ_{s<=t}
             (g_cell,) = jax.vjp(lambda p: jax.vmap(eqx.combine(p, static))(H, X), params)[1](D)
             grads = c.mask_grads(eqx.combine(jax.tree.map(jnp.add, g_cell, g_readout), static))
             grads = eqx.filter(grads, spec)
             params = jax.tree.map(lambda p, g: p - self.lr * g, params, grads)
-            return (params, h_forced, fcarry, H), loss
+            return (params, h_forced, fcarry, H, S, p), loss
 
-        init = (params0, cell.init_state(), forcing.init(cell), jnp.zeros((T, N), dtype))
-        (params, _, _, _), losses = jax.lax.scan(step, init, (jnp.arange(T), X, trial.targets, trial.mask))
+        init = (params0, cell.init_state(), forcing.init(cell), jnp.zeros((T, N), dtype), jnp.zeros((T, N), dtype),
+                jnp.zeros(trial.targets.shape[-1], dtype))
+        (params, *_), losses = jax.lax.scan(step, init, (jnp.arange(T), X, trial.targets, trial.mask))
         return eqx.combine(params, static), jnp.sum(losses)
