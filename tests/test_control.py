@@ -411,7 +411,7 @@ def test_kaleb_workflow_writes_its_summary_and_figure(tmp_path):
     from errorforcing.reproductions.kaleb import METHODS, KalebConfig, reproduce_kaleb_adaptation
 
     config = KalebConfig(n_rec=8, pretrain_iterations=3, pretrain_batch=4, adapt_trials=2,
-                         lr_grid={m: (1e-4,) for m in METHODS})
+                         lr_grid={m: (1e-4, 1e-3) for m in METHODS}, heatmap_rotations=(30.0, 45.0))
     summary = reproduce_kaleb_adaptation(quick=True, out=tmp_path, progress=False, config=config)
     written = json.loads((tmp_path / "kaleb-adaptation.json").read_text())
     assert (tmp_path / "kaleb-adaptation.png").stat().st_size > 10_000
@@ -424,3 +424,11 @@ def test_kaleb_workflow_writes_its_summary_and_figure(tmp_path):
         assert all(0.0 <= v <= 1.0 for v in written["methods"][m]["update_efficiency"])
         assert ("local_alignment" in written["methods"][m]) == m.startswith("RFLO")
     assert summary["before"] == written["before"]
+    # the heatmap: rotation × learning rate; at the adaptation's own 45° it is that run's result
+    heat = written["heatmap"]["position_mse_after"]
+    assert written["heatmap"]["rotations"] == [30.0, 45.0]
+    for m in METHODS:
+        assert np.shape(heat[m]) == (2, 2)
+        assert heat[m][1] == [e["position_mse"] for e in written["methods"][m]["test_after_per_learning_rate"]]
+        assert heat[m][0] != heat[m][1]
+    assert (tmp_path / "kaleb-heatmap.png").stat().st_size > 10_000

@@ -66,3 +66,32 @@ def kaleb_figure(paths: dict[str, np.ndarray], curves: dict[str, np.ndarray], ta
         title += " — QUICK run (smaller network, fewer iterations; not the paper's settings)"
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)[0]
+
+
+def kaleb_heatmap(errors: dict[str, np.ndarray], rotations, learning_rates: dict[str, list[float]], path: str | Path,
+                  *, quick: bool) -> Path:
+    """Test position MSE after adaptation (control off, log colour scale shared by all panels),
+    one panel per method: rotation angle (rows) × learning rate (columns), as the paper's
+    learning-rate sweeps. `errors[method]` is [rotations, learning rates] (NaN: diverged)."""
+    methods = list(errors)
+    finite = np.concatenate([np.ravel(e)[np.isfinite(np.ravel(e))] for e in errors.values()])
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (1e-3, 1.0)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods), 3.4), layout="constrained", squeeze=False)
+    norm = matplotlib.colors.LogNorm(vmin=max(vmin, 1e-12), vmax=max(vmax, 2 * max(vmin, 1e-12)))
+    for ax, method in zip(axes[0], methods):
+        grid = np.asarray(errors[method], float)
+        image = ax.imshow(np.where(np.isfinite(grid), grid, np.nan), norm=norm, cmap="viridis_r", aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "div." if not np.isfinite(v) else f"{v:.2g}", ha="center", va="center", fontsize=7,
+                    color="w" if np.isfinite(v) and v > np.sqrt(norm.vmin * norm.vmax) else "k")
+        ax.set_xticks(range(grid.shape[1]), [f"{lr:g}" for lr in learning_rates[method]], fontsize=7, rotation=45)
+        ax.set_yticks(range(len(rotations)), [f"{r:g}°" for r in rotations], fontsize=8)
+        ax.set_xlabel("learning rate")
+        ax.set_title(method, fontsize=10)
+    axes[0, 0].set_ylabel("rotation")
+    fig.colorbar(image, ax=axes[0, -1], label="test position MSE after adaptation")
+    title = "Kaleb et al. 2024: adaptation over rotation angle × learning rate"
+    if quick:
+        title += " — QUICK run"
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)[0]

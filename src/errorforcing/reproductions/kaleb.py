@@ -85,6 +85,8 @@ class KalebConfig:
     rotation: float = 45.0
     adapt_trials: int = 300
     diagnostic_trials: int = 16  # trials on which update efficiency and local alignment are measured
+    # the learning-rate sweeps over rotation angle (the paper's heatmaps, 30–60°); () for none
+    heatmap_rotations: tuple[float, ...] = (30.0, 40.0, 50.0, 60.0)
     # per method, the learning-rate grid (run together); the best final test error is reported.
     # Chosen around the best rates of wider sweeps at N = 100 and N = 400 (3e-5 … 1e-2).
     lr_grid: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=lambda: {
@@ -93,12 +95,13 @@ class KalebConfig:
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lr_grid"] = {k: list(v) for k, v in self.lr_grid.items()}
+        d["heatmap_rotations"] = list(self.heatmap_rotations)
         return d
 
 
 FULL = KalebConfig()
 QUICK = KalebConfig(n_rec=100, pretrain_iterations=1000, adapt_trials=200,
-                    lr_grid={m: (1e-5, 1e-4, 1e-3) for m in METHODS})
+                    lr_grid={m: (1e-5, 1e-4, 1e-3) for m in METHODS}, heatmap_rotations=(30.0, 45.0, 60.0))
 
 
 # ----- the network -----
@@ -345,7 +348,7 @@ def reproduce_kaleb_adaptation(*, quick: bool, out: Path, progress: bool = True,
     summary: test errors (velocity and position MSE) on the 8 rotated center-out reaches with
     the control off, before and after adaptation, per method (at its best learning rate by
     final position MSE, the reference's measure; every rate's result is kept)."""
-    from ..plotting._kaleb import kaleb_figure
+    from ..plotting._kaleb import kaleb_figure, kaleb_heatmap
 
     config = config or (QUICK if quick else FULL)
     out = Path(out)
@@ -413,8 +416,25 @@ def reproduce_kaleb_adaptation(*, quick: bool, out: Path, progress: bool = True,
             f"{'diverged' if after['velocity_mse'] is None else format(after['velocity_mse'], '.3f')} "
             f"(lr {lrs[best]:g}; {results[method]['seconds']:.0f} s)")
 
+    heatmap = {}
+    for method in METHODS:
+        finals = []
+        for r in config.heatmap_rotations:
+            if r == config.rotation:
+                finals.append([e["position_mse"] for e in results[method]["test_after_per_learning_rate"]])
+                continue
+            _, _, errors = adapt(cell, eqx.tree_at(lambda c: c.rotation, control, r), method,
+                                 tuple(config.lr_grid[method]), dataclasses.replace(config, rotation=r), key=k_adapt)
+            finals.append([_finite(v) for v in np.asarray(errors, np.float64)[:, -1, 1]])
+        heatmap[method] = finals
+    if config.heatmap_rotations:
+        say(f"learning-rate × rotation sweep ({', '.join(f'{r:g}°' for r in config.heatmap_rotations)}) done")
+
     summary = {
         "name": "kaleb-adaptation", "quick": quick, "config": config.as_dict(),
+        "heatmap": {"rotations": list(config.heatmap_rotations), "learning_rates": {m: list(config.lr_grid[m])
+                                                                                     for m in METHODS},
+                    "position_mse_after": heatmap},
         "source": "Kaleb, Feulner, Gallego & Clopath (2024), NeurIPS; SPEC §2, §4",
         "pretrain_final_position_loss": _finite(np.mean(pre_losses[-max(1, len(pre_losses) // 20):])),
         "before": before, "methods": results,
@@ -425,6 +445,11 @@ def reproduce_kaleb_adaptation(*, quick: bool, out: Path, progress: bool = True,
                           rotation=config.rotation, before=before["rotated_control_off"]["position_mse"],
                           after={m: results[m]["test_after"]["position_mse"] for m in METHODS})
     summary["figure"] = str(figure)
+    if config.heatmap_rotations:
+        nan = lambda rows: np.array([[np.nan if v is None else v for v in row] for row in rows], float)
+        summary["heatmap_figure"] = str(kaleb_heatmap({m: nan(heatmap[m]) for m in METHODS}, config.heatmap_rotations,
+                                                      summary["heatmap"]["learning_rates"],
+                                                      out / "kaleb-heatmap.png", quick=quick))
     (out / "kaleb-adaptation.json").write_text(json.dumps(summary, indent=2))
     say(f"wrote {out / 'kaleb-adaptation.json'} and {figure} ({summary['seconds']:.0f} s)")
     return summary
