@@ -144,3 +144,21 @@ def test_claims_command_evaluates_a_kaleb_summary(tmp_path, capsys):
     assert [c["verdict"] for c in written] == ["reproduced", "not reproduced", "inconclusive"]
     assert "update_efficiency" in written[2]["why"]
     assert "REPRODUCED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shift, verdict", [(0.2, "reproduced"), (-0.2, "not reproduced"), (0.0, "inconclusive")])
+def test_kaleb_control_raises_alignment_and_efficiency_claim(shift, verdict):
+    """RFLO+c vs RFLO, paired by diagnostic trial: both measures higher → reproduced; lower → not;
+    one higher and one equal → inconclusive (both must hold)."""
+    from errorforcing.reproductions.kaleb import CLAIMS
+
+    base = [0.3 + 0.01 * i for i in range(16)]
+    methods = {"RFLO": {"update_efficiency": base, "local_alignment": base},
+               "RFLO+c": {"update_efficiency": [v + shift + 0.001 * i for i, v in enumerate(base)],
+                          "local_alignment": [v + 0.2 + 0.001 * i if shift else v for i, v in enumerate(base)]}}
+    claim = next(c for c in CLAIMS if "alignment" in c.claim)
+    out = claim.evaluate(Evidence([], {"methods": methods}))
+    assert out["verdict"] == verdict, out
+    want = scipy.stats.wilcoxon(np.array(methods["RFLO"]["update_efficiency"]) - methods["RFLO+c"]["update_efficiency"],
+                                alternative="less").pvalue
+    assert out["numbers"]["update_efficiency"]["p"] == pytest.approx(want)
