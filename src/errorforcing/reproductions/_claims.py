@@ -298,7 +298,13 @@ def headline(r: dict[str, Any]) -> str:
         elif isinstance(v, dict) and "median_epochs" in v:
             bits.append(f"{label} median {v['median_epochs']} epochs ({v['converged']}/{v['n']} converged)")
         elif isinstance(v, dict) and "median" in v and label not in ("first", "last"):
-            bits.append(f"{label} median {v['median']:.4g} (n = {v['n']})")
+            bits.append(f"{label} median {v['median']:.4g} (n = {v['n']})" if v["median"] is not None else
+                        f"{label}: none finite")
+        elif isinstance(v, dict) and any(isinstance(w, dict) and "median" in w for w in v.values()):
+            medians = " vs ".join(f"{k} {w['median']:.3g}" for k, w in v.items()
+                                  if isinstance(w, dict) and w.get("median") is not None)
+            tail = f", p = {v['p']:.3g}" if "p" in v else f" — {v['why']}" if "why" in v else ""
+            bits.append(f"{label}: median {medians}{tail}")
     if "first" in n and "median" in n.get("first", {}):
         bits.append(f"median {n['first']['median']:.3g} → {n['last']['median']:.3g} (n = {n['first']['n']})")
     if "p" in n:
