@@ -11,8 +11,8 @@ import pytest
 
 from errorforcing.forcing import (ErrorForcing, FeedbackForcing, KalmanErrorForcing, NoForcing, TeacherForcing,
                                   process_noise)
-from errorforcing.rules import (BPTT, RFLO, RTRL, AbstractLearningRule, EProp, Objective, TruncatedBPTT,
-                                gradient_alignment)
+from errorforcing.rules import (BPTT, KFRTRL, RFLO, RTRL, UORO, AbstractLearningRule, EProp, Objective, SnAp,
+                                TruncatedBPTT, gradient_alignment)
 
 from rule_helpers import ALL, BATCH, N, T, assert_trees_close, make_cell, make_trials
 
@@ -74,6 +74,10 @@ RULES = {
     "eprop": EProp(),
     "rflo": RFLO(feedback="random", key=jax.random.key(3)),
     "oracle": DetachedBPTT(),
+    "snap1": SnAp(order=1),
+    "snap2": SnAp(order=2),
+    "uoro": UORO(),
+    "kf-rtrl": KFRTRL(),
 }
 ONLINE_RULES = {
     "rtrl-online": RTRL(online=True, lr=0.05),
@@ -84,7 +88,11 @@ ONLINE_RULES = {
 # is checked where the trace sees a different forcing Jacobian: none, a causal correction, a
 # correction through F; error and Kalman forcing act like feedback forcing, and teacher
 # forcing's flowing W⁺ path is one e-prop does not follow)
-REFERENCE = {"rtrl": ("bptt", tuple(FORCINGS)), "eprop": ("oracle", ("none", "ef-causal", "feedback"))}
+REFERENCE = {"rtrl": ("bptt", tuple(FORCINGS)), "eprop": ("oracle", ("none", "ef-causal", "feedback")),
+             # SnAp-2 on this dense net is RTRL, SnAp-1 is e-prop's trace, except for teacher forcing's
+             # flowing W⁺ path, which neither follows beyond one step (tests/test_snap.py)
+             "snap2": ("rtrl", tuple(f for f in FORCINGS if f != "tf")),
+             "snap1": ("eprop", tuple(f for f in FORCINGS if f != "tf"))}
 CASES = [(r, f) for r in {**RULES, **ONLINE_RULES} if r != "oracle" for f in FORCINGS]
 
 

@@ -66,7 +66,7 @@ def estimate_memory(config: TrainConfig) -> MemoryEstimate:
     params = _n_params(config, task)
     recurrent = max(params - (n + 1) * task.n_out, 1)  # the readout needs no influence matrix
     kind = config.rule.kind
-    if kind == "rtrl":
+    if kind in ("rtrl", "snap1", "snap2"):  # SnAp stores its masked influence matrix densely
         per_trial = RTRL_COPIES * n * recurrent
     elif kind in ("eprop", "rflo") and config.rule.online:
         per_trial = n * recurrent

@@ -121,5 +121,9 @@ RULES: dict[str, Entry] = {
                    "e-prop (Bellec et al. 2020)"),
     "rflo": Entry(lambda c, key: R.RFLO(feedback=c.feedback, key=_random_key(c, key), **_online(c)),
                   "random-feedback local online learning (Murray 2019)"),
+    "uoro": Entry(lambda c, key: R.UORO(), "unbiased online recurrent optimisation, rank-1 influence (Tallec & Ollivier 2018)"),
+    "kf-rtrl": Entry(lambda c, key: R.KFRTRL(), "Kronecker-factored RTRL (Mujika et al. 2018)"),
+    "snap1": Entry(lambda c, key: R.SnAp(order=1), "sparse 1-step approximation of RTRL (Menick et al. 2021)"),
+    "snap2": Entry(lambda c, key: R.SnAp(order=2), "sparse 2-step approximation of RTRL (Menick et al. 2021)"),
 }
 ONLINE_RULES = ("rtrl", "eprop", "rflo")  # the rules with a real-time form (rules.AbstractOnlineRule)

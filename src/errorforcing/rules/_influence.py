@@ -110,6 +110,7 @@ def influence_run(rule: AbstractInfluenceRule, cell: AbstractCell, forcing, tria
         fcarry = layout.assemble(forcing.init(c) if layout.has_const else None, diff, other)
         h, y, h_forced, fcarry = forced_step(c, forcing, h_prev, fcarry, x, target, m, xi)
         loss = losses.term(y, h_forced, target, m, rate_scale) + losses.penalty(c) / losses.n_terms
+        loss = loss.astype(h_forced.dtype)  # one dtype for every tangent and cotangent of the step
         diff, other = layout.split(fcarry)
         return (h, ravel_pytree((h_forced, diff))[0], loss), other
 

@@ -77,5 +77,5 @@ class SnAp(AbstractInfluenceRule):
         # what the projection drops from h_t, carried through the rest of the step (h_t enters
         # it as ξ_t does) and taken off the exact step
         _, xi_tangent = jax.linearize(lambda xi: step.step_full(step.theta, step.s, xi)[1:], step.xi)
-        d_s, d_loss = jax.vmap(xi_tangent, in_axes=1, out_axes=(1, 0))((1 - pattern) * U)
-        return JM + direct[:S] - d_s, dloss_M + direct[S] - d_loss
+        d_s, d_loss = jax.vmap(xi_tangent, in_axes=1, out_axes=(1, 0))(((1 - pattern) * U).astype(step.xi.dtype))
+        return (JM + direct[:S] - d_s).astype(M.dtype), dloss_M + direct[S] - d_loss
