@@ -117,9 +117,9 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any], default
 
 def _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain, out, data,
                       checkpoint, threshold, noise, readout, activation, clip, model=None, feedback=None,
-                      online=None, online_lr=None, truncation=None, log_alignment=None) -> dict[str, Any]:
+                      online=None, online_lr=None, truncation=None, log_alignment=None, dale=None) -> dict[str, Any]:
     return {
-        "model.kind": model, "rule.feedback": feedback, "rule.online": online, "rule.online_lr": online_lr,
+        "model.kind": model, "model.excitatory": dale, "rule.feedback": feedback, "rule.online": online, "rule.online_lr": online_lr,
         "rule.truncation": truncation, "rule.log_alignment": log_alignment,
         "task.name": task, "task.delay": delay, "task.shift": shift, "rule.kind": rule,
         "seeds": seeds, "seed": seed, "epochs": epochs, "optim.lr": _floats(lr, "lr"), "batch": batch,
@@ -131,6 +131,7 @@ def _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, 
 
 # Shared options (typer wants them spelled out per command).
 TaskOpt = typer.Option(None, "--task", help="task name (see `errorforcing tasks`)")
+DaleOpt = typer.Option(None, "--dale", help="Dale's law: fraction of excitatory units, e.g. 0.8 (leaky model)")
 DelayOpt = typer.Option(None, "--delay", help="delay in steps (delayed-xor, evidence-integration)")
 ShiftOpt = typer.Option(None, "--shift", help="period shift (sine)")
 RuleOpt = typer.Option(None, "--rule", help="learning rule: bptt, tbptt, rtrl, eprop, rflo, uoro, kf-rtrl, snap1, snap2")
@@ -207,6 +208,7 @@ def train(
     val_steps: Optional[int] = typer.Option(None, "--val-steps",
                                             help="--continual: steps of each validation stream (default: the task's)"),
     truncation: Optional[int] = TruncOpt, log_alignment: Optional[bool] = AlignOpt,
+    dale: Optional[float] = DaleOpt,
     process_noise: Optional[float] = typer.Option(
         None, "--process-noise", help="--forcing kalman: process noise σ it trains with (required, > 0)"),
     obs_noise: Optional[float] = typer.Option(
@@ -224,7 +226,7 @@ def train(
     """Train one ensemble (seeds × α × lr) and record it in OUT/runs.sqlite."""
     overrides = _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain,
                                   out, data, checkpoint, threshold, noise, readout, activation, clip, model,
-                                  feedback, online, online_lr, truncation, log_alignment)
+                                  feedback, online, online_lr, truncation, log_alignment, dale=dale)
     overrides |= _dynamics_overrides(floss_pre, floss_every, floss_steps, floss_k, floss_lr, floss_local, lyapunov,
                                      diagnostics, adaptive_alpha)
     overrides |= {"forcing.kind": forcing, "forcing.alpha": _floats(alpha, "alpha"),
@@ -262,6 +264,7 @@ def compare(
     clip: Optional[float] = ClipOpt, model: Optional[str] = ModelOpt, feedback: Optional[str] = FeedbackOpt,
     online: Optional[bool] = OnlineOpt, online_lr: Optional[float] = OnlineLrOpt,
     truncation: Optional[int] = TruncOpt, log_alignment: Optional[bool] = AlignOpt,
+    dale: Optional[float] = DaleOpt,
     causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="EF uses e_{t-1} (online rules)"),
     alphas: Optional[str] = typer.Option(None, "--alphas", help="α grid for TF and EF (default 0.1,0.5,1.0; "
                                          "with --adaptive-alpha the start values, default 1.0)"),
@@ -289,7 +292,7 @@ def compare(
 
     overrides = _common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain,
                                   out, data, checkpoint, threshold, noise, readout, activation, clip, model,
-                                  feedback, online, online_lr, truncation, log_alignment)
+                                  feedback, online, online_lr, truncation, log_alignment, dale=dale)
     overrides["forcing.causal"] = causal
     overrides |= _dynamics_overrides(floss_pre, floss_every, floss_steps, floss_k, floss_lr, floss_local, lyapunov,
                                      diagnostics, adaptive_alpha)

@@ -33,7 +33,8 @@ class _Strict(BaseModel):
 DELAY_TASKS = ("delayed-xor", "evidence-integration")  # the registry passes them `delay`
 APPLIES: dict[str, dict[str, tuple[str, ...]]] = {
     "task": {"delay": DELAY_TASKS, "shift": ("sine",)},
-    "model": {f: ("leaky",) for f in ("gain", "tau", "dt", "activation", "readout", "density", "trainable")},
+    "model": {f: ("leaky",) for f in ("gain", "tau", "dt", "activation", "readout", "density", "trainable",
+                                      "excitatory")},
     "rule": {"truncation": ("tbptt",), "feedback": ("eprop", "rflo")},
     "forcing": {"causal": ("ef", "kalman", "feedback"), "learn_feedback": ("feedback",),
                 "process_noise": ("kalman",), "obs_noise": ("kalman",)},
@@ -113,6 +114,7 @@ class ModelConfig(_Strict):
     density: float = Field(1.0, gt=0, le=1)
     trainable: list[str] = Field(default_factory=lambda: ["W_rec", "b", "W_out", "b_out"])
     noise_std: float = Field(0.0, ge=0)
+    excitatory: float | None = Field(None, gt=0, lt=1)  # Dale's law: the fraction of excitatory units
 
     @field_validator("kind")
     @classmethod

@@ -63,7 +63,7 @@ TASKS: dict[str, Entry] = {
 def _leaky(cfg, task, key):
     return M.LeakyRNN(task.n_in, cfg.hidden, task.n_out, key=key, gain=cfg.gain, tau=cfg.tau, dt=cfg.dt,
                       activation=cfg.activation, readout=cfg.readout, density=cfg.density,
-                      trainable=tuple(cfg.trainable))
+                      trainable=tuple(cfg.trainable), excitatory=cfg.excitatory)
 
 
 MODELS: dict[str, Entry] = {

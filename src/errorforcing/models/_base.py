@@ -35,6 +35,11 @@ class AbstractCell(eqx.Module):
     @abc.abstractmethod
     def readout(self, h: State) -> Output: ...
 
+    def recurrent_weights(self) -> jax.Array:
+        """The effective unit-to-unit weight matrix of the dynamics (what a constraint such as
+        Dale's law acts on), rows the receiving units."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its recurrent weights")
+
     def mask_grads(self, grads: "AbstractCell") -> "AbstractCell":
         """Zero the gradients of what must not learn (fields not in `trainable`)."""
         return frozen_grads(grads, self)

@@ -52,6 +52,10 @@ class GRU(AbstractCell):
     def init_state(self) -> State:
         return jnp.zeros((self.n_rec,), self.W_h.dtype)
 
+    def recurrent_weights(self) -> Float[Array, "3H H"]:
+        """W_h: the hidden-to-hidden weights of the three gates [z; r; n], stacked."""
+        return self.W_h
+
     def __call__(self, h: State, x: Input) -> State:
         H = self.n_rec
         gx = self.W_x @ x + self.bias[: 3 * H]
@@ -103,6 +107,10 @@ class LSTM(AbstractCell):
 
     def init_state(self) -> State:
         return jnp.zeros((self.n_rec,), self.W_h.dtype)
+
+    def recurrent_weights(self) -> Float[Array, "4H H"]:
+        """W_h: the hidden-to-hidden weights of the four gates [i; f; g; o], stacked."""
+        return self.W_h
 
     def __call__(self, state: State, x: Input) -> State:
         H = self.hidden

@@ -25,6 +25,22 @@ class LeakyRNN(AbstractCell):
     connections (p = 1: dense), W_in ~ N(0, 1), W_out ~ N(0, 1/N²), b = 0, b_out = 0.
     W_in does not train by default. `W_rec` holds the effective (already masked) weights;
     `rec_mask` keeps absent connections at zero during learning.
+
+    Dale's law (`excitatory=f`, e.g. 0.8): the first round(f N) units are excitatory, the rest
+    inhibitory, and every unit's outgoing weights have its sign. The field `W_rec` is then the
+    underlying parameter V and the dynamics use
+
+        W = |V| diag(σ),   σ_j = +1 (j < f N), -1 otherwise        (`recurrent_weights()`)
+
+    so the constraint holds after any update of V (optax, online rules), and every rule's
+    gradient and trace is taken with respect to V. Initialisation (balanced E/I, after Rajan &
+    Abbott 2006): |V_ij| = s_j |ξ_ij| (ξ ~ N(0, 1), on the p N² present connections) with
+    column scales s_I = s_E f / (1 - f), so excitation and inhibition cancel on average; each
+    row's inhibitory weights are then rescaled so that Σ_j W_ij = 0 exactly (Rajan & Abbott's
+    balance condition, which removes the outlier eigenvalue of the mean), and s_E is chosen so
+    that the bulk radius √(N Σ_groups f_k Var(W_ij | k)) is g:
+    s_E² = g² (1 - f) / (N (p - 2p²/π) f). The spectral radius is then ≈ g, as for the
+    unconstrained network.
     """
 
     W_rec: Float[Array, "N N"]
@@ -33,6 +49,7 @@ class LeakyRNN(AbstractCell):
     W_out: Float[Array, "n_out N"]
     b_out: Float[Array, " n_out"]
     rec_mask: Float[Array, "N N"] | None
+    dale_sign: Float[Array, " N"] | None  # σ under Dale's law (None: unconstrained)
     leak: float = eqx.field(static=True)
     activation: str = eqx.field(static=True)
     readout_mode: str = eqx.field(static=True)
@@ -52,6 +69,7 @@ class LeakyRNN(AbstractCell):
         readout: str = "state",
         density: float = 1.0,
         trainable: tuple[str, ...] = DEFAULT_TRAINABLE,
+        excitatory: float | None = None,
         dtype=None,
     ):
         if activation not in ACTIVATIONS:
@@ -62,6 +80,8 @@ class LeakyRNN(AbstractCell):
             raise ValueError(f"density must be in (0, 1], got {density}")
         if not 0.0 < dt <= tau:
             raise ValueError(f"need 0 < dt <= tau, got dt={dt}, tau={tau}")
+        if excitatory is not None and not 0.0 < excitatory < 1.0:
+            raise ValueError(f"excitatory (the fraction of excitatory units) must be in (0, 1), got {excitatory}")
         unknown = set(trainable) - {"W_rec", "W_in", "b", "W_out", "b_out"}
         if unknown:
             raise ValueError(f"trainable has unknown fields {sorted(unknown)}")
@@ -74,6 +94,10 @@ class LeakyRNN(AbstractCell):
             w_rec = w_rec * mask
         else:
             self.rec_mask = None
+        if excitatory is None:
+            self.dale_sign = None
+        else:
+            w_rec, self.dale_sign = _balanced_dale_init(k_rec, n_rec, gain, density, excitatory, self.rec_mask, dtype)
         self.W_rec = w_rec
         self.W_in = jax.random.normal(k_in, (n_rec, n_in), dtype)
         self.b = jnp.zeros((n_rec,), dtype)
@@ -95,8 +119,17 @@ class LeakyRNN(AbstractCell):
         return jnp.zeros((self.n_rec,), self.W_rec.dtype)
 
     def recurrent_weights(self) -> Float[Array, "N N"]:
-        """The effective recurrent matrix W_rec of the dynamics."""
-        return self.W_rec
+        """The effective recurrent matrix of the dynamics: W_rec, or |W_rec| diag(σ) under Dale's law."""
+        if self.dale_sign is None:
+            return self.W_rec
+        return jnp.abs(self.W_rec) * self.dale_sign[None, :]
+
+    def recurrent_weights_grad(self, grad: Float[Array, "N N"]) -> Float[Array, "N N"]:
+        """∂L/∂W_rec (the stored parameter) from ∂L/∂W of the effective matrix: the pullback
+        through `recurrent_weights()` (the identity without Dale's law)."""
+        if self.dale_sign is None:
+            return grad
+        return grad * jnp.sign(self.W_rec) * self.dale_sign[None, :]
 
     def __call__(self, h: State, x: Input) -> State:
         a = self.leak
@@ -111,3 +144,21 @@ class LeakyRNN(AbstractCell):
     def readout(self, h: State) -> Output:
         r = h if self.readout_mode == "state" else self.phi(h)
         return self.W_out @ r + self.b_out
+
+
+def _balanced_dale_init(key, n: int, gain: float, density: float, excitatory: float, mask, dtype):
+    """(V ≥ 0, σ): the balanced E/I initialisation of the class docstring."""
+    n_exc = int(round(excitatory * n))
+    if not 0 < n_exc < n:
+        raise ValueError(f"excitatory={excitatory} leaves no excitatory or no inhibitory unit among {n}")
+    f = n_exc / n
+    sign = jnp.where(jnp.arange(n) < n_exc, 1.0, -1.0).astype(dtype)
+    s_exc = gain * math.sqrt((1 - f) / (n * (density - 2 * density**2 / math.pi) * f))
+    scale = jnp.where(sign > 0, s_exc, s_exc * f / (1 - f)).astype(dtype)
+    V = jnp.abs(jax.random.normal(key, (n, n), dtype)) * scale[None, :]
+    if mask is not None:
+        V = V * mask
+    exc_sum = jnp.sum(jnp.where(sign > 0, V, 0), axis=1, keepdims=True)
+    inh_sum = jnp.sum(jnp.where(sign < 0, V, 0), axis=1, keepdims=True)
+    V = jnp.where(sign[None, :] < 0, V * exc_sum / jnp.maximum(inh_sum, jnp.finfo(dtype).tiny), V)
+    return V, sign

@@ -52,6 +52,10 @@ class WilliamsZipserNet(AbstractCell):
     def n_in(self) -> int:
         return self.W.shape[1] - 1 - self.W.shape[0]
 
+    def recurrent_weights(self) -> Float[Array, "n n"]:
+        """The unit-to-unit block of W (columns of the units' own outputs y(t))."""
+        return self.W[:, self.n_in + 1:]
+
     def init_state(self) -> State:
         return jnp.zeros((self.n_rec,), self.W.dtype)
 

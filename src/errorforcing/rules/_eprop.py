@@ -170,6 +170,7 @@ class AbstractTraceRule(AbstractOnlineRule):
             penalty, penalty_grad = jax.value_and_grad(
                 lambda W: losses.penalty(eqx.tree_at(lambda cc: cc.W_out, c, W)))(c.W_out)
             g = {k: jnp.sum(v, axis=0) for k, v in g.items()}
+            g["W_rec"] = c.recurrent_weights_grad(g["W_rec"])  # the trace of the stored parameter (Dale's law)
             g["W_out"] = g["W_out"] + penalty_grad * penalty_share
             grads = _as_cell_grads(c, g)
             if self.online:
@@ -223,7 +224,7 @@ class AbstractTraceRule(AbstractOnlineRule):
         flat = lambda Z: Z.reshape(-1, Z.shape[-1])
         penalty, penalty_grad = jax.value_and_grad(
             lambda W: losses.penalty(eqx.tree_at(lambda cc: cc.W_out, cell, W)))(cell.W_out)
-        g = {"W_rec": a * flat(E).T @ flat(R_prev), "W_in": a * flat(E).T @ flat(xs[0]), "b": a * jnp.sum(E, (0, 1)),
+        g = {"W_rec": cell.recurrent_weights_grad(a * flat(E).T @ flat(R_prev)), "W_in": a * flat(E).T @ flat(xs[0]), "b": a * jnp.sum(E, (0, 1)),
              "W_out": flat(dY).T @ flat(R) + penalty_grad, "b_out": jnp.sum(dY, (0, 1))}
         return jnp.sum(loss) + penalty, _as_cell_grads(cell, g)
 
@@ -249,7 +250,7 @@ class EProp(AbstractTraceRule):
 
     def trace_decay(self, cell, h_prev):
         a = cell.leak
-        return (1 - a) + a * jnp.diagonal(cell.W_rec) * _dphi(cell, h_prev)
+        return (1 - a) + a * jnp.diagonal(cell.recurrent_weights()) * _dphi(cell, h_prev)
 
 
 def _dphi(cell, h):

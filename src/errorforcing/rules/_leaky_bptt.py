@@ -32,7 +32,7 @@ _DERIVATIVE_FROM_RATE = {
 
 
 def supports_fast_path(cell, forcing: AbstractForcing) -> bool:
-    if type(cell) is not LeakyRNN:
+    if type(cell) is not LeakyRNN or cell.dale_sign is not None:  # Dale's law: autodiff through |V| diag(σ)
         return False
     if isinstance(forcing, (NoForcing, TeacherForcing)):
         return True
