@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("fast_compile")
 
 def numpy_traces(cell, trials, feedback, kind, forcing, alpha, objective):
     """e-prop / RFLO for the tanh leaky RNN with a rate readout, written as plain loops.
-    forcing ∈ {"none", "ef", "tf"} (teacher forcing with its target stopped)."""
+    forcing ∈ {"none", "ef", "tf"} (teacher forcing on the supervised outputs, its target stopped)."""
     W, W_in, b, W_out, b_out = (np.asarray(getattr(cell, f)) for f in ALL)
     x, target, mask = (np.asarray(a) for a in trials[:3])
     B_fb = np.asarray(feedback)
@@ -53,8 +53,11 @@ def numpy_traces(cell, trials, feedback, kind, forcing, alpha, objective):
             c = alpha * m.max()
             if forcing == "ef":
                 h_forced, kappa = h + c * pinv @ ((target[i, t] - y) * m), 1.0
-            elif forcing == "tf":
-                h_forced, kappa = (1 - c) * h + c * pinv @ (target[i, t] - b_out), 1 - c
+            elif forcing == "tf":  # teacher state from the supervised readout rows, W_S = diag(s) W_out
+                sel = (m > 0).astype(float)
+                W_S = sel[:, None] * W_out
+                pinv_S = W_S.T @ np.linalg.inv(W_S @ W_S.T + 1e-7 * np.eye(N_OUT))
+                h_forced, kappa = (1 - c) * h + c * pinv_S @ (sel * (target[i, t] - b_out)), 1 - c
             else:
                 h_forced, kappa = h, 1.0
             delta = 2 * m * (y - target[i, t]) / n_mask
@@ -67,9 +70,12 @@ def numpy_traces(cell, trials, feedback, kind, forcing, alpha, objective):
             loss += np.sum(m * (y - target[i, t]) ** 2) / n_mask + rate * np.sum(h_forced**2)
             P_rec, P_in, P_b = kappa * P_rec, kappa * P_in, kappa * P_b
             h = h_forced
-    norm = np.linalg.norm(W_out)
-    g["W_out"] += objective.readout_reg * 2 * (1 - norm) * (-W_out / norm)
-    return loss + objective.readout_reg * (1 - norm) ** 2, g
+    # the reference readout penalty for n_out > 1: (1 - s_max / (s_min + 1e-8))², by numpy SVD
+    U, sv, Vt = np.linalg.svd(W_out, full_matrices=False)
+    ratio = sv[0] / (sv[-1] + 1e-8)
+    d_ratio = np.outer(U[:, 0], Vt[0]) / (sv[-1] + 1e-8) - sv[0] / (sv[-1] + 1e-8) ** 2 * np.outer(U[:, -1], Vt[-1])
+    g["W_out"] += objective.readout_reg * 2 * (1 - ratio) * (-d_ratio)
+    return loss + objective.readout_reg * (1 - ratio) ** 2, g
 
 
 # (rule, forcing name, α) checked against the numpy loops, rate readout

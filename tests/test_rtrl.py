@@ -183,7 +183,8 @@ def test_online_rtrl_is_stepwise_gradient_descent(getkey):
                 return h_forced, jnp.sum(m * (y - target) ** 2) / n_mask + rate * jnp.sum(h_forced**2)
 
             h, per_trial = jax.vmap(one)(h, trials.inputs[:, t], trials.targets[:, t], trials.mask[:, t])
-            penalty = objective.readout_reg * (1 - jnp.linalg.norm(c.W_out)) ** 2
+            sv = jnp.linalg.svd(c.W_out, compute_uv=False)  # the reference penalty for n_out > 1
+            penalty = objective.readout_reg * (1 - sv[0] / (sv[-1] + 1e-8)) ** 2
             losses.append(jnp.sum(per_trial) + penalty / steps)
         return losses
 
