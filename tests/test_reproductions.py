@@ -162,3 +162,18 @@ def test_kaleb_control_raises_alignment_and_efficiency_claim(shift, verdict):
     want = scipy.stats.wilcoxon(np.array(methods["RFLO"]["update_efficiency"]) - methods["RFLO+c"]["update_efficiency"],
                                 alternative="less").pvalue
     assert out["numbers"]["update_efficiency"]["p"] == pytest.approx(want)
+
+
+def test_liu_floss_claim_finds_the_unflossed_job_stored_under_the_gain_sweep():
+    """liu-floss's pre = 0 job is the same config as liu-gain's e-prop job at g = 2, so it is stored
+    once, under liu-gain: the claim selects by configuration, not by sweep."""
+    from errorforcing.reproductions.liu import CLAIMS
+
+    def rows(sweep, pre, loss):
+        return [{"sweep": sweep, "rule": "eprop", "config.model.gain": 2.0, "config.floss.pre": pre, "seed": s,
+                 "final_val_loss": loss + 0.01 * s} for s in range(8)]
+
+    claim = next(c for c in CLAIMS if "flossing" in c.claim)
+    out = claim.evaluate(Evidence(rows("liu-gain", 0, 0.5) + rows("liu-floss", 50, 0.1)))
+    assert out["verdict"] == "reproduced", out
+    assert out["numbers"]["e-prop"]["n"] == 8
