@@ -206,8 +206,11 @@ def test_truncation_one_is_the_one_step_gradient(getkey):
             g["W_out"] += np.outer(delta, h)
             g["b_out"] += delta
             h_prev = h
-    norm = np.linalg.norm(W_out)
-    g["W_out"] += objective.readout_reg * 2 * (1 - norm) * (-W_out / norm)
+    # readout penalty for n_out > 1: (1 - s_max/(s_min + 1e-8))², with ∂s_i/∂W = u_i v_iᵀ
+    U, s, Vt = np.linalg.svd(W_out, full_matrices=False)
+    ratio = s[0] / (s[-1] + 1e-8)
+    d_ratio = np.outer(U[:, 0], Vt[0]) / (s[-1] + 1e-8) - s[0] * np.outer(U[:, -1], Vt[-1]) / (s[-1] + 1e-8) ** 2
+    g["W_out"] += objective.readout_reg * 2 * (1 - ratio) * (-d_ratio)
     for f in ALL:
         np.testing.assert_allclose(getattr(grads, f), g[f], rtol=1e-10, atol=1e-14)
 

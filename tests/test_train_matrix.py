@@ -41,11 +41,14 @@ def train_rows(configs: list) -> list[list[dict]]:
 
 def tiny(rule_kind, forcing_kind, **extra):
     config = dict(task={"name": "delayed-xor", "delay": 3, "options": {"pulse": 2}},
-                  model={"hidden": 6}, forcing={"kind": forcing_kind, "alpha": [0.0, 0.5]}
+                  model={"hidden": 6},
+                  forcing={"kind": forcing_kind}
+                  | ({} if forcing_kind == "none" else {"alpha": [0.0, 0.5]})  # none refuses an α grid
                   | ({"process_noise": 0.1} if forcing_kind == "kalman" else {}),  # kalman needs its σ
                   rule={"kind": rule_kind}, seeds=1, epochs=2, batch=8, train_trials=12, val_trials=4)
     for k, v in extra.items():
-        config[k] = config.get(k, {}) | v if isinstance(v, dict) else v
+        # a task replaces the default one whole (its options, e.g. a delay, may not apply to another task)
+        config[k] = v if k == "task" else config.get(k, {}) | v if isinstance(v, dict) else v
     return ef.TrainConfig.model_validate(config)
 
 
