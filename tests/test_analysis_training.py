@@ -110,9 +110,9 @@ def test_store_migration_adds_the_new_columns(tmp_path):
     """)
     db.commit()
     db.close()
-    store = RunStore(tmp_path, create=False)
-    (old,) = store.members()
+    (old,) = RunStore(tmp_path, create=False).members()  # a reader sees the new columns as NULL
     assert set(MEMBER_COLUMNS) <= set(old) and old["lyap_max_before"] is None and old["lr"] is None
+    store = RunStore(tmp_path)  # a writer adds them
     store.begin_run("new", "{}")
     store.finish_run("new", [dict(old, run_id="new", curves="{}", lyap_max_before=-0.1, lyap_max_after=0.0)])
     assert [m["lyap_max_before"] for m in store.members("new")] == [-0.1]

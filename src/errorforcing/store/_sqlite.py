@@ -260,6 +260,8 @@ class RunStore:
             rows = [dict(r) for r in db.execute(query + " ORDER BY m.run_id, m.member", args)]
         for r in rows:
             r["curves"] = json.loads(r["curves"])
+            for column in ADDED_MEMBER_COLUMNS:  # a read-only older store is not migrated
+                r.setdefault(column, None)
         return rows
 
     def sweeps(self) -> list[dict[str, Any]]:
