@@ -182,3 +182,16 @@ def test_load_run_reports_a_stored_config_that_no_longer_validates(tmp_path):
     store.save_params("old", jnp.zeros(1))
     with pytest.raises(StoredRunError, match="^--run: the stored config of run 'old' does not validate.*no_such_field"):
         ef.load_run(tmp_path)
+
+
+def test_fixed_points_figure_of_a_one_unit_network(tmp_path, capsys):
+    """A network with fewer units than drawn PC axes (the Williams–Zipser one-unit oscillator):
+    the state-space plot pads the missing coordinates instead of crashing."""
+    out = tmp_path / "runs"
+    ef.train(ef.TrainConfig.model_validate(dict(
+        task={"name": "delayed-xor", "delay": 4, "options": {"pulse": 2}}, model={"hidden": 1},
+        forcing={"kind": "ef", "alpha": [0.5]}, seeds=1, epochs=1, batch=8, train_trials=8, val_trials=4,
+        out=str(out))), progress=False)
+    figure = tmp_path / "fp.png"
+    assert main(["analyze", "fixed-points", str(out), "--out", str(figure), "--json"]) == 0
+    assert figure.stat().st_size > 0 and json.loads(capsys.readouterr().out)

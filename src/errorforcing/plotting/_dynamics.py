@@ -24,29 +24,36 @@ def _condition_colors(n: int):
     return [cmap(c % 10) for c in range(n)]
 
 
+def _at_least(points: np.ndarray, k: int) -> np.ndarray:
+    """Pad the last axis with zeros to k coordinates (a network with fewer units than axes)."""
+    points = np.asarray(points)
+    missing = k - points.shape[-1]
+    return points if missing <= 0 else np.concatenate([points, np.zeros(points.shape[:-1] + (missing,))], axis=-1)
+
+
 def _draw_state_space(ax, dyn, three_d: bool) -> None:
     """Condition-averaged trajectories, stable points filled, unstable open with their unstable
     eigenvector directions as short segments."""
     k = 3 if three_d else 2
-    proj = dyn.pca.project(dyn.averages)[..., :k]
+    proj = _at_least(dyn.pca.project(dyn.averages)[..., :k], k)
     span = np.ptp(proj.reshape(-1, k), axis=0).max() or 1.0
     for c, (traj, name, color) in enumerate(zip(proj, dyn.condition_names, _condition_colors(len(proj)))):
         ax.plot(*traj.T, color=color, lw=1.2, label=name)
         ax.scatter(*traj[0][:, None], color=color, marker="^", s=18)
     fp = dyn.fixed_points
     if len(fp):
-        pts = dyn.pca.project(fp.states)[:, :k]
+        pts = _at_least(dyn.pca.project(fp.states)[:, :k], k)
         stable = fp.stable
         ax.scatter(*pts[stable].T, s=40, facecolors="k", edgecolors="k", label="stable fixed point", zorder=5)
         ax.scatter(*pts[~stable].T, s=40, facecolors="none", edgecolors="k", label="unstable fixed point", zorder=5)
         for p, lam, vecs in zip(pts[~stable], fp.eigenvalues[~stable], fp.eigenvectors[~stable]):
             for j in np.flatnonzero(np.abs(lam) >= 1):
-                v = dyn.pca.directions(vecs[:, j].real)[:k]
+                v = _at_least(dyn.pca.directions(vecs[:, j].real)[:k], k)
                 norm = np.linalg.norm(v)
                 if norm > 0:
                     d = DIRECTION_SCALE * span * v / norm
                     ax.plot(*np.stack([p - d, p + d]).T, color="#d62728", lw=1.0)
-    ratio = dyn.pca.explained_variance_ratio
+    ratio = _at_least(np.asarray(dyn.pca.explained_variance_ratio), k)
     for axis, name in zip(("x", "y", "z")[:k], range(k)):
         getattr(ax, f"set_{axis}label")(f"PC{name + 1} ({100 * ratio[name]:.0f} %)", fontsize=8)
 
