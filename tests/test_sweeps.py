@@ -162,14 +162,28 @@ def test_dry_run_prints_the_job_table_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_a_failing_job_is_recorded_and_the_sweep_exits_1(tmp_path, capsys):
+def test_a_job_that_cannot_run_is_refused_before_anything_is_written(tmp_path, capsys):
     path = tmp_path / "spec.toml"
     path.write_text('seeds = 1\n[base]\nepochs = 1\nmodel.kind = "gru"\nrule.kind = "eprop"\nforcing.kind = "none"\n')
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 2
+    assert "cannot run" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_exits_1(tmp_path, capsys, monkeypatch):
+    from errorforcing.training import EnsembleTrainer
+
+    def crash(self, **kwargs):  # a job that passes every check and then fails while training
+        raise RuntimeError("simulated crash during training")
+
+    monkeypatch.setattr(EnsembleTrainer, "run", crash)
+    path = tmp_path / "spec.toml"
+    path.write_text('seeds = 1\n[base]\nepochs = 1\n')
     out = tmp_path / "out"
     assert main(["sweep", str(path), "--out", str(out), "--json"]) == 1
     summary = json.loads(capsys.readouterr().out)
     ((job, message),) = summary["failed"]
-    assert message.startswith("TypeError: EProp")
+    assert message.startswith("RuntimeError: simulated crash")
     assert main(["status", str(out), "--json"]) == 0
     state = json.loads(capsys.readouterr().out)
     assert state["total"]["failed"] == 1 and state["total"]["done"] == 0

@@ -130,6 +130,8 @@ class RunStore:
             raise self._damaged(str(e)) from None
         if problems != ["ok"]:
             raise self._damaged(problems[0])
+        if not tables:  # its writer is creating it right now: the schema is not committed yet
+            return
         missing = sorted({"runs", "members"} - tables)
         if missing:
             raise self._damaged(f"no table {missing[0]!r}")
@@ -245,6 +247,8 @@ class RunStore:
 
     # ----- reads -----
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
+        if "runs" not in self._tables():  # read while its writer creates it
+            return []
         query, args = "SELECT * FROM runs", ()
         if status:
             query, args = query + " WHERE status = ?", (status,)
@@ -253,6 +257,8 @@ class RunStore:
         return [_with_liveness(r) for r in rows]
 
     def members(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        if not {"runs", "members"} <= self._tables():  # read while its writer creates it
+            return []
         query, args = "SELECT m.* FROM members m JOIN runs r USING (run_id) WHERE r.status = 'done'", ()
         if run_id:
             query, args = query + " AND m.run_id = ?", (run_id,)
