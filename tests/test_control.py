@@ -388,7 +388,7 @@ def test_kaleb_update_diagnostics_by_hand(getkey, method):
     np.testing.assert_allclose(position_gradients(cell, forcing, trial, rotation, dt), exact, rtol=1e-5, atol=1e-8)
 
     if method.startswith("RFLO"):
-        new, _, directions = kaleb_rflo_trial(cell, control, trial, 0.0, control_on=control_on, record=True)
+        new, _, (directions, _) = kaleb_rflo_trial(cell, control, trial, 0.0, control_on=control_on, record=True)
         np.testing.assert_array_equal(new.W_rec, cell.W_rec)
         np.testing.assert_allclose(directions, hand_directions, rtol=1e-10, atol=1e-12)
         hand_ = hand_directions
