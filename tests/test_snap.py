@@ -109,3 +109,73 @@ def test_snap_on_a_sparse_net_is_the_masked_recursion(getkey, order):
 def test_snap_order_is_checked():
     with pytest.raises(ValueError, match="order must be 1 or 2"):
         SnAp(order=3)
+
+
+# ----- real-time form: `online=True` -----
+
+PLAIN = Objective(rate_reg=0.0, readout_reg=0.0)
+
+
+def hand_online_snap1(cell, trials, lr):
+    """Real-time SnAp-1 for the leaky RNN without forcing (state readout, tanh, plain masked MSE),
+    written out in numpy: the traces P_ij (W_rec), Q_ij (W_in), p_i (b) of unit i,
+        P_ij ← [(1 - a) + a W_ii φ'(h_i,t-1)] P_ij + a φ(h_j,t-1)   (Q with x_j, p with 1),
+    g_t = Σ_b dh_i P_ij (+ the readout's direct terms), and θ ← θ - lr g_t after every step."""
+    theta = {f: np.array(getattr(cell, f), np.float64) for f in ALL}
+    a = float(cell.leak)
+    x, target, m = (np.asarray(v, np.float64) for v in trials[:3])
+    B, T_, n_in = x.shape
+    n = m.sum()
+    h = np.zeros((B, N))
+    P, Q, p = np.zeros((B, N, N)), np.zeros((B, N, n_in)), np.zeros((B, N))
+    loss = 0.0
+    for t in range(T_):
+        W, W_in, b, W_out, b_out = (theta[f] for f in ALL)
+        r = np.tanh(h)
+        decay = (1 - a) + a * np.diag(W)[None] * (1 - r**2)  # [B, N]
+        P = decay[..., None] * P + a * r[:, None, :]
+        Q = decay[..., None] * Q + a * x[:, t][:, None, :]
+        p = decay * p + a
+        h = (1 - a) * h + a * (r @ W.T + x[:, t] @ W_in.T + b)
+        y = h @ W_out.T + b_out
+        err = m[:, t] * (y - target[:, t])
+        loss += np.sum(err * (y - target[:, t])) / n
+        dy = 2 * err / n
+        dh = dy @ W_out
+        g = {"W_rec": np.einsum("bi,bij->ij", dh, P), "W_in": np.einsum("bi,bij->ij", dh, Q),
+             "b": np.sum(dh * p, 0), "W_out": dy.T @ h, "b_out": dy.sum(0)}
+        theta = {f: theta[f] - lr * g[f] for f in theta}
+    return loss, theta
+
+
+def test_online_snap1_run_is_a_hand_written_loop_of_sgd_steps(getkey):
+    """Two trials in a row, θ changed at every step; and online SnAp-2 on a dense net is online RTRL."""
+    lr = 0.3
+    cell, first, second = make_cell(getkey()), make_trials(getkey()), make_trials(getkey())
+    rules = {"snap1": SnAp(order=1, online=True, lr=lr), "snap2": SnAp(order=2, online=True, lr=lr),
+             "rtrl": RTRL(online=True, lr=lr, fast=False)}
+
+    @eqx.filter_jit
+    def runs(cell, first, second):
+        out = {}
+        for name, rule in rules.items():
+            loss1, mid, opt_state, _ = rule.online_run(cell, rule.online_init(cell), NoForcing(), first,
+                                                       key=jax.random.key(0), objective=PLAIN)
+            loss2, end, _, _ = rule.online_run(mid, opt_state, NoForcing(), second, key=jax.random.key(0),
+                                               objective=PLAIN)
+            out[name] = (loss1, loss2), mid, end
+        return out
+
+    out = runs(cell, first, second)
+    (loss1, loss2), mid, end = out["snap1"]
+    ref1, theta_mid = hand_online_snap1(cell, first, lr)
+    mid_ref = eqx.tree_at(lambda c: [getattr(c, f) for f in ALL], cell, [jnp.asarray(theta_mid[f]) for f in ALL])
+    ref2, theta_end = hand_online_snap1(mid_ref, second, lr)
+    np.testing.assert_allclose([loss1, loss2], [ref1, ref2], rtol=1e-10)
+    for f in ALL:
+        np.testing.assert_allclose(getattr(mid, f), theta_mid[f], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(getattr(end, f), theta_end[f], rtol=1e-9, atol=1e-12)
+    assert float(jnp.max(jnp.abs(end.W_rec - cell.W_rec))) > 1e-3  # it did learn
+    for f in ALL:
+        np.testing.assert_allclose(getattr(out["snap2"][2], f), getattr(out["rtrl"][2], f), rtol=1e-9, atol=1e-12)
+    assert not np.allclose(out["snap1"][2].W_rec, out["rtrl"][2].W_rec, rtol=1e-4)

@@ -46,6 +46,9 @@ TASKS: dict[str, Entry] = {
                          "Williams & Zipser 1989, §3"),
     "romo": Entry(lambda c: T.Romo(**c.options), "parametric working memory: which of two flutters was larger",
                   "Romo et al. 1999, as in Liu et al. / Schuessler et al. 2020"),
+    "sine-shift": Entry(lambda c: T.SineFrequencyShift(**c.options),
+                        "sine and cosine at a cued frequency; option shift = the adaptation's frequency shift",
+                        "Kaleb et al. 2024 reference code 'Sinewave' / 'freqshift'"),
     "center-out-reach": Entry(lambda c: T.CenterOutReach(**c.options),
                               "velocity of a reach to a cued target (8 test targets, rotation option)",
                               "Kaleb et al. 2024 (after Feulner et al.)"),
@@ -83,15 +86,16 @@ def _sg(cfg, default):
 # cell and key let random feedback weights be drawn per member.
 FORCINGS: dict[str, Entry] = {
     "none": Entry(lambda c, alpha, cell, key: F.NoForcing(), "no forcing (plain learning)"),
-    "tf": Entry(lambda c, alpha, cell, key: F.TeacherForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, False)),
+    "tf": Entry(lambda c, alpha, cell, key: F.TeacherForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, False),
+                                                           interval=c.interval, units=c.units),
                 "generalized teacher forcing (Hess et al. 2023)"),
     "ef": Entry(lambda c, alpha, cell, key: F.ErrorForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, True),
-                                                           causal=c.causal),
+                                                           causal=c.causal, interval=c.interval, units=c.units),
                 "error forcing (Sağtekin et al. 2025, eq. 4)"),
     "kalman": Entry(lambda c, alpha, cell, key: F.KalmanErrorForcing(
                         alpha=alpha, process_noise=c.process_noise,
                         obs_noise=c.process_noise if c.obs_noise is None else c.obs_noise,
-                        stop_gradient=_sg(c, True), causal=c.causal),
+                        stop_gradient=_sg(c, True), causal=c.causal, interval=c.interval, units=c.units),
                     "stochastic (Kalman) error forcing (eq. 5)"),
     "feedback": Entry(lambda c, alpha, cell, key: F.FeedbackForcing.random(
                           cell, key=key, alpha=alpha, causal=c.causal, learn=c.learn_feedback,
@@ -106,7 +110,7 @@ def _random_key(c, key):
 
 
 def _online(c) -> dict[str, Any]:
-    """The online-learning arguments of rtrl, eprop and rflo."""
+    """The online-learning arguments of the rules in ONLINE_RULES."""
     import optax
 
     optimizer = None if c.online_optimizer is None else getattr(optax, c.online_optimizer)
@@ -121,9 +125,13 @@ RULES: dict[str, Entry] = {
                    "e-prop (Bellec et al. 2020)"),
     "rflo": Entry(lambda c, key: R.RFLO(feedback=c.feedback, key=_random_key(c, key), **_online(c)),
                   "random-feedback local online learning (Murray 2019)"),
-    "uoro": Entry(lambda c, key: R.UORO(), "unbiased online recurrent optimisation, rank-1 influence (Tallec & Ollivier 2018)"),
-    "kf-rtrl": Entry(lambda c, key: R.KFRTRL(), "Kronecker-factored RTRL (Mujika et al. 2018)"),
-    "snap1": Entry(lambda c, key: R.SnAp(order=1), "sparse 1-step approximation of RTRL (Menick et al. 2021)"),
-    "snap2": Entry(lambda c, key: R.SnAp(order=2), "sparse 2-step approximation of RTRL (Menick et al. 2021)"),
+    "uoro": Entry(lambda c, key: R.UORO(**_online(c)),
+                  "unbiased online recurrent optimisation, rank-1 influence (Tallec & Ollivier 2018)"),
+    "kf-rtrl": Entry(lambda c, key: R.KFRTRL(**_online(c)), "Kronecker-factored RTRL (Mujika et al. 2018)"),
+    "snap1": Entry(lambda c, key: R.SnAp(order=1, **_online(c)),
+                   "sparse 1-step approximation of RTRL (Menick et al. 2021)"),
+    "snap2": Entry(lambda c, key: R.SnAp(order=2, **_online(c)),
+                   "sparse 2-step approximation of RTRL (Menick et al. 2021)"),
 }
-ONLINE_RULES = ("rtrl", "eprop", "rflo")  # the rules with a real-time form (rules.AbstractOnlineRule)
+# the rules with a real-time form (rules.AbstractOnlineRule)
+ONLINE_RULES = ("rtrl", "eprop", "rflo", "uoro", "kf-rtrl", "snap1", "snap2")

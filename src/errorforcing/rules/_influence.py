@@ -8,31 +8,32 @@ cell flattened, and the loss of step t a function ℓ_t(θ, s_{t-1}), so that
 A rule supplies the estimate it carries per trial and its update; the loop supplies one forced
 step linearised in s (J_t v and (∂ℓ_t/∂s) v for any tangent v) and its pullback to θ (the rows
 of the direct terms ∂̄s_t/∂θ, ∂̄ℓ_t/∂θ), both by autodiff of `forced_step`, so every forcing is
-handled as exactly as the rule's approximation allows."""
+handled as exactly as the rule's approximation allows. With `online=True` (`AbstractOnlineRule`)
+θ changes at every step and the estimate keeps accumulating across the changing weights, as in
+real-time RTRL."""
 
 from __future__ import annotations
 
 import abc
 from typing import Any, Callable, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 from .._types import Array, Float, Key, Scalar
 from ..forcing import process_noise
 from ..models import AbstractCell
-from ._base import AbstractLearningRule
 from ._loss import Objective
-from ._rtrl import _CarryLayout, _like
-from ._step import StepLoss, forced_step, full_grads, time_major, trainable_spec
+from ._online import AbstractOnlineRule
+from ._rtrl import FlatProblem
+from ._step import StepLoss, time_major
 
 
 class InfluenceStep(NamedTuple):
     """One trial's forced step at (θ, s_{t-1}), as the rules' update sees it."""
 
-    theta: Float[Array, " P"]
+    theta: Float[Array, " P"]  # the trainable values of this step (they change when learning online)
+    cell: AbstractCell  # the cell with those values
     s: Float[Array, " S"]
     x: Float[Array, " n_in"]
     xi: Float[Array, " N"]  # the process noise of the step (zeros without noise)
@@ -46,7 +47,8 @@ class InfluenceStep(NamedTuple):
 
 
 class TrialContext(NamedTuple):
-    """What a rule may need about the problem, fixed over the call."""
+    """What a rule may need about the problem, fixed over the call (the cell as the call
+    starts: its structure, e.g. a sparsity pattern; the values of a step are `InfluenceStep`'s)."""
 
     cell: AbstractCell
     theta: Float[Array, " P"]  # the trainable values of `cell`, flattened
@@ -57,10 +59,15 @@ class TrialContext(NamedTuple):
     n_params: int  # P
 
 
-class AbstractInfluenceRule(AbstractLearningRule):
+class AbstractInfluenceRule(AbstractOnlineRule):
     """A rule that carries, per trial, an estimate of M_t and returns Σ_t of its gradient
     estimates. Stochastic rules draw from the `key` of `value_and_grad` (one independent key per
-    trial and step); the process noise uses that key as every other rule does."""
+    trial and step, `influence_keys`); the process noise uses that key as every other rule does.
+
+    `online=True` is the rule's real-time form (`AbstractOnlineRule`): after every step the
+    per-step optimizer applies that step's estimate g_t (summed over the batch, masked by
+    `cell.mask_grads`), and the next step, its Jacobians and the estimate's update run on the
+    changed θ (the estimate itself is carried on, as real-time RTRL carries M)."""
 
     def prepare(self, ctx: TrialContext) -> Any:
         """Anything computed once per call from the cell (e.g. a sparsity pattern), passed to the
@@ -77,70 +84,77 @@ class AbstractInfluenceRule(AbstractLearningRule):
         """(estimate of M_t, estimate of (∂ℓ_t/∂s_{t-1}) M_{t-1} + ∂̄ℓ_t/∂θ) for one trial."""
 
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
-        loss, g = influence_run(self, cell, forcing, trials, key, objective)
+        opt_state = self.online_init(cell) if self.online else None
+        loss, g, _ = influence_run(self, cell, forcing, trials, key, objective, opt_state=opt_state)
         return loss, g, {}
+
+    def _online_run(self, cell, opt_state, forcing, trials, key, objective, carry, per_step_loss):
+        loss, _, (end, opt_state, carry) = influence_run(self, cell, forcing, trials, key, objective,
+                                                         opt_state=opt_state, carry=carry,
+                                                         per_step_loss=per_step_loss)
+        return loss, end, opt_state, carry
+
+
+def influence_keys(key: Key, B: int, T: int) -> tuple[Key, Key]:
+    """The keys of a call's estimates: one per trial for M_0 [B], one per step and trial [T, B]."""
+    k_init, k_steps = jax.random.split(jax.random.fold_in(key, 0x1F1), 2)
+    return jax.random.split(k_init, B), jax.random.split(k_steps, T * B).reshape(T, B)
 
 
 def influence_run(rule: AbstractInfluenceRule, cell: AbstractCell, forcing, trials, key: Key,
-                  objective: Objective) -> tuple[Scalar, AbstractCell]:
-    """(loss, Σ_t Σ_b g_b,t) with the weights fixed over the trial, grads shaped like `cell`."""
+                  objective: Objective, *, opt_state=None, carry: Any = None,
+                  per_step_loss: bool = False) -> tuple[Scalar, AbstractCell, tuple]:
+    """(loss, Σ_t Σ_b g_b,t shaped like `cell`, (the cell, the online optimizer's state, the
+    running state (s, estimate, carry) at the end)). θ is fixed over the trial unless
+    `rule.online` (then `opt_state` is the per-step optimizer's state); `carry=None` starts at
+    rest."""
     noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
-    losses = StepLoss(objective, trials, cell.n_rec)
+    losses = StepLoss(objective, trials, cell.n_rec, per_step=per_step_loss)
     B, T = trials.inputs.shape[:2]
-    spec = trainable_spec(cell)
-    params, rest = eqx.partition(cell, spec)
-    theta0, unravel = ravel_pytree(params)
-    build = lambda th: eqx.combine(unravel(th), rest)
-    flatten = lambda g: ravel_pytree(_like(params, g))[0]
-    layout = _CarryLayout(cell, forcing, trials)
-
-    def initial_state(theta):
-        c = build(theta)
-        diff, _ = layout.split(forcing.init(c))
-        return ravel_pytree((c.init_state(), diff))[0]
-
-    diff0, other0 = layout.split(forcing.init(cell))
-    s0, unravel_s = ravel_pytree((cell.init_state(), diff0))
-    M0 = jax.jacrev(initial_state)(theta0)
-    ctx = TrialContext(cell, theta0, trials.inputs.shape[-1], build, flatten, s0.shape[0], theta0.shape[0])
+    problem = FlatProblem(cell, forcing, trials, losses)
+    theta0, build, s0 = problem.theta0, problem.build, problem.s0
+    ctx = TrialContext(cell, theta0, trials.inputs.shape[-1], build, problem.flatten, s0.shape[0], theta0.shape[0])
     prepared = rule.prepare(ctx)
+    step_optimizer = rule.step_optimizer() if rule.online else None
 
-    def step_fn(c, s, other, x, target, m, xi, rate_scale):
-        h_prev, diff = unravel_s(s)
-        fcarry = layout.assemble(forcing.init(c) if layout.has_const else None, diff, other)
-        h, y, h_forced, fcarry = forced_step(c, forcing, h_prev, fcarry, x, target, m, xi)
-        loss = losses.term(y, h_forced, target, m, rate_scale) + losses.penalty(c) / losses.n_terms
-        loss = loss.astype(h_forced.dtype)  # one dtype for every tangent and cotangent of the step
-        diff, other = layout.split(fcarry)
-        return (h, ravel_pytree((h_forced, diff))[0], loss), other
-
-    def trial_step(s, est, other, x, target, m, xi, rate_scale, k):
+    def trial_step(theta, s, est, other, x, target, m, xi, rate_scale, k):
         # ξ enters as h_t = cell(h̃_{t-1}, x_t) + ... + ξ_t, so ∂/∂ξ_t is the derivative in h_t
         xi = jnp.zeros((cell.n_rec,), s.dtype) if xi is None else xi
-        full = lambda c, s_, xi_: step_fn(c, s_, other, x, target, m, xi_, rate_scale)[0]
-        f_cell = lambda c, s_: (lambda out, aux: (out[1:], aux))(*step_fn(c, s_, other, x, target, m, xi, rate_scale))
+
+        def step_fn(c, s_, xi_):  # one dtype for every tangent and cotangent of the step
+            (h, s_new, loss), other_new = problem.step(c, s_, other, x, target, m, xi_, rate_scale)
+            return (h, s_new, loss.astype(s_new.dtype)), other_new
+
+        full = lambda c, s_, xi_: step_fn(c, s_, xi_)[0]
+        f_cell = lambda c, s_: (lambda out, aux: (out[1:], aux))(*step_fn(c, s_, xi))
         f = lambda th, s_: f_cell(build(th), s_)
-        (s_new, loss), tangent, other_new = jax.linearize(lambda s_: f(theta0, s_), s, has_aux=True)
-        _, vjp, _ = jax.vjp(lambda th: f(th, s), theta0, has_aux=True)
+        (s_new, loss), tangent, other_new = jax.linearize(lambda s_: f(theta, s_), s, has_aux=True)
+        _, vjp, _ = jax.vjp(lambda th: f(th, s), theta, has_aux=True)
         pullback = lambda u, w: vjp((u, w))[0]
-        step = InfluenceStep(theta0, s, x, xi, s_new, loss, tangent, pullback, lambda th, s_: f(th, s_)[0],
-                             lambda c, s_: f_cell(c, s_)[0], lambda th, s_, xi_: full(build(th), s_, xi_))
+        step = InfluenceStep(theta, build(theta), s, x, xi, s_new, loss, tangent, pullback,
+                             lambda th, s_: f(th, s_)[0], lambda c, s_: f_cell(c, s_)[0],
+                             lambda th, s_, xi_: full(build(th), s_, xi_))
         est, g = rule.update(ctx, prepared, step, est, k)
         return s_new, est, other_new, loss, g
 
-    batched = jax.vmap(trial_step, in_axes=(0, 0, 0, 0, 0, 0, 0, 0, 0))
+    batched = jax.vmap(trial_step, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0, 0))
 
     def scan_step(state, xs):
-        s, est, other, g_sum, loss_sum = state
+        theta, opt_state, s, est, other, g_sum, loss_sum = state
         *data, k = xs
-        s, est, other, loss, g = batched(s, est, other, *data, losses.rate_scale, k)
-        return (s, est, other, g_sum + jnp.sum(g, axis=0), loss_sum + jnp.sum(loss)), None
+        s, est, other, loss, g = batched(theta, s, est, other, *data, losses.rate_scale, k)
+        g = jnp.sum(g, axis=0)
+        if rule.online:
+            g = problem.masked(g)
+            theta, opt_state = problem.online_update(step_optimizer, g, theta, opt_state)
+        return (theta, opt_state, s, est, other, g_sum + g, loss_sum + jnp.sum(loss)), None
 
-    k_init, k_steps = jax.random.split(jax.random.fold_in(key, 0x1F1), 2)
-    step_keys = jax.random.split(k_steps, T * B).reshape(T, B)
-    est0 = jax.vmap(lambda k: rule.init_estimate(ctx, prepared, M0, k))(jax.random.split(k_init, B))
-    bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
+    init_keys, step_keys = influence_keys(key, B, T)
+    if carry is None:
+        bcast = lambda a: jnp.broadcast_to(a, (B,) + jnp.shape(a))
+        est0 = jax.vmap(lambda k: rule.init_estimate(ctx, prepared, problem.M0, k))(init_keys)
+        carry = (bcast(s0), est0, jax.tree.map(bcast, problem.other0))
     x, target, m, xi = time_major(trials, noise)
-    init = (bcast(s0), est0, jax.tree.map(bcast, other0), jnp.zeros_like(theta0), jnp.zeros((), s0.dtype))
-    (_, _, _, g_sum, loss), _ = jax.lax.scan(scan_step, init, (x, target, m, xi, step_keys))
-    return loss, full_grads(cell, spec, unravel(g_sum))
+    init = (theta0, opt_state) + tuple(carry) + (jnp.zeros_like(theta0), jnp.zeros((), s0.dtype))
+    (theta, opt_state, s, est, other, g_sum, loss), _ = jax.lax.scan(scan_step, init, (x, target, m, xi, step_keys))
+    return loss, problem.to_grads(g_sum), (build(theta), opt_state, (s, est, other))

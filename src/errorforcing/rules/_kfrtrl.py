@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 import numpy as np
 
 from ._influence import AbstractInfluenceRule
@@ -33,9 +36,15 @@ class KFRTRL(AbstractInfluenceRule):
     parameter through `cell.recurrent_weights()` (a fixed elementwise map). The state starts at
     rest (∂h_0/∂W = 0). Cost per step and trial: N jvps for J_t A_{t-1} and N for D_t, O(N³)
     (vs RTRL's O(N⁴)); memory O(N²).
+
+    `online=True` is real-time KF-RTRL: θ is changed after every step by the per-step optimizer
+    (`AbstractInfluenceRule`), u and A carried on across the changes.
     """
 
     eps: float = 1e-7
+    online: bool = eqx.field(default=False, static=True)
+    lr: float | jax.Array | None = None
+    optimizer: Callable[..., optax.GradientTransformation] | None = eqx.field(default=None, static=True)
 
     def prepare(self, ctx):
         cell = ctx.cell
@@ -62,7 +71,7 @@ class KFRTRL(AbstractInfluenceRule):
     def update(self, ctx, prepared, step, estimate, key):
         kron, rest = prepared
         u, A, M_rest = estimate
-        cell, S = ctx.cell, ctx.n_state
+        cell, S = step.cell, ctx.n_state
         N = cell.n_rec
         tangents = jax.vmap(step.tangent, in_axes=1, out_axes=(1, 0))
         JA, dloss_A = tangents(A)

@@ -84,38 +84,21 @@ class RTRL(AbstractOnlineRule):
         noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
         losses = StepLoss(objective, trials, cell.n_rec, per_step=per_step_loss)
         B = trials.inputs.shape[0]
-        spec = trainable_spec(cell)
-        params, rest = eqx.partition(cell, spec)
-        theta0, unravel = ravel_pytree(params)
-        build = lambda th: eqx.combine(unravel(th), rest)
-        to_grads = lambda g: full_grads(cell, spec, unravel(g))
+        problem = FlatProblem(cell, forcing, trials, losses)
+        theta0, build, to_grads = problem.theta0, problem.build, problem.to_grads
         step_optimizer = self.step_optimizer() if self.online else None
         if self.fast and supports_fast_rtrl(cell, forcing):
             loss, g_sum, steps, end = leaky_rtrl(cell, forcing, trials, objective, noise, optimizer=step_optimizer,
                                                  opt_state=opt_state, carry=carry, per_step=per_step,
                                                  per_step_loss=per_step_loss)
-            flat = lambda g: ravel_pytree(_like(params, g))[0]
+            flat = problem.flatten
             return loss, flat(g_sum), (jax.vmap(flat)(steps) if per_step else None), to_grads, end
-        layout = _CarryLayout(cell, forcing, trials)
-
-        def initial_state(theta):
-            c = build(theta)
-            diff, _ = layout.split(forcing.init(c))
-            return ravel_pytree((c.init_state(), diff))[0]
-
-        diff0, other0 = layout.split(forcing.init(cell))
-        s0, unravel_s = ravel_pytree((cell.init_state(), diff0))
-        M0 = jax.jacrev(initial_state)(theta0)
+        s0, M0, other0 = problem.s0, problem.M0, problem.other0
         S = s0.shape[0]
 
         def step_fn(theta, s, other, x, target, m, xi, rate_scale):
-            c = build(theta)
-            h_prev, diff = unravel_s(s)
-            fcarry = layout.assemble(forcing.init(c) if layout.has_const else None, diff, other)
-            _, y, h_forced, fcarry = forced_step(c, forcing, h_prev, fcarry, x, target, m, xi)
-            loss = losses.term(y, h_forced, target, m, rate_scale) + losses.penalty(c) / losses.n_terms
-            diff, other = layout.split(fcarry)
-            return (ravel_pytree((h_forced, diff))[0], loss), other
+            (_, s_new, loss), other = problem.step(build(theta), s, other, x, target, m, xi, rate_scale)
+            return (s_new, loss), other
 
         def trial_step(theta, s, M, other, x, target, m, xi, rate_scale):
             f = lambda th, s_: step_fn(th, s_, other, x, target, m, xi, rate_scale)
@@ -128,19 +111,14 @@ class RTRL(AbstractOnlineRule):
 
         batched = jax.vmap(trial_step, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0))
 
-        def masked(g):
-            full = cell.mask_grads(full_grads(cell, spec, unravel(g)))
-            return ravel_pytree(_like(params, full))[0]
-
         def scan_step(state, xs):
             theta, opt_state, s, M, other, g_sum, loss_sum = state
             x, target, m, xi = xs
             s, M, other, loss, g = batched(theta, s, M, other, x, target, m, xi, losses.rate_scale)
             g = jnp.sum(g, axis=0)
             if self.online:
-                g = masked(g)
-                updates, opt_state = step_optimizer.update(unravel(g), opt_state, unravel(theta))
-                theta = ravel_pytree(eqx.apply_updates(unravel(theta), updates))[0]
+                g = problem.masked(g)
+                theta, opt_state = problem.online_update(step_optimizer, g, theta, opt_state)
             return (theta, opt_state, s, M, other, g_sum + g, loss_sum + jnp.sum(loss)), (g if per_step else None)
 
         if carry is None:
@@ -155,6 +133,59 @@ class RTRL(AbstractOnlineRule):
 def _like(params, full):
     """The leaves of `full` (a full gradient tree) at the positions `params` holds."""
     return jax.tree.map(lambda p, g: None if p is None else g, params, full, is_leaf=lambda x: x is None)
+
+
+class FlatProblem:
+    """The flat coordinates of the forward-mode rules (RTRL, SnAp, UORO, KF-RTRL): θ the
+    trainable leaves of `cell` flattened, s = (h̃, the forcing's changing carry) flattened, the
+    initial influence M_0 = ∂s_0/∂θ, and one forced step in those coordinates."""
+
+    def __init__(self, cell: AbstractCell, forcing: AbstractForcing, trials, losses: StepLoss):
+        self.cell, self.forcing, self.losses = cell, forcing, losses
+        self.spec = trainable_spec(cell)
+        self.params, self._rest = eqx.partition(cell, self.spec)
+        self.theta0, self.unravel = ravel_pytree(self.params)
+        self.layout = _CarryLayout(cell, forcing, trials)
+        diff0, self.other0 = self.layout.split(forcing.init(cell))
+        self.s0, self.unravel_s = ravel_pytree((cell.init_state(), diff0))
+        self.M0 = jax.jacrev(self._initial_state)(self.theta0)
+
+    def build(self, theta):
+        """The cell with trainable values θ [P]."""
+        return eqx.combine(self.unravel(theta), self._rest)
+
+    def to_grads(self, g):
+        """Flat [P] → the cell-shaped gradient (`full_grads`)."""
+        return full_grads(self.cell, self.spec, self.unravel(g))
+
+    def flatten(self, grads):
+        """A cell-shaped (full) gradient → flat [P]."""
+        return ravel_pytree(_like(self.params, grads))[0]
+
+    def masked(self, g):
+        """Flat g with `cell.mask_grads` applied (what an online step may change)."""
+        return self.flatten(self.cell.mask_grads(self.to_grads(g)))
+
+    def online_update(self, optimizer, g, theta, opt_state):
+        """θ after one per-step optimizer update with flat gradient g, and the optimizer's state."""
+        updates, opt_state = optimizer.update(self.unravel(g), opt_state, self.unravel(theta))
+        return ravel_pytree(eqx.apply_updates(self.unravel(theta), updates))[0], opt_state
+
+    def _initial_state(self, theta):
+        c = self.build(theta)
+        diff, _ = self.layout.split(self.forcing.init(c))
+        return ravel_pytree((c.init_state(), diff))[0]
+
+    def step(self, c, s, other, x, target, m, xi, rate_scale):
+        """One forced step of cell `c` from flat state s: ((h_t unforced, s_t, ℓ_t), the carry's
+        non-differentiable part)."""
+        layout = self.layout
+        h_prev, diff = self.unravel_s(s)
+        fcarry = layout.assemble(self.forcing.init(c) if layout.has_const else None, diff, other)
+        h, y, h_forced, fcarry = forced_step(c, self.forcing, h_prev, fcarry, x, target, m, xi)
+        loss = self.losses.term(y, h_forced, target, m, rate_scale) + self.losses.penalty(c) / self.losses.n_terms
+        diff, other = layout.split(fcarry)
+        return (h, ravel_pytree((h_forced, diff))[0], loss), other
 
 
 class _CarryLayout:

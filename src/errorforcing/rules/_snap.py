@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 
 from ._influence import AbstractInfluenceRule
 
@@ -36,9 +39,16 @@ class SnAp(AbstractInfluenceRule):
     projects to, so on a dense network (Π_2 full) it is exact RTRL. Cost as implemented: M is
     stored densely and masked (RTRL's O(N · P) memory per trial); the pattern fixes which
     entries are nonzero, not the storage.
+
+    `online=True` is real-time SnAp: θ is changed after every step by the per-step optimizer
+    (`AbstractInfluenceRule`), the pattern Π_n fixed (the absent connections stay absent: the
+    updates are masked by `cell.mask_grads`).
     """
 
     order: int = eqx.field(default=1, static=True)
+    online: bool = eqx.field(default=False, static=True)
+    lr: float | jax.Array | None = None
+    optimizer: Callable[..., optax.GradientTransformation] | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
         if self.order not in (1, 2):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 
 from ._influence import AbstractInfluenceRule
 
@@ -22,9 +26,15 @@ class UORO(AbstractInfluenceRule):
     estimated as ν (νᵀ M_0). Cost per step and trial: one jvp and two vjps of the forced step,
     O(N² + P), i.e. O(N²). The forced step's Jacobians are exact (autodiff of `forced_step`),
     so it works under every forcing.
+
+    `online=True` is real-time UORO (their Algorithm 1): θ is changed after every step by the
+    per-step optimizer (`AbstractInfluenceRule`), s̃ and θ̃ carried on across the changes.
     """
 
     eps: float = 1e-7
+    online: bool = eqx.field(default=False, static=True)
+    lr: float | jax.Array | None = None
+    optimizer: Callable[..., optax.GradientTransformation] | None = eqx.field(default=None, static=True)
 
     def init_estimate(self, ctx, prepared, M0, key):
         nu = jax.random.rademacher(key, (ctx.n_state,), M0.dtype)
