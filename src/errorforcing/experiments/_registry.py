@@ -46,9 +46,6 @@ TASKS: dict[str, Entry] = {
                          "Williams & Zipser 1989, §3"),
     "romo": Entry(lambda c: T.Romo(**c.options), "parametric working memory: which of two flutters was larger",
                   "Romo et al. 1999, as in Liu et al. / Schuessler et al. 2020"),
-    "sine-shift": Entry(lambda c: T.SineFrequencyShift(**c.options),
-                        "sine and cosine at a cued frequency; option shift = the adaptation's frequency shift",
-                        "Kaleb et al. 2024 reference code 'Sinewave' / 'freqshift'"),
     "center-out-reach": Entry(lambda c: T.CenterOutReach(**c.options),
                               "velocity of a reach to a cued target (8 test targets, rotation option)",
                               "Kaleb et al. 2024 (after Feulner et al.)"),
@@ -86,16 +83,15 @@ def _sg(cfg, default):
 # cell and key let random feedback weights be drawn per member.
 FORCINGS: dict[str, Entry] = {
     "none": Entry(lambda c, alpha, cell, key: F.NoForcing(), "no forcing (plain learning)"),
-    "tf": Entry(lambda c, alpha, cell, key: F.TeacherForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, False),
-                                                           interval=c.interval, units=c.units),
+    "tf": Entry(lambda c, alpha, cell, key: F.TeacherForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, False)),
                 "generalized teacher forcing (Hess et al. 2023)"),
     "ef": Entry(lambda c, alpha, cell, key: F.ErrorForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, True),
-                                                           causal=c.causal, interval=c.interval, units=c.units),
+                                                           causal=c.causal),
                 "error forcing (Sağtekin et al. 2025, eq. 4)"),
     "kalman": Entry(lambda c, alpha, cell, key: F.KalmanErrorForcing(
                         alpha=alpha, process_noise=c.process_noise,
                         obs_noise=c.process_noise if c.obs_noise is None else c.obs_noise,
-                        stop_gradient=_sg(c, True), causal=c.causal, interval=c.interval, units=c.units),
+                        stop_gradient=_sg(c, True), causal=c.causal),
                     "stochastic (Kalman) error forcing (eq. 5)"),
     "feedback": Entry(lambda c, alpha, cell, key: F.FeedbackForcing.random(
                           cell, key=key, alpha=alpha, causal=c.causal, learn=c.learn_feedback,
