@@ -6,6 +6,7 @@ from ._claims import AllOf, Arm, FractionLearned
 from ._spec import quick_note, spec
 
 PAPER = "Williams & Zipser (1989), Neural Computation 1(2), §3.5"
+ONLINE_LR = 0.5  # the paper gives no η for §3.5; 0.5 learns the 3-unit pipelined XOR in real time (README)
 
 
 def oscillators(quick: bool, *, wide: bool = False):
@@ -13,12 +14,14 @@ def oscillators(quick: bool, *, wide: bool = False):
     trained to produce 00110011… or a sinusoid of period 25 (the other unit free:
     `train_partner = false`). `wide=True` (`wz-oscillators-wide`) is the earlier variant:
     6 units, every output unit supervised."""
-    base = {"model": {"kind": "williams-zipser"}, "rule": {"kind": "rtrl"},
-            "task": {"name": "oscillation"}, "batch": 16, "train_trials": 64, "val_trials": 16, "epochs": 200}
+    # As the paper: real-time RTRL, the weights changed at every step of one continual stream
+    # (plain SGD, η = ONLINE_LR), checked every 500 steps on a fresh unforced stream from rest.
+    base = {"model": {"kind": "williams-zipser"}, "rule": {"kind": "rtrl", "online": True, "online_lr": ONLINE_LR},
+            "task": {"name": "oscillation"}, "continual": True, "steps": 100_000, "val_every": 500}
     seeds, note = 10, ""
     if quick:
-        base, seeds = base | {"epochs": 40}, 6
-        note = quick_note("6 seeds, 40 epochs")
+        base, seeds = base | {"steps": 20_000}, 6
+        note = quick_note("6 seeds, 20,000 steps")
     name = "wz-oscillators-wide" if wide else "wz-oscillators"
     forcings = {"forcing.kind": ["none", "wz-tf"], "forcing.alpha": [[0.0], [1.0]]}
     if wide:
@@ -42,5 +45,8 @@ def _claims():
 
 
 CLAIMS = _claims()
-DIFFERENCES = ("Logistic units, small uniform initial weights; epochs of 64 trials of 100 steps instead of one "
-               "continual stream; success = validation MSE < 0.01 for 10 epochs.")
+DIFFERENCES = ("Logistic units, small uniform initial weights, real-time RTRL (η = 0.5, SGD) on one continual "
+               "stream; success = MSE < 0.01 on a fresh unforced stream from rest (state 0) at 10 checks in a row, "
+               "against the target at phase 0. A learned oscillator started from rest may run at another "
+               "phase (a 1-unit net from y = 0 cannot produce 0,1,0,… from its first step): the paper judges "
+               "the oscillation, this criterion also its phase.")
