@@ -8,7 +8,9 @@ from ._bench import bench_lyapunov
 from ._diagnostics import cosine, global_alignment, local_alignment, update_efficiency
 from ._fixed_points import FixedPoints, find_fixed_points, linearise, sample_states, speed, unforced_states
 from ._flossing import floss, flossing_loss
-from ._jacobian import AdaptiveAlpha, adaptive_alpha, jacobian_norms, update_alpha
+from ._jacobian import (ALPHA_ESTIMATORS, DEFAULT_ALPHA_ESTIMATOR, AdaptiveAlpha, adaptive_alpha, alpha_from_growth,
+                        growth_estimate, jacobian_norms, jacobian_upper_bound, jacobians, spectral_norm,
+                        update_alpha)
 from ._lyapunov import lyapunov_spectrum, max_lyapunov
 from ._pca import PCA, condition_average, condition_labels, pca
 
@@ -16,6 +18,8 @@ __all__ = [
     "lyapunov_spectrum", "max_lyapunov",
     "flossing_loss", "floss",
     "jacobian_norms", "adaptive_alpha", "update_alpha", "AdaptiveAlpha",
+    "ALPHA_ESTIMATORS", "DEFAULT_ALPHA_ESTIMATOR", "jacobians", "spectral_norm", "growth_estimate",
+    "jacobian_upper_bound", "alpha_from_growth",
     "update_efficiency", "cosine", "local_alignment", "global_alignment",
     "bench_lyapunov",
     "FixedPoints", "find_fixed_points", "linearise", "sample_states", "speed", "unforced_states",

@@ -60,6 +60,81 @@ def adaptive_alpha(norms: Float[Array, " T"] | Float[Array, "B T"]) -> Float[Arr
     return jnp.maximum(0.0, 1.0 - 1.0 / growth)
 
 
+# The α estimators of GTF (DurstewitzLab, `alpha_estimation.jl`): each turns the Jacobians
+# J_bt = ∂cell(h̃_{b,t-1}, x_bt)/∂h̃_{b,t-1} along a batch's forced trajectory into a growth
+# estimate 𝒩, and α* = max(0, 1 − 1/𝒩). "product-upper-bound" is the one this package has
+# always used (`adaptive_alpha`), hence the default.
+ALPHA_ESTIMATORS = ("product-upper-bound", "batch-maximum", "arithmetic-mean", "explog-approx",
+                    "jacobian-upper-bound")
+DEFAULT_ALPHA_ESTIMATOR = "product-upper-bound"
+
+# sup_h |φ'(h)| of each activation, for the parameter bound
+_SLOPE_BOUND = {"tanh": 1.0, "logistic": 0.25, "relu": 1.0, "softplus": 1.0, "identity": 1.0}
+
+
+def jacobians(cell: AbstractCell, states: Float[Array, "T N"], inputs: Float[Array, "T n_in"], *,
+              h0: Float[Array, " N"] | None = None) -> Float[Array, "T N N"]:
+    """J_t = ∂cell(h_{t-1}, x_t)/∂h_{t-1} for every step, evaluated as in `jacobian_norms`."""
+    h_init = cell.init_state() if h0 is None else h0
+    prev = jnp.concatenate([h_init[None], states[:-1]], axis=0)
+    return jax.vmap(lambda h, x: jax.jacfwd(lambda s: cell(s, x))(h))(prev, inputs)
+
+
+def spectral_norm(J: Array) -> Float[Array, "..."]:
+    """‖J‖₂ = √λ_max(Jᴴ J) over the last two axes (real or complex J)."""
+    gram = jnp.conj(jnp.swapaxes(J, -1, -2)) @ J
+    return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(gram)[..., -1], 0.0))
+
+
+def _matrix_log(J: Float[Array, "N N"]) -> Array:
+    """The principal matrix logarithm V diag(log λ) V⁻¹ (complex where J has eigenvalues on the
+    negative real axis), from the eigendecomposition. An eigenvalue of modulus below 1e-12
+    (a singular J) is taken at modulus 1e-12, so that log stays finite."""
+    lam, V = jnp.linalg.eig(J)
+    lam = jnp.where(jnp.abs(lam) < 1e-12, 1e-12 * jnp.exp(1j * jnp.angle(lam)), lam)
+    return (V * jnp.log(lam)[None, :]) @ jnp.linalg.inv(V)
+
+
+def growth_estimate(jac: Float[Array, "B T N N"], estimator: str) -> Float[Array, ""]:
+    """𝒩, the Jacobians' growth per step by the named estimator (trials b, steps t):
+
+        product-upper-bound   𝒩 = max_b exp(mean_t log ‖J_bt‖₂)   (geometric mean of the norms)
+        batch-maximum         𝒩 = max_{b,t} ‖J_bt‖₂
+        arithmetic-mean       𝒩 = max_b ‖mean_t J_bt‖₂
+        explog-approx         𝒩 = max_b ‖exp(mean_t log J_bt)‖₂   (matrix log / exp, `_matrix_log`)
+
+    ("jacobian-upper-bound" needs no trajectory: `jacobian_upper_bound`).
+    """
+    if estimator == "product-upper-bound":
+        return jnp.exp(jnp.max(jnp.mean(jnp.log(spectral_norm(jac)), axis=-1)))
+    if estimator == "batch-maximum":
+        return jnp.max(spectral_norm(jac))
+    if estimator == "arithmetic-mean":
+        return jnp.max(spectral_norm(jnp.mean(jac, axis=-3)))
+    if estimator == "explog-approx":
+        mean_log = jnp.mean(jax.vmap(jax.vmap(_matrix_log))(jac), axis=-3)
+        return jnp.max(spectral_norm(jax.vmap(jax.scipy.linalg.expm)(mean_log)))
+    raise ValueError(f"unknown α estimator {estimator!r}; choose one of: {', '.join(ALPHA_ESTIMATORS)}")
+
+
+def jacobian_upper_bound(cell: AbstractCell) -> Float[Array, ""]:
+    """𝒩 = (1 − a) + a ‖W‖₂ sup|φ'| ≥ ‖J_t‖₂ for every state of the leaky RNN
+    (J_t = (1 − a) I + a W diag(φ'(h̃_{t-1})), W the effective recurrent matrix), from the
+    parameters alone: GTF's "jacobian_upper_bound" (theirs bounds the PLRNN's J the same way)."""
+    activation = getattr(cell, "activation", None)
+    if activation not in _SLOPE_BOUND:
+        raise TypeError(f"the jacobian-upper-bound α estimator is written for the leaky RNN; "
+                        f"{type(cell).__name__} has no bounded activation")
+    a = cell.leak
+    W = cell.recurrent_weights()
+    return (1 - a) + a * spectral_norm(W) * _SLOPE_BOUND[activation]
+
+
+def alpha_from_growth(growth: Float[Array, ""]) -> Float[Array, ""]:
+    """α* = max(0, 1 − 1/𝒩) (GTF's `opt_α`)."""
+    return jnp.maximum(0.0, 1.0 - 1.0 / growth)
+
+
 def update_alpha(alpha: Float[Array, ""], alpha_star: Float[Array, ""], *,
                  decay: float = 0.999) -> Float[Array, ""]:
     """α ← α* if α* > α, else decay · α + (1 − decay) · α* (decay = 0.999, Hess et al.).

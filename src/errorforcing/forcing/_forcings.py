@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from .._types import Array, Float
 
-from ._base import AbstractForcing, forcing_strength, readout_pinv, require_linear_readout
+from ._base import AbstractSelectiveForcing, readout_pinv, require_linear_readout
 
 
 def _check_alpha(name, alpha, upper=1.0):
@@ -19,11 +19,22 @@ def _check_alpha(name, alpha, upper=1.0):
         raise ValueError(f"{name}.alpha must be in [0, {upper}], got {alpha}")
 
 
-class TeacherForcing(AbstractForcing):
+class TeacherForcing(AbstractSelectiveForcing):
     """Generalized teacher forcing (Hess et al. 2023; EF paper eq. 2), on the supervised outputs:
 
         h̃_t = (1 - c_t) h_t + c_t W_S⁺ (s_t ⊙ (y*_t - b_out)),   c_t = α max_k m_tk
         W_S = diag(s_t) W_out,   W_S⁺ = W_Sᵀ (W_S W_Sᵀ + ε I)⁻¹,   s_t = 1[m_t > 0]
+
+    Sparse and partial forcing (`AbstractSelectiveForcing`; GTF's `teacher_forcing_interval`
+    and `partial_forcing`): with `interval = k`, c_t = α max_k m_tk · 1[t mod k = 0]; with
+    `units`, only the selected units move toward the teacher state,
+
+        h̃_t = h_t + c_t P (W_S⁺ (s_t ⊙ (y*_t - b_out)) - h_t),   P = diag(p), p_i = 1[i forced]
+
+    so an unforced unit keeps h̃_i,t = h_i,t. For a readout that reads exactly the forced
+    units (W_out = [I 0], GTF's identity observation model) this sets them to the targets and
+    leaves the rest, GTF's partial forcing; for a general W_out the forced readout is not on
+    target even at c_t = 1.
 
     The teacher state is the smallest state whose readout puts the *supervised* components on
     their targets: with c_t = 1, (W_out h̃_t + b_out)_k = y*_tk wherever m_tk > 0 (up to ε), and
@@ -46,7 +57,8 @@ class TeacherForcing(AbstractForcing):
         if not getattr(cell, "supports_teacher_forcing", True):
             raise TypeError(f"TeacherForcing does not work with {type(cell).__name__}: it would overwrite "
                             "the cell memory; use ErrorForcing or KalmanErrorForcing")
-        return None
+        self.selection(cell.n_rec, cell.W_out.dtype)  # a unit index outside the network is refused here
+        return self.step_count()
 
     def teacher_coefficients(self, W_out: Float[Array, "n_out N"], b_out: Float[Array, " n_out"],
                              target: Float[Array, "*batch n_out"], mask: Float[Array, "*batch n_out"]
@@ -63,12 +75,19 @@ class TeacherForcing(AbstractForcing):
         teacher = self.teacher_coefficients(cell.W_out, cell.b_out, target, mask) @ cell.W_out
         if self.stop_gradient:
             teacher = jax.lax.stop_gradient(teacher)
-        c = forcing_strength(self.alpha, mask)
-        return (1 - c) * h + c * teacher, carry
+        c = self.strength(mask, carry)
+        p = self.selection(h.shape[-1], h.dtype)
+        if p is not None:
+            c = c * p
+        return (1 - c) * h + c * teacher, (None if carry is None else carry + 1)
 
 
-class _AdditiveErrorForcing(AbstractForcing):
-    """h̃_t = h_t + c_t sg(G e_t) with e_t = (y*_t - y_t) ⊙ m_t and a gain G (N × n_out).
+class _AdditiveErrorForcing(AbstractSelectiveForcing):
+    """h̃_t = h_t + c_t sg(P G e_t) with e_t = (y*_t - y_t) ⊙ m_t and a gain G (N × n_out).
+
+    P = diag(p) selects the forced units (`units`; P = I by default) and c_t = α max_k m_tk,
+    times 1[t mod k = 0] with `interval = k` (`AbstractSelectiveForcing`): the applied gain
+    is P G (`selected_gain`), so an unforced unit keeps h̃_i,t = h_i,t.
 
     `causal=True` (needed by online rules, where e_t is not yet known when h_t is formed; the
     reference EF-RFLO cell) forces with the previous step's error, gated by the *current* mask:
@@ -76,7 +95,10 @@ class _AdditiveErrorForcing(AbstractForcing):
         h̃_t = h_t + c_t sg(G e_{t-1}),   c_t = α max_k m_tk,   e_{-1} = 0
 
     so nothing is forced at t = 0 nor on an unsupervised step that follows a supervised one.
-    The carry holds e_{t-1} (not a correction).
+    The carry holds e_{t-1} (not a correction). With `interval = k` the gate is the current
+    step's: h̃_t = h_t + c_t sg(P G e_{t-1}) on the steps t with t mod k = 0, the error of the
+    step before each forced step (which is itself unforced for k > 1); e_{t-1} is carried at
+    every step.
     """
 
     alpha: eqx.AbstractVar[float | jax.Array]
@@ -86,18 +108,29 @@ class _AdditiveErrorForcing(AbstractForcing):
     @abc.abstractmethod
     def gain(self, cell) -> Float[Array, "N n_out"]: ...
 
+    def selected_gain(self, cell) -> Float[Array, "N n_out"]:
+        """P G, the gain as applied (G itself when every unit is forced)."""
+        gain = self.gain(cell)
+        p = self.selection(gain.shape[0], gain.dtype)
+        return gain if p is None else p[:, None] * gain
+
     def init(self, cell):
         require_linear_readout(cell, self)
-        gain = self.gain(cell)
-        return (gain, jnp.zeros((gain.shape[1],), gain.dtype)) if self.causal else (gain, None)
+        gain = self.selected_gain(cell)
+        carry = (gain, jnp.zeros((gain.shape[1],), gain.dtype)) if self.causal else (gain, None)
+        step = self.step_count()
+        return carry if step is None else carry + (step,)
 
     def __call__(self, h, y, target, mask, cell, carry):
-        gain, previous_error = carry
+        gain, previous_error, *count = carry  # count: [t] with interval > 1
+        step = count[0] if count else None
         error = (target - y) * mask
-        correction = forcing_strength(self.alpha, mask) * (gain @ (previous_error if self.causal else error))
+        correction = self.strength(mask, step) * (gain @ (previous_error if self.causal else error))
         if self.stop_gradient:
             correction = jax.lax.stop_gradient(correction)
-        return h + correction, ((gain, error) if self.causal else carry)
+        if step is None:
+            return h + correction, ((gain, error) if self.causal else carry)
+        return h + correction, (gain, error if self.causal else previous_error, step + 1)
 
 
 class ErrorForcing(_AdditiveErrorForcing):
@@ -139,12 +172,15 @@ class KalmanErrorForcing(_AdditiveErrorForcing):
     causal: bool = eqx.field(static=True)
 
     def __init__(self, *, process_noise: float, obs_noise: float, alpha: float | jax.Array = 1.0,
-                 stop_gradient: bool = True, causal: bool = False):
+                 stop_gradient: bool = True, causal: bool = False, interval: int = 1,
+                 units: int | tuple[int, ...] | None = None):
         self.process_noise = process_noise
         self.obs_noise = obs_noise
         self.alpha = alpha
         self.stop_gradient = stop_gradient
         self.causal = causal
+        self.interval = interval
+        self.units = tuple(int(i) for i in units) if isinstance(units, (list, tuple)) else units
 
     def __check_init__(self):
         _check_alpha("KalmanErrorForcing", self.alpha)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from .._types import Array, Float, Key, State
-from ..forcing import AbstractForcing, NoForcing, TeacherForcing, forcing_strength, process_noise
+from ..forcing import AbstractForcing, NoForcing, TeacherForcing, process_noise
 from ..forcing._forcings import _AdditiveErrorForcing
 from ..models import AbstractCell, frozen_grads
 from ._base import AbstractLearningRule
@@ -164,7 +164,8 @@ class AbstractTraceRule(AbstractOnlineRule):
             x, target, m, xi = xs
             if refresh_gain:  # online: the forcing's gain (W⁺) follows the changing W_out, as in RTRL
                 fcarry = state[1]
-                state = (state[0], (jnp.broadcast_to(forcing.gain(c), fcarry[0].shape),) + tuple(fcarry[1:])) + \
+                gain = jnp.broadcast_to(forcing.selected_gain(c), fcarry[0].shape)
+                state = (state[0], (gain,) + tuple(fcarry[1:])) + \
                     tuple(state[2:])
             state, loss, g = batched(c, self.feedback_matrix(c), state, x, target, m, xi, losses.rate_scale)
             penalty, penalty_grad = jax.value_and_grad(
@@ -260,12 +261,15 @@ def _dphi(cell, h):
 
 def _forcing_gain(cell: AbstractCell, forcing: AbstractForcing, h, target, m, fcarry) -> Float[Array, " N"]:
     """κ = diag(∂h̃/∂h) of the forcing at this step, including its dependence on y = readout(h):
-    1 without forcing or with a stopped additive correction, 1 - c_t for teacher forcing (its
-    target does not depend on h), else the diagonal of the forcing's Jacobian."""
+    1 without forcing or with a stopped additive correction, 1 - c_t p for teacher forcing (its
+    target does not depend on h; c_t with its interval gate, p the forced units), else the
+    diagonal of the forcing's Jacobian."""
     if isinstance(forcing, NoForcing) or (isinstance(forcing, _AdditiveErrorForcing) and forcing.stop_gradient):
         return jnp.ones_like(h)
     if isinstance(forcing, TeacherForcing):
-        return jnp.broadcast_to(1 - forcing_strength(forcing.alpha, m), h.shape)
+        c = forcing.strength(m, fcarry)  # the carry before this step holds its count t
+        p = forcing.selection(h.shape[-1], h.dtype)
+        return jnp.broadcast_to(1 - (c if p is None else c * p), h.shape)
     forced = lambda hh: forcing(hh, cell.readout(hh), target, m, cell, fcarry)[0]
     return jnp.diagonal(jax.jacfwd(forced)(h))
 

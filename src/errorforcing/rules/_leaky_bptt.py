@@ -1,6 +1,7 @@
 """A hand-written BPTT for the leaky RNN under no forcing, stopped additive forcing (EF, Kalman
 EF, feedback EF, their causal variants) and teacher forcing (gradient through W⁺ or stopped) —
-the configurations of the Error Forcing paper.
+the configurations of the Error Forcing paper — with or without sparse (`interval`) and
+partial (`units`) forcing.
 
 Why: `jax.grad` of the `lax.scan` accumulates the weight gradients inside the reverse scan,
 one small outer product per step. Here the reverse scan carries only the state adjoint
@@ -45,11 +46,13 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
 
     With g̃_t = ∂L/∂h̃_t and δ_t = ∂L/∂h_t (both total derivatives):
         g̃_t = ∂ℓ_reg/∂h̃_t + (1 - a) δ_{t+1} + a φ'(h̃_t) ⊙ W_recᵀ δ_{t+1}
-        δ_t = κ_t g̃_t + W_outᵀ ∂ℓ/∂y_t      (κ = 1 - c_t for teacher forcing, else 1)
+        δ_t = κ_t ⊙ g̃_t + W_outᵀ ∂ℓ/∂y_t    (κ = 1 - c_t p for teacher forcing, else 1)
         ∂L/∂W_rec = a Σ_t δ_t φ(h̃_{t-1})ᵀ,  ∂L/∂W_in = a Σ_t δ_t x_tᵀ,  ∂L/∂b = a Σ_t δ_t
     and, for teacher forcing whose target flows, with teacher state W_outᵀ v_t (v_t the masked
-    solve of `TeacherForcing.teacher_coefficients`): ∂L/∂W_out gains Σ_t v_t (c_t g̃_t)ᵀ directly
-    and ∂L/∂v_t = W_out c_t g̃_t through v's own dependence on (W_out, b_out).
+    solve of `TeacherForcing.teacher_coefficients`): ∂L/∂W_out gains Σ_t v_t (c_t p ⊙ g̃_t)ᵀ
+    directly and ∂L/∂v_t = W_out (c_t p ⊙ g̃_t) through v's own dependence on (W_out, b_out).
+    c_t carries the interval gate 1[t mod k = 0]; p is the forced units' selection (1 when all
+    are forced) and an additive forcing's gain is the applied P G.
     """
     a = cell.leak
     phi = cell.phi
@@ -72,13 +75,19 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     Xi = jnp.zeros((T, B, 0), dtype) if noise is None else jnp.swapaxes(noise, 0, 1)
     C = jnp.zeros((T, B, 1), dtype)
     if additive:
-        G = jax.lax.stop_gradient(forcing.gain(cell))  # [N, n_out]
+        G = jax.lax.stop_gradient(forcing.selected_gain(cell))  # P G [N, n_out]
     V = jnp.zeros((T, B, 0), dtype)
     if teacher:  # teacher states W_S⁺ (s ⊙ (y* - b_out)) = V W_out, from the supervised rows only
         teacher_coefficients = lambda Wo, bo: forcing.teacher_coefficients(Wo, bo, Y_star, M)
         V = teacher_coefficients(W_out, b_out)  # [T,B,n_out]
     if additive or teacher:
         C = forcing.alpha * jnp.max(M, axis=-1, keepdims=True)  # c_t [T,B,1]
+        gates = forcing.step_gates(T, dtype)  # sparse forcing: 1[t mod k = 0]
+        if gates is not None:
+            C = C * gates[:, None, None]
+        p = forcing.selection(N, dtype) if teacher else None
+        if p is not None:  # partial teacher forcing: c_t p [T,B,N]
+            C = C * p
     h0 = jnp.broadcast_to(cell.init_state(), (B, N))
 
     def forward(carry, xs):

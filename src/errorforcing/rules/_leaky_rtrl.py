@@ -94,7 +94,7 @@ def leaky_rtrl(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         a = c.leak
         r_prev = c.phi(h_prev)
         if online and not isinstance(forcing, NoForcing):  # the gain (W⁺) follows the changing W_out
-            fcarry = (jnp.broadcast_to(forcing.gain(c), fcarry[0].shape),) + tuple(fcarry[1:])
+            fcarry = (jnp.broadcast_to(forcing.selected_gain(c), fcarry[0].shape),) + tuple(fcarry[1:])
         h, y, h_forced, fcarry = step_forced(c, h_prev, fcarry, x, target, m, xi)
         # the per-trial Jacobian ∂h_t/∂h̃_{t-1} = (1 - a) I + a W_rec diag(φ'(h̃_{t-1})) is small
         # (B N²); folding the leak and φ' into it leaves one pass over M for the product

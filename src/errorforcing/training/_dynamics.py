@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._types import Array, Float, Key
-from ..analysis import AdaptiveAlpha, floss, jacobian_norms, lyapunov_spectrum
+from ..analysis import (DEFAULT_ALPHA_ESTIMATOR, AdaptiveAlpha, alpha_from_growth, floss, growth_estimate,
+                        jacobian_norms, jacobian_upper_bound, jacobians, lyapunov_spectrum, update_alpha)
 from ..forcing import AbstractForcing, simulate
 from ..models import AbstractCell
 from ..tasks import AbstractTask, Trials, sample_batch
@@ -136,21 +137,60 @@ def sampled_jacobian_norms(cell: AbstractCell, states: Float[Array, "T N"], inpu
     return jax.vmap(lambda h, x: jacobian_norms(cell, h[None], x[None], h0=h)[0])(prev, inputs[idx])
 
 
-def adapt_alpha(forcing: AbstractForcing, cell: AbstractCell, batch: Trials, batches_seen) -> Float[Array, ""]:
+def forced_jacobians(cell: AbstractCell, forcing: AbstractForcing, batch: Trials, *,
+                     trials: int = ADAPTIVE_TRIALS, steps: int = ADAPTIVE_STEPS) -> Float[Array, "b S N N"]:
+    """The Jacobians J_t = ∂cell(h̃_{t−1}, x_t)/∂h̃_{t−1} themselves, at the steps and trials of
+    `forced_jacobian_norms`; padding trials (weight 0) get J = I, which no estimator can turn
+    into α* > 0."""
+    sub = jax.tree_util.tree_map(lambda a: a[:trials], batch)
+    states, _ = simulate(cell, sub, forcing)
+    n_steps = states.shape[1]
+    n = min(steps, n_steps)
+    idx = np.arange(n) * n_steps // n
+
+    def one(h, x):
+        prev = jnp.concatenate([cell.init_state()[None], h[:-1]])[idx]
+        return jax.vmap(lambda hp, xt: jacobians(cell, hp[None], xt[None], h0=hp)[0])(prev, x[idx])
+
+    jac = jax.vmap(one)(states, sub.inputs)
+    real = sub.info["weight"] > 0 if "weight" in sub.info else jnp.ones(jac.shape[0], bool)
+    eye = jnp.eye(jac.shape[-1], dtype=jac.dtype)
+    return jnp.where(real[:, None, None, None], jac, eye)
+
+
+def estimated_alpha(cell: AbstractCell, forcing: AbstractForcing, batch: Trials,
+                    estimator: str = DEFAULT_ALPHA_ESTIMATOR) -> Float[Array, ""]:
+    """α* = max(0, 1 − 1/𝒩) with 𝒩 from the named estimator (`analysis.growth_estimate`,
+    `analysis.jacobian_upper_bound`) on this batch's forced trajectory."""
+    if estimator == "product-upper-bound":  # from the norms alone, as before the other estimators
+        return alpha_from_growth(jnp.exp(jnp.max(jnp.mean(jnp.log(forced_jacobian_norms(cell, forcing, batch)), -1))))
+    if estimator == "jacobian-upper-bound":
+        return alpha_from_growth(jacobian_upper_bound(cell))
+    return alpha_from_growth(growth_estimate(forced_jacobians(cell, forcing, batch), estimator))
+
+
+def adapt_alpha(forcing: AbstractForcing, cell: AbstractCell, batch: Trials, batches_seen,
+                estimator: str | bool = DEFAULT_ALPHA_ESTIMATOR) -> Float[Array, ""]:
     """The forcing strength after one more batch (Hess et al. 2023; `analysis.AdaptiveAlpha`).
 
     On every ADAPTIVE_EVERY-th batch since training began (`batches_seen` counts the earlier
     ones): α ← α* if α* > α else 0.999 α + 0.001 α*, with
 
-        α* = max(0, 1 − 1/‖J‖),   ‖J‖ = max_b exp(mean_t log ‖J_bt‖₂)
+        α* = max(0, 1 − 1/𝒩),   𝒩 = max_b exp(mean_t log ‖J_bt‖₂)   (the default estimator)
 
     and J_bt the cell step's Jacobian along this batch's forced trajectory
     (`forced_jacobian_norms`): forcing with α scales it by (1 − α), so α* is the least forcing
-    that keeps the forced map from expanding. ‖J‖ is computed only on those batches (when the
-    count is not vmapped; under vmap `cond` evaluates both branches)."""
+    that keeps the forced map from expanding. `estimator` names another 𝒩 of GTF
+    (`analysis.ALPHA_ESTIMATORS`, formulas in `analysis.growth_estimate`; True means the
+    default). 𝒩 is computed only on those batches (when the count is not vmapped; under vmap
+    `cond` evaluates both branches)."""
+    estimator = DEFAULT_ALPHA_ESTIMATOR if estimator is True else estimator
     state = AdaptiveAlpha(jnp.asarray(forcing.alpha), jnp.asarray(batches_seen, jnp.int32))
 
     def update(_):
-        return state.update(forced_jacobian_norms(cell, forcing, batch), every=ADAPTIVE_EVERY).alpha
+        if estimator == DEFAULT_ALPHA_ESTIMATOR:  # the original program, unchanged
+            return state.update(forced_jacobian_norms(cell, forcing, batch), every=ADAPTIVE_EVERY).alpha
+        star = estimated_alpha(cell, forcing, batch, estimator).astype(state.alpha.dtype)
+        return update_alpha(state.alpha, star)
 
     return jax.lax.cond((state.count + 1) % ADAPTIVE_EVERY == 0, update, lambda _: state.alpha, None)
