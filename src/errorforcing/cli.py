@@ -110,6 +110,8 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any], default
             why = f"floss.{field} applies only when flossing is on (--floss-pre or --floss-every > 0)"
         if dotted == "forcing.adaptive" and cfg.forcing.kind == "none":
             why = "forcing.adaptive applies only to a forcing; forcing.kind 'none' ignores it"
+        if dotted == "forcing.alpha_estimator" and not (cfg.forcing.adaptive and cfg.forcing.kind != "none"):
+            why = "forcing.alpha_estimator applies only to adaptive α (--adaptive-alpha) with a forcing"
         if why:
             _fail(why)
     return cfg
@@ -172,6 +174,20 @@ DiagnosticsOpt = typer.Option(None, "--diagnostics/--no-diagnostics",
                               help="record Jacobian norm, update alignment and efficiency curves per epoch")
 AdaptiveOpt = typer.Option(None, "--adaptive-alpha/--fixed-alpha",
                            help="adapt α during training (Hess et al.); --alpha is then the start (default 1)")
+EstimatorOpt = typer.Option(None, "--alpha-estimator",
+                            help="adaptive α's estimate of ‖J‖ (implies --adaptive-alpha): product-upper-bound "
+                                 "(default), batch-maximum, arithmetic-mean, explog-approx, jacobian-upper-bound")
+IntervalOpt = typer.Option(None, "--forcing-interval",
+                           help="tf/ef/kalman: force only the steps t with t mod k == 0 (GTF's sparse forcing)")
+UnitsOpt = typer.Option(None, "--forcing-units", help="tf/ef/kalman: force only the first M units (partial forcing)")
+
+
+def _selective_overrides(interval, units, estimator, adaptive) -> dict[str, Any]:
+    """--forcing-interval, --forcing-units, --alpha-estimator (which turns adaptive α on unless
+    --fixed-alpha says otherwise, refused then by the config)."""
+    implied = True if estimator is not None and adaptive is None else None
+    return {"forcing.interval": interval, "forcing.units": units, "forcing.alpha_estimator": estimator,
+            "forcing.adaptive": adaptive if implied is None else implied}
 
 
 def _dynamics_overrides(floss_pre, floss_every, floss_steps, floss_k, floss_lr, floss_local, lyapunov, diagnostics,
@@ -220,7 +236,8 @@ def train(
     floss_steps: Optional[int] = FlossStepsOpt, floss_k: Optional[int] = FlossKOpt,
     floss_lr: Optional[float] = FlossLrOpt, floss_local: Optional[bool] = FlossLocalOpt,
     lyapunov: Optional[bool] = LyapunovOpt, diagnostics: Optional[bool] = DiagnosticsOpt,
-    adaptive_alpha: Optional[bool] = AdaptiveOpt,
+    adaptive_alpha: Optional[bool] = AdaptiveOpt, alpha_estimator: Optional[str] = EstimatorOpt,
+    forcing_interval: Optional[int] = IntervalOpt, forcing_units: Optional[int] = UnitsOpt,
     config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
 ):
     """Train one ensemble (seeds × α × lr) and record it in OUT/runs.sqlite."""
@@ -232,6 +249,7 @@ def train(
     overrides |= {"forcing.kind": forcing, "forcing.alpha": _floats(alpha, "alpha"),
                   "forcing.process_noise": process_noise, "forcing.obs_noise": obs_noise,
                   "forcing.causal": causal, "forcing.learn_feedback": learn_feedback}
+    overrides |= _selective_overrides(forcing_interval, forcing_units, alpha_estimator, adaptive_alpha)
     overrides |= {"rule.online_optimizer": online_optimizer, "continual": continual, "steps": steps,
                   "val_every": val_every, "val_steps": val_steps}
     cfg = _with_default_out(build_config(config, overrides))
@@ -272,7 +290,8 @@ def compare(
     floss_steps: Optional[int] = FlossStepsOpt, floss_k: Optional[int] = FlossKOpt,
     floss_lr: Optional[float] = FlossLrOpt, floss_local: Optional[bool] = FlossLocalOpt,
     lyapunov: Optional[bool] = LyapunovOpt, diagnostics: Optional[bool] = DiagnosticsOpt,
-    adaptive_alpha: Optional[bool] = AdaptiveOpt,
+    adaptive_alpha: Optional[bool] = AdaptiveOpt, alpha_estimator: Optional[str] = EstimatorOpt,
+    forcing_interval: Optional[int] = IntervalOpt, forcing_units: Optional[int] = UnitsOpt,
     selection: str = typer.Option("split", "--selection",
                                   help="how the verdicts account for each method's best α being picked from the "
                                        "grid: split (pick on half the seeds, compare on the other half) or "
@@ -296,8 +315,9 @@ def compare(
     overrides["forcing.causal"] = causal
     overrides |= _dynamics_overrides(floss_pre, floss_every, floss_steps, floss_k, floss_lr, floss_local, lyapunov,
                                      diagnostics, adaptive_alpha)
+    overrides |= _selective_overrides(forcing_interval, forcing_units, alpha_estimator, adaptive_alpha)
     overrides["forcing.alpha"] = _floats(alphas, "alphas")  # validated here, before anything runs or is written
-    defaults = COMPARE_DEFAULTS | {"forcing.alpha": [1.0] if adaptive_alpha else list(COMPARE_ALPHAS)}
+    defaults = COMPARE_DEFAULTS | {"forcing.alpha": [1.0] if overrides["forcing.adaptive"] else list(COMPARE_ALPHAS)}
     cfg = _with_default_out(build_config(config, overrides, defaults=defaults))
     grid = cfg.forcing.alpha  # --alphas, else the file's forcing.alpha, else the default grid
     result = run_compare(cfg, alphas=grid, progress=True, selection=selection, dynamics=dynamics)

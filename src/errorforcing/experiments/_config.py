@@ -31,13 +31,15 @@ class _Strict(BaseModel):
 # would be stored (and hashed into a sweep's job id) but change nothing, so it is refused.
 # section → field → the kinds (task names) that read it.
 DELAY_TASKS = ("delayed-xor", "evidence-integration")  # the registry passes them `delay`
+SELECTIVE_FORCINGS = ("tf", "ef", "kalman")  # sparse (interval) and partial (units) forcing
 APPLIES: dict[str, dict[str, tuple[str, ...]]] = {
     "task": {"delay": DELAY_TASKS, "shift": ("sine",)},
     "model": {f: ("leaky",) for f in ("gain", "tau", "dt", "activation", "readout", "density", "trainable",
                                       "excitatory")},
     "rule": {"truncation": ("tbptt",), "feedback": ("eprop", "rflo")},
     "forcing": {"causal": ("ef", "kalman", "feedback"), "learn_feedback": ("feedback",),
-                "process_noise": ("kalman",), "obs_noise": ("kalman",)},
+                "process_noise": ("kalman",), "obs_noise": ("kalman",),
+                "interval": SELECTIVE_FORCINGS, "units": SELECTIVE_FORCINGS},
 }
 FLOSS_STEP_FIELDS = ("steps", "k", "lr", "local", "target", "trials")  # read only when flossing is on
 
@@ -63,6 +65,8 @@ def is_read(data: dict, dotted: str) -> bool:
     part = data.get(section, {}) if isinstance(data.get(section), dict) else {}
     if dotted in ("forcing.alpha", "forcing.adaptive"):
         return part.get("kind", ForcingConfig.model_fields["kind"].default) != "none"
+    if dotted == "forcing.alpha_estimator":
+        return bool(part.get("adaptive", False)) and part.get("kind", ForcingConfig.model_fields["kind"].default) != "none"
     if section == "floss" and field in FLOSS_STEP_FIELDS:
         return bool(part.get("pre", 0) or part.get("every", 0))
     kinds = APPLIES.get(section, {}).get(field)
@@ -138,7 +142,11 @@ class ForcingConfig(_Strict):
     norm of the forced map, α ← α* = max(0, 1 − 1/‖J‖) when that is larger, else
     α ← 0.999 α + 0.001 α*, every 5 batches. `alpha` is then each member's *start* value;
     left unset it is [1.0], Hess et al.'s start. The member's α per epoch is the curve "alpha".
-    Only for tf, ef, kalman and feedback forcing (ignored for none).
+    Only for tf, ef, kalman and feedback forcing (ignored for none). `alpha_estimator` picks
+    GTF's estimate of ‖J‖ (`analysis.growth_estimate`); the default is the one above.
+
+    `interval = k` forces only the steps t with t mod k = 0 (GTF's teacher_forcing_interval);
+    `units = M` forces only the first M units (GTF's partial_forcing). Both for tf, ef, kalman.
     """
 
     kind: str = "ef"
@@ -153,6 +161,10 @@ class ForcingConfig(_Strict):
     eps: float = Field(1e-7, gt=0)
     options: dict = Field(default_factory=dict)
     adaptive: bool = False
+    alpha_estimator: Literal["product-upper-bound", "batch-maximum", "arithmetic-mean", "explog-approx",
+                             "jacobian-upper-bound"] = "product-upper-bound"
+    interval: int = Field(1, ge=1)  # force only the steps t with t mod interval == 0
+    units: int | None = Field(None, ge=1)  # force only the first `units` units (None: all)
 
     @field_validator("kind")
     @classmethod
@@ -199,6 +211,8 @@ class ForcingConfig(_Strict):
     @model_validator(mode="after")
     def _no_alpha_without_forcing(self):
         _refuse_ignored("forcing", self)
+        if self.alpha_estimator != "product-upper-bound" and not self.adaptive:
+            raise ValueError("forcing.alpha_estimator applies only with forcing.adaptive = true (--adaptive-alpha)")
         if self.kind == "none":
             if "alpha" in self.model_fields_set and self.alpha != [0.0]:
                 raise ValueError("forcing.alpha applies only to a forcing; forcing.kind 'none' ignores it")
@@ -420,6 +434,15 @@ class TrainConfig(_Strict):
         if self.seed + self.seeds - 1 > MAX_SEED:
             raise ValueError(f"seed: members' seeds run to seed + seeds - 1 = {self.seed + self.seeds - 1}; a JAX key "
                              f"seed must be <= {MAX_SEED} (2**32 - 1)")
+        return self
+
+    @model_validator(mode="after")
+    def _forcing_fits_the_model(self):
+        if self.forcing.units is not None and self.forcing.units > self.model.hidden:
+            raise ValueError(f"forcing.units must be <= model.hidden ({self.model.hidden}), got {self.forcing.units}")
+        if self.forcing.adaptive and self.forcing.alpha_estimator == "jacobian-upper-bound" and self.model.kind != "leaky":
+            raise ValueError(f"forcing.alpha_estimator: jacobian-upper-bound bounds the leaky RNN's Jacobian; "
+                             f"model.kind {self.model.kind!r} has no such bound")
         return self
 
     @model_validator(mode="after")

@@ -131,6 +131,8 @@ def check_compatible(config: TrainConfig) -> None:
     refused here, naming the fields."""
     c = config
     small = c.model_copy(update={"model": c.model.model_copy(update={"hidden": min(c.model.hidden, 4)})})
+    if c.forcing.units is not None:  # partial forcing of the 4-unit copy: at most its units
+        small = small.model_copy(update={"forcing": c.forcing.model_copy(update={"units": min(c.forcing.units, 4)})})
     _probe(small.model.kind, small.forcing.kind, small.rule.kind, small.task.name,
            small.model_dump_json(include={"model", "forcing", "rule", "task"}))
 

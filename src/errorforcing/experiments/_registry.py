@@ -83,15 +83,16 @@ def _sg(cfg, default):
 # cell and key let random feedback weights be drawn per member.
 FORCINGS: dict[str, Entry] = {
     "none": Entry(lambda c, alpha, cell, key: F.NoForcing(), "no forcing (plain learning)"),
-    "tf": Entry(lambda c, alpha, cell, key: F.TeacherForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, False)),
+    "tf": Entry(lambda c, alpha, cell, key: F.TeacherForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, False),
+                                                           interval=c.interval, units=c.units),
                 "generalized teacher forcing (Hess et al. 2023)"),
     "ef": Entry(lambda c, alpha, cell, key: F.ErrorForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, True),
-                                                           causal=c.causal),
+                                                           causal=c.causal, interval=c.interval, units=c.units),
                 "error forcing (Sağtekin et al. 2025, eq. 4)"),
     "kalman": Entry(lambda c, alpha, cell, key: F.KalmanErrorForcing(
                         alpha=alpha, process_noise=c.process_noise,
                         obs_noise=c.process_noise if c.obs_noise is None else c.obs_noise,
-                        stop_gradient=_sg(c, True), causal=c.causal),
+                        stop_gradient=_sg(c, True), causal=c.causal, interval=c.interval, units=c.units),
                     "stochastic (Kalman) error forcing (eq. 5)"),
     "feedback": Entry(lambda c, alpha, cell, key: F.FeedbackForcing.random(
                           cell, key=key, alpha=alpha, causal=c.causal, learn=c.learn_feedback,

@@ -80,7 +80,8 @@ def build_trainer(config: TrainConfig) -> EnsembleTrainer | ContinualTrainer:
                         diagnostics=config.analysis.diagnostics)
     return EnsembleTrainer(task, make_cell, make_forcing, rule, optimizer, members, schedule, objective,
                            flossing=flossing,
-                           adaptive_alpha=config.forcing.adaptive and config.forcing.kind != "none",
+                           adaptive_alpha=(config.forcing.alpha_estimator
+                                           if config.forcing.adaptive and config.forcing.kind != "none" else False),
                            analysis=analysis)
 
 

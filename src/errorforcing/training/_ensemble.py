@@ -133,7 +133,8 @@ class EnsembleTrainer:
 
     Optional, all off by default (and then the epoch program is exactly the plain one):
     `flossing` (pre- and inter-flossing, each a separate vmapped program run between epochs),
-    `adaptive_alpha` (the forcing's α adapted after every batch inside the epoch program,
+    `adaptive_alpha` (True or an α estimator's name, `analysis.ALPHA_ESTIMATORS`: the forcing's
+    α adapted after every batch inside the epoch program,
     Hess et al.; carried in the forcing's `alpha` leaf from epoch to epoch, recorded as the
     curve "alpha"), `analysis` (λ_max before/after training; per-epoch diagnostics).
 
@@ -242,7 +243,7 @@ class EnsembleTrainer:
                 loss, new_cell, new_opt_state = self._offline_step(rule, cell, opt_state, forcing, batch, key)
             new_forcing = feedback_update(forcing, cell, batch)  # learned feedback weights, if any
             if self.adaptive_alpha:  # on the trajectory this batch trained on
-                alpha = adapt_alpha(forcing, cell, batch, (epoch - 1) * n_batches + xs[2])
+                alpha = adapt_alpha(forcing, cell, batch, (epoch - 1) * n_batches + xs[2], self.adaptive_alpha)
                 new_forcing = eqx.tree_at(lambda f: f.alpha, new_forcing, alpha)
             cell = _tree_where(active, new_cell, cell)
             opt_state = _tree_where(active, new_opt_state, opt_state)
