@@ -95,3 +95,36 @@ def kaleb_heatmap(errors: dict[str, np.ndarray], rotations, learning_rates: dict
         title += " — QUICK run"
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)[0]
+
+
+ALIGNMENT_PANELS = (
+    ("update_efficiency", "update efficiency\n‖Σ_t Δ_t‖ / Σ_t ‖Δ_t‖ (Fig. 5a)"),
+    ("local_alignment", "local alignment\ncos(Δ_t, -∇ℓ_t) (Fig. 4b)"),
+    ("second_order_alignment", "second-order alignment\ncos(Δ_t, -(G_t + λI)⁻¹∇ℓ_t) (Fig. 5b)"),
+    ("control_second_order_alignment", "the control's induced update\ncos(ΔW^c_t, -(G_t + λI)⁻¹∇ℓ_t)"),
+)
+
+
+def kaleb_alignment_figure(methods: dict[str, dict], path: str | Path, *, quick: bool) -> Path:
+    """Per diagnostic trial (dots) and median (bar), per method: update efficiency, local
+    alignment with the exact online gradient, alignment with the damped Gauss–Newton direction,
+    and that of the control's induced update. `methods[m][key]` is a list (None: not finite)."""
+    fig, axes = plt.subplots(1, len(ALIGNMENT_PANELS), figsize=(3.8 * len(ALIGNMENT_PANELS), 3.6),
+                             layout="constrained")
+    for ax, (key, title) in zip(axes, ALIGNMENT_PANELS):
+        shown = [m for m in methods if key in methods[m]]
+        for i, m in enumerate(shown):
+            values = np.array([v for v in methods[m][key] if v is not None], float)
+            jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
+            ax.scatter(i + jitter, values, s=10, color=METHOD_COLORS.get(m), alpha=0.6)
+            if len(values):
+                ax.hlines(np.median(values), i - 0.3, i + 0.3, color="k", lw=2)
+        ax.set_xticks(range(len(shown)), shown, fontsize=8)
+        ax.set_xlim(-0.6, max(len(shown), 1) - 0.4)
+        ax.axhline(0, color="0.8", lw=0.8, zorder=0)
+        ax.set_title(title, fontsize=9)
+    title = "Kaleb et al. 2024: update diagnostics on the first adaptation trials (pre-trained W_rec)"
+    if quick:
+        title += " — QUICK run"
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)[0]

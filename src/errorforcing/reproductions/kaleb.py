@@ -397,7 +397,7 @@ def reproduce_kaleb_adaptation(*, quick: bool, out: Path, progress: bool = True,
     summary: test errors (velocity and position MSE) on the 8 rotated center-out reaches with
     the control off, before and after adaptation, per method (at its best learning rate by
     final position MSE, the reference's measure; every rate's result is kept)."""
-    from ..plotting._kaleb import kaleb_figure, kaleb_heatmap
+    from ..plotting._kaleb import kaleb_alignment_figure, kaleb_figure, kaleb_heatmap
 
     config = config or (QUICK if quick else FULL)
     out = Path(out)
@@ -454,7 +454,9 @@ def reproduce_kaleb_adaptation(*, quick: bool, out: Path, progress: bool = True,
                                                    per_target_position_mse(best_cell, test, config.rotation, config.dt)],
             "mean_train_loss_last_10_trials": _finite(np.mean(np.asarray(losses)[best, -10:])),
             "seconds": time.perf_counter() - t1,
-            **diagnostics,  # per diagnostic trial, pre-trained W_rec: update_efficiency (+ local_alignment for RFLO)
+            # per diagnostic trial, pre-trained W_rec: update_efficiency, second_order_alignment (+ for RFLO(+c):
+            # local_alignment, control_second_order_alignment)
+            **diagnostics,
         }
         curves[method] = errors[best, :, 1]
         paths[method] = cursor_paths(best_cell, test, config.rotation, config.dt)
@@ -494,6 +496,7 @@ def reproduce_kaleb_adaptation(*, quick: bool, out: Path, progress: bool = True,
                           rotation=config.rotation, before=before["rotated_control_off"]["position_mse"],
                           after={m: results[m]["test_after"]["position_mse"] for m in METHODS})
     summary["figure"] = str(figure)
+    summary["alignment_figure"] = str(kaleb_alignment_figure(results, out / "kaleb-alignment.png", quick=quick))
     if config.heatmap_rotations:
         nan = lambda rows: np.array([[np.nan if v is None else v for v in row] for row in rows], float)
         summary["heatmap_figure"] = str(kaleb_heatmap({m: nan(heatmap[m]) for m in METHODS}, config.heatmap_rotations,

@@ -5,6 +5,7 @@ from ._error_forcing import DelayedXOR, EvidenceIntegration, SineGeneration
 from ._neurogym import NEUROGYM_TASKS, NeurogymTask, from_neurogym
 from ._reach import CenterOutReach, integrate_velocity, reference_position, reference_velocity, rotate
 from ._romo import Romo
+from ._sine_shift import SineFrequencyShift
 from ._williams_zipser import (
     AbstractContinualTask,
     BalancedParentheses,
@@ -21,6 +22,7 @@ __all__ = [
     "AbstractContinualTask", "stream",
     "PipelinedXOR", "SequenceRecognition", "DelayedNonmatch", "BalancedParentheses", "Oscillation",
     "Romo",
+    "SineFrequencyShift",
     "CenterOutReach", "reference_position", "reference_velocity", "integrate_velocity", "rotate",
     "NeurogymTask", "from_neurogym", "NEUROGYM_TASKS",
 ]
