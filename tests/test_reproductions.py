@@ -111,6 +111,45 @@ def test_epochs_claim_and_missing_arms():
     assert "REPRODUCED" in claims_table([FewerEpochs("a", "t", EF_ARM, BPTT_ARM).evaluate(Evidence(rows))])
 
 
+def test_wilson_interval_matches_the_formula():
+    from errorforcing.experiments._stats import wilson_interval
+
+    k, n, z = 7, 8, scipy.stats.norm.ppf(0.975)
+    p = k / n
+    centre, half = (p + z**2 / (2 * n)) / (1 + z**2 / n), z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    assert wilson_interval(k, n) == pytest.approx((centre - half, centre + half), abs=1e-3)
+
+
+@pytest.mark.parametrize("shift, verdict", [(-0.5, "reproduced"), (0.5, "not reproduced"), (0.0, "inconclusive")])
+def test_lower_value_claim_verdicts_and_mann_whitney_matches_scipy(shift, verdict):
+    from errorforcing.reproductions import LowerValue
+
+    def rows(gain, losses):
+        return [{"rule": "eprop", "config.model.gain": gain, "seed": s, "final_val_loss": v} for s, v in enumerate(losses)]
+
+    worse = [1.0 + 0.01 * s for s in range(8)]
+    better = [v + shift + 0.001 for v in worse]
+    claim = LowerValue("g=1 lower", "t", Arm("g=1", {"config.model.gain": 1.0}), Arm("g=0.2", {"config.model.gain": 0.2}))
+    out = claim.evaluate(Evidence(rows(1.0, better) + rows(0.2, worse)))
+    assert out["verdict"] == verdict, out
+    assert out["numbers"]["p"] == pytest.approx(scipy.stats.mannwhitneyu(better, worse, alternative="less").pvalue)
+    # too few members on a side: says so instead of testing
+    few = claim.evaluate(Evidence(rows(1.0, better[:2]) + rows(0.2, worse)))
+    assert few["verdict"] == "inconclusive" and "fewer than" in few["why"]
+
+
+@pytest.mark.parametrize("rise, verdict", [(0.3, "reproduced"), (-0.3, "not reproduced")])
+def test_curve_rises_claim_pairs_first_and_last_epoch_by_member(rise, verdict):
+    from errorforcing.reproductions import CurveRises
+
+    rows = [{"forcing": "feedback", "seed": s, "curves": {"cos": [0.01 * s, 0.2, 0.01 * s + rise + 0.001 * s]}}
+            for s in range(8)]
+    out = CurveRises("cos rises", "t", Arm("F", {"forcing": "feedback"}), "cos").evaluate(Evidence(rows))
+    assert out["verdict"] == verdict and out["numbers"]["members"] == 8
+    missing = CurveRises("cos rises", "t", Arm("F", {"forcing": "feedback"}), "other").evaluate(Evidence(rows))
+    assert missing["verdict"] == "inconclusive" and "diagnostics" in missing["why"]
+
+
 # ----- end to end on tiny settings -----
 def _tiny(specs):
     from errorforcing.reproductions._spec import spec
