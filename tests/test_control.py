@@ -410,7 +410,7 @@ def test_kaleb_update_diagnostics_by_hand(getkey, method):
 def test_kaleb_workflow_writes_its_summary_and_figure(tmp_path):
     from errorforcing.reproductions.kaleb import METHODS, KalebConfig, reproduce_kaleb_adaptation
 
-    config = KalebConfig(n_rec=8, pretrain_iterations=3, pretrain_batch=4, adapt_trials=2,
+    config = KalebConfig(n_rec=8, pretrain_iterations=3, pretrain_batch=4, adapt_trials=2, rotation=45.0,
                          lr_grid={m: (1e-4, 1e-3) for m in METHODS}, heatmap_rotations=(30.0, 45.0))
     summary = reproduce_kaleb_adaptation(quick=True, out=tmp_path, progress=False, config=config)
     written = json.loads((tmp_path / "kaleb-adaptation.json").read_text())
