@@ -12,7 +12,7 @@ from ._base import AbstractForcing, NoForcing
 
 
 def forced_step(cell: AbstractCell, forcing: AbstractForcing, h_prev, fcarry, x, target, mask, xi):
-    """h_t = cell(h̃_{t-1}, x_t) [+ drive_t] [+ ξ_t];  y_t = readout(h_t);  h̃_t = forcing(h_t, y_t, ...).
+    """`h_t = cell(h̃_{t-1}, x_t) [+ drive_t] [+ ξ_t]`;  `y_t = readout(h_t)`;  `h̃_t = forcing(h_t, y_t, ...)`.
 
     drive_t = `forcing.drive(cell, m_t, carry)`: an input the forcing feeds into the step (feedback
     control), None for the others. Returns (h_t, y_t, h̃_t, forcing carry). Every rule that runs
