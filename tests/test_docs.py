@@ -62,3 +62,10 @@ def test_block_runs(path, lang, code, tmp_path, monkeypatch):
         assert plan.jobs
     else:
         pytest.fail(f"{path.name}: no runner for marked {lang!r} blocks")
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text().splitlines()
+    line = next(x for x in readme if "python -m pytest -q" in x and x.startswith("python3 -m venv"))
+    command = line.split("  #")[0].strip()
+    assert command in [x.strip() for x in (ROOT / ".ci" / "run").read_text().splitlines()]
