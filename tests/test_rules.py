@@ -83,6 +83,9 @@ ONLINE_RULES = {
     "rtrl-online": RTRL(online=True, lr=0.05),
     "eprop-online": EProp(feedback="random", key=jax.random.key(4), online=True, lr=0.05),
     "rflo-online": RFLO(online=True, lr=0.05),
+    "uoro-online": UORO(online=True, lr=0.05),
+    "kf-rtrl-online": KFRTRL(online=True, lr=0.05),
+    "snap1-online": SnAp(order=1, online=True, lr=0.05),
 }
 # rule -> the rule whose gradient it must equal, and for which forcings (the oracle of e-prop
 # is checked where the trace sees a different forcing Jacobian: none, a causal correction, a

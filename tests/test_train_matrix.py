@@ -15,6 +15,7 @@ import pytest
 
 import errorforcing as ef
 from errorforcing.experiments import FORCINGS, RULES
+from errorforcing.experiments._registry import ONLINE_RULES
 
 LEAKY_FORCINGS = [f for f in FORCINGS if f != "wz-tf"]
 
@@ -60,6 +61,17 @@ def test_every_rule_with_every_forcing_trains(rule):
         for row in rows:
             assert row["epochs_run"] == 2 and row["rule"] == rule and row["forcing"] == forcing
             assert math.isfinite(row["final_val_loss"]) and not row["diverged"], (rule, forcing)
+
+
+@pytest.mark.parametrize("rule", ONLINE_RULES)
+def test_every_online_rule_trains_online_under_error_forcing(rule):
+    """Every rule with a real-time form (the registry's ONLINE_RULES) trains with `online=True`
+    through `ef.train` (error forcing; the forcing × online-rule table is tests/test_rules.py's)."""
+    (rows,) = train_rows([tiny(rule, "ef", rule={"online": True, "online_lr": 0.05})])
+    assert len(rows) == 2
+    for row in rows:
+        assert row["epochs_run"] == 2 and row["rule"] == rule and row["forcing"] == "ef"
+        assert math.isfinite(row["final_val_loss"]) and not row["diverged"], row
 
 
 def test_other_models_train():

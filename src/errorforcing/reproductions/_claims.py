@@ -275,6 +275,27 @@ class SummaryClaim(Claim):
         return result(self, verdict, test, numbers, numbers.pop("why", None) if isinstance(numbers, dict) else None)
 
 
+@dataclasses.dataclass(frozen=True)
+class SummaryMembers(Claim):
+    """`inner` (any member-table claim: LowerValue, FractionLearned, …) evaluated on the member
+    rows a workflow's summary lists under "members" (one dict per member, member-table fields)."""
+
+    inner: Claim
+
+    @property
+    def claim(self):
+        return self.inner.claim
+
+    @property
+    def source(self):
+        return self.inner.source
+
+    def evaluate(self, evidence):
+        if evidence.summary is None or "members" not in evidence.summary:
+            return result(self, INCONCLUSIVE, "—", {}, why="no member rows in this workflow's summary")
+        return self.inner.evaluate(Evidence(list(evidence.summary["members"]), evidence.summary))
+
+
 # ----- presentation -----
 def claims_table(results: list[dict[str, Any]]) -> str:
     """The verdicts as a plain-text table (what `reproduce` and `claims` print)."""
@@ -315,5 +336,5 @@ def headline(r: dict[str, Any]) -> str:
 
 
 __all__ = ["Evidence", "Arm", "Claim", "FractionLearned", "FewerEpochs", "LowerValue", "CurveRises", "AllOf",
-           "SummaryClaim", "claims_table", "headline", "result", "LEVEL", "REPRODUCED", "NOT_REPRODUCED",
+           "SummaryClaim", "SummaryMembers", "claims_table", "headline", "result", "LEVEL", "REPRODUCED", "NOT_REPRODUCED",
            "INCONCLUSIVE", "wilson_interval"]

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any, Callable
 
 from ..experiments._sweep import SweepSpec
-from . import ef, kaleb, liu, williams_zipser
+from . import ef, kaleb, liu, marschall, williams_zipser
 from ._claims import Claim
 
 
@@ -41,6 +41,8 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
                  sweeps=lambda quick: williams_zipser.oscillators(quick, wide=True)),
     Reproduction("kaleb-adaptation", kaleb.PAPER, kaleb.CLAIMS, kaleb.DIFFERENCES, workflow=_kaleb,
                  summary_file="kaleb-adaptation.json"),
+    Reproduction(marschall.NAME, marschall.PAPER, marschall.CLAIMS, marschall.DIFFERENCES,
+                 workflow=marschall.reproduce_marschall_alignment, summary_file=marschall.SUMMARY_FILE),
 )}
 NAMES = sorted(REPRODUCTIONS)
 # name -> quick -> sweep specs, for the reproductions that are sweeps

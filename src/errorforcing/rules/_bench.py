@@ -9,6 +9,14 @@
   leaky-RNN path, and `BPTT(fast=False)`, autodiff) on the reference configuration: N = 50,
   batch 128, delayed XOR with delay 1000 (T = 1045), causal error forcing (α = 0.5) for all.
 
+- The credit-assignment zoo (`bench_zoo`): one gradient of UORO, KF-RTRL and SnAp-1 next to
+  RTRL (fast path), e-prop and BPTT (fast path), all on RTRL's size (N = 32, batch 32, T = 500,
+  delayed XOR, no forcing, every leaky-RNN parameter tracked), in one run. Each rule's FLOPs
+  are the matrix products it takes per step (`ZOO_PRODUCTS`: elementwise work not counted), and
+  its numpy floor is the best time of those same products in numpy (float32, one call per
+  product and step, the batch folded in as the rule folds it), so "fraction of floor" says how
+  close the rule's compiled step comes to its own arithmetic done by numpy.
+
 Every time is the minimum over repeats of a jitted call after a warm-up (compile) call; the
 machine is shared, so compare the ratios, which are measured in one run.
 """
@@ -22,16 +30,37 @@ RTRL_SIZE = dict(hidden=32, batch=32, T=500)
 LOCAL_SIZE = dict(hidden=50, batch=128, delay=1000)
 
 
-def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+def _best_times(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """(best wall seconds, best CPU seconds of this process) over `repeats` calls after a compile
+    call. The CPU time is the steadier number on a loaded machine (it does not count the time
+    the process waits for a core)."""
     import jax
 
     jax.block_until_ready(fn())  # compile
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return min(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return min(wall), min(cpu)
+
+
+def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    return _best_times(fn, repeats)[0]
+
+
+def _rtrl_size_problem():
+    """RTRL_SIZE's problem: (task, cell with every leaky-RNN parameter trainable, one batch)."""
+    import jax
+
+    from ..models import LeakyRNN
+    from ..tasks import DelayedXOR, sample_batch
+
+    task = DelayedXOR(delay=RTRL_SIZE["T"] - 45)
+    cell = LeakyRNN(task.n_in, RTRL_SIZE["hidden"], task.n_out, key=jax.random.key(0),
+                    trainable=("W_rec", "W_in", "b", "W_out", "b_out"))
+    return task, cell, sample_batch(task, RTRL_SIZE["batch"], key=jax.random.key(1))
 
 
 def _gradient_fn(rule, cell, forcing, trials):
@@ -60,18 +89,11 @@ def numpy_matmul_seconds(m: int, k: int, n: int, repeats: int) -> float:
 
 
 def bench_rtrl(quick: bool = False) -> dict[str, Any]:
-    import jax
-
     from ..forcing import NoForcing
-    from ..models import LeakyRNN
-    from ..tasks import DelayedXOR, sample_batch
     from . import RTRL
 
     N, B, T = RTRL_SIZE["hidden"], RTRL_SIZE["batch"], RTRL_SIZE["T"]
-    task = DelayedXOR(delay=T - 45)
-    cell = LeakyRNN(task.n_in, N, task.n_out, key=jax.random.key(0),
-                    trainable=("W_rec", "W_in", "b", "W_out", "b_out"))
-    trials = sample_batch(task, B, key=jax.random.key(1))
+    task, cell, trials = _rtrl_size_problem()
     P = N * N + N * task.n_in + N
     flops = 2.0 * N * N * P * B * T
     repeats = 2 if quick else 4
@@ -110,13 +132,85 @@ def bench_local_rules(quick: bool = False) -> dict[str, Any]:
     return result
 
 
+def zoo_products(N: int, B: int, n_in: int, n_out: int) -> dict[str, list[tuple[int, int, int, int]]]:
+    """Per rule, the matrix products of one step over the batch, as (batch, m, k, n) for a
+    [batch, m, k] @ [batch, k, n] product (2 · batch · m · k · n FLOPs):
+
+    - bptt: forward W φ(h̃), backward δ W, weight gradient δᵀ φ(h̃);
+    - eprop: forward, and the learning signal against the traces Σ_b L_bi e_bij;
+    - rtrl: J M over all B · P columns (the fast path's product);
+    - snap1, as implemented (M stored densely, `SnAp`): J M, the unforced state's ∂h/∂s M and the
+      projection's correction, each over all P columns;
+    - uoro: forward, J s̃, the two vjps (νᵀ ∂̄s/∂θ and ∂̄ℓ/∂θ through W), the rank-1 outer products;
+    - kf-rtrl: J A, D = ∂s/∂b by N jvps, the exact readout rows' vjps (S + 1 of them) and
+      tangents (n_out (N + 1) columns).
+    """
+    P = N * N + N * n_in + N
+    mat = (1, B, N, N)
+    return {
+        "bptt": [mat] * 3,
+        "eprop": [mat, (N, 1, B, N)],
+        "rtrl": [(1, N, N, B * P)],
+        "snap1": [(1, N, N, B * P)] * 3,
+        "uoro": [mat] * 4 + [(B, N, 1, N)] * 2,
+        "kfrtrl": [(B, N, N, N)] * 3 + [(B, N, N, n_out * (N + 1))],
+    }
+
+
+def numpy_products_seconds(products: list[tuple[int, int, int, int]], repeats: int) -> float:
+    """The best time of one pass over `products` (float32 numpy matmuls)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pairs = [(rng.standard_normal((b, m, k)).astype(np.float32), rng.standard_normal((b, k, n)).astype(np.float32))
+             for b, m, k, n in products]
+    best = float("inf")
+    for i in range(repeats + 3):
+        start = time.perf_counter()
+        for a, c in pairs:
+            np.matmul(a, c)
+        if i >= 3:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_zoo(quick: bool = False) -> dict[str, Any]:
+    """Per-step time and GFLOP/s of UORO, KF-RTRL, SnAp-1, RTRL, e-prop and BPTT (module docstring)."""
+    from ..forcing import NoForcing
+    from . import BPTT, KFRTRL, RTRL, UORO, EProp, SnAp
+
+    N, B, T = RTRL_SIZE["hidden"], RTRL_SIZE["batch"], RTRL_SIZE["T"]
+    task, cell, trials = _rtrl_size_problem()
+    rules = {"bptt": BPTT(), "eprop": EProp(), "rtrl": RTRL(), "uoro": UORO(), "kfrtrl": KFRTRL(),
+             "snap1": SnAp(order=1)}
+    products = zoo_products(N, B, task.n_in, task.n_out)
+    repeats = 1 if quick else 3
+    rows = {}
+    for name, rule in rules.items():
+        seconds, cpu = _best_times(_gradient_fn(rule, cell, NoForcing(), trials), repeats)
+        flops = T * sum(2.0 * b * m * k * n for b, m, k, n in products[name])
+        floor = T * numpy_products_seconds(products[name], 5 if quick else 20)
+        rows[name] = dict(seconds=seconds, us_per_step=1e6 * seconds / T, cpu_seconds=cpu,
+                          gflops=flops / seconds / 1e9,
+                          numpy_floor_seconds=floor, numpy_floor_gflops=flops / floor / 1e9,
+                          fraction_of_numpy_floor=floor / seconds)
+    ratio = lambda key: {"uoro_over_bptt": rows["uoro"][key] / rows["bptt"][key],
+                         "kfrtrl_over_rtrl": rows["kfrtrl"][key] / rows["rtrl"][key],
+                         "snap1_over_eprop": rows["snap1"][key] / rows["eprop"][key]}
+    return dict(hidden=N, batch=B, T=T, forcing="none", rows=rows, ratios=ratio("seconds"),
+                cpu_ratios=ratio("cpu_seconds"),
+                targets={"uoro_over_bptt": 3.0, "kfrtrl_over_rtrl": 0.25, "snap1_over_eprop": 1.0})
+
+
 def bench_rules(quick: bool = False) -> dict[str, Any]:
-    """{"rtrl": …, "local": …} (see the module docstring)."""
-    return {"rtrl": bench_rtrl(quick), "local": bench_local_rules(quick)}
+    """{"rtrl": …, "local": …, "zoo": …} (see the module docstring)."""
+    return {"rtrl": bench_rtrl(quick), "local": bench_local_rules(quick), "zoo": bench_zoo(quick)}
 
 
 if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(bench_rules(quick="--quick" in sys.argv), indent=2))
+    quick = "--quick" in sys.argv
+    # `--zoo`: the zoo's rows alone (`errorforcing bench` runs them all)
+    print(json.dumps(bench_zoo(quick) if "--zoo" in sys.argv else bench_rules(quick), indent=2))
