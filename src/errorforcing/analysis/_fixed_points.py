@@ -78,6 +78,19 @@ def find_fixed_points(
     slower one. The Jacobians and their eigen-decompositions are computed for the distinct
     points only (eigenvalues on the host with numpy, which handles non-symmetric matrices on
     every backend).
+
+    Arguments:
+        cell: any `AbstractCell` (its flat state: [h; c] for the LSTM).
+        x: the constant input [n_in].
+        initial_states: where the searches start [B, N] (e.g. from `sample_states`).
+        tol: the largest q(h) = ½‖F(h, x) − h‖² of a point that is kept.
+        max_iters: Levenberg–Marquardt iterations per initial state at most.
+        unique_tol: points closer than this (Euclidean) are merged.
+
+    Returns:
+        `FixedPoints` of K distinct points, slowest first: states [K, N], speeds [K],
+        jacobians [K, N, N], eigenvalues [K, N] and eigenvectors [K, N, N] (by modulus,
+        largest first), stable [K], n_unstable [K], counts [K], n_initial, n_converged.
     """
     h0 = jnp.asarray(initial_states)
     if h0.ndim != 2 or h0.shape[1] != cell.n_rec:

@@ -47,6 +47,18 @@ def lyapunov_spectrum(
     Exponents come in the order of the QR columns, which is descending up to the estimation
     error. Differentiable in the cell's parameters: QR's reverse mode is well defined for
     N ≥ k and R's diagonal is made positive, so Q is a smooth function of its input.
+
+    Arguments:
+        cell: any `AbstractCell`.
+        inputs: the driving inputs [T, n_in], or a batch [B, T, n_in].
+        k: how many exponents, 1 <= k <= N.
+        key: the key of the random initial basis Q_0.
+        transient: steps at the start that are run but not counted.
+        reortho_every: steps between QR re-orthonormalisations.
+        h0: the initial state [N] (or [B, N]); default `cell.init_state()`.
+
+    Returns:
+        The exponents per step [k], or [B, k] for batched inputs.
     """
     return _spectrum(cell, inputs, k, key=key, transient=transient,
                      reortho_every=reortho_every, h0=h0, detach_state=False)

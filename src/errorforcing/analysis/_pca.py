@@ -39,7 +39,16 @@ def pca(states, k: int) -> PCA:
     """PCA of `states` [..., N] (all leading axes are samples), keeping k components.
 
     Computed from the eigen-decomposition of the N × N covariance (numpy `eigh`, float64); each
-    axis's sign is fixed so that its largest-magnitude entry is positive."""
+    axis's sign is fixed so that its largest-magnitude entry is positive.
+
+    Arguments:
+        states: states [..., N]; every leading axis is a sample axis (e.g. [B, T, N]).
+        k: the number of components kept, 1 <= k <= N.
+
+    Returns:
+        `PCA`: the mean [N], the axes, the explained variance, the participation ratio
+        (Σλ)²/Σλ² over all N eigenvalues, and `project(states) -> [..., k]`.
+    """
     h = np.asarray(states, np.float64)
     if h.ndim < 2:
         raise ValueError(f"states must have shape [..., N] with at least one sample axis, got {h.shape}")

@@ -67,7 +67,19 @@ class LoadedRun:
 def load_run(directory: str | Path, run_id: str | None = None) -> LoadedRun:
     """The trained networks of a finished run in `directory` (`run_id=None`: the latest one):
     the run's TrainConfig rebuilds the ensemble's structure, into which the stored parameters
-    (DIR/params/RUN.eqx) are read."""
+    (DIR/params/RUN.eqx) are read.
+
+    Arguments:
+        directory: a results directory (holding runs.sqlite).
+        run_id: the run to load (None: the latest finished run).
+
+    Returns:
+        `LoadedRun`: `cells` (batched over members), `cell(i)`, `forcing(i)`, `rows`, `task`,
+        `best_member()`.
+
+    Raises:
+        StoredRunError: no store, no finished run, or an unknown `run_id`.
+    """
     from ..store import RunStore
 
     directory = Path(directory)

@@ -145,7 +145,22 @@ def new_run_id() -> str:
 
 def train(config: TrainConfig, *, progress: bool = True, run_id: str | None = None) -> TrainResult:
     """Train the ensemble `config` describes; if `config.out` is set, record it in `out/runs.sqlite`
-    (and the trained parameters in `out/params/RUN_ID.eqx`)."""
+    (and the trained parameters in `out/params/RUN_ID.eqx`).
+
+    Arguments:
+        config: the job: task, model, forcing, rule, optimizer, seeds, data sizes, epochs.
+            Members = seeds × `forcing.alpha` × `optim.lr`, trained in one compiled program.
+        progress: draw a progress bar on stderr.
+        run_id: the id to record the run under (default: a new timestamped id).
+
+    Returns:
+        `TrainResult`: `rows` (one dict per member, the store's `members` columns),
+        `fraction_learned`, the `run_id`, the config and the trained ensemble.
+
+    Raises:
+        InfeasibleConfig: the config cannot run (memory, or the rule × forcing × model
+            combination), raised before anything is written.
+    """
     from ..store import RunStore
 
     run_id = run_id or new_run_id()

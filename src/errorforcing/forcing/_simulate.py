@@ -69,6 +69,17 @@ def simulate(
 
     `forcing=None` means `NoForcing()`. Process noise σ ξ_t (ξ ~ N(0, I)) is added to h_t when
     `noise_std > 0`, which needs `key`.
+
+    Arguments:
+        cell: the network (one unbatched step, `AbstractCell`).
+        trials: a batch of trials: inputs [B, T, n_in], targets and mask [B, T, n_out].
+        forcing: the forcing applied after every step (None: no forcing).
+        noise_std: process noise σ added to h_t at every step.
+        key: the key of the noise (needed when `noise_std > 0`).
+
+    Returns:
+        (states, outputs): the forced states h̃_t [B, T, N] and the outputs y_t = readout(h_t)
+        [B, T, n_out].
     """
     forcing = NoForcing() if forcing is None else forcing
     noise = process_noise(trials, cell.n_rec, noise_std, key)

@@ -40,4 +40,18 @@ class AbstractLearningRule(eqx.Module):
 
     @abc.abstractmethod
     def value_and_grad(self, cell: AbstractCell, forcing: AbstractForcing, trials: Trials, *,
-                       key: Key, objective: Objective = Objective()) -> tuple[Scalar, AbstractCell, dict[str, Any]]: ...
+                       key: Key, objective: Objective = Objective()) -> tuple[Scalar, AbstractCell, dict[str, Any]]:
+        """The loss of a batch and this rule's weight update direction.
+
+        Arguments:
+            cell: the network (unbatched step).
+            forcing: the forcing acting on the state during the training rollout.
+            trials: a batch: inputs [B, T, n_in], targets and mask [B, T, n_out].
+            key: randomness of the rule and of the objective's process noise.
+            objective: the training objective (masked MSE plus the regularisers).
+
+        Returns:
+            (loss, grads, aux): the scalar objective of the forced rollout; grads with the cell's
+            pytree structure (leaves like the parameters, zeros where nothing learns), the
+            rule's estimate of ∂loss/∂θ; a dict of diagnostics.
+        """

@@ -62,7 +62,17 @@ class AbstractTask(eqx.Module):
 
 
 def sample_batch(task: AbstractTask, batch_size: int, *, key: Key) -> Trials:
-    """`batch_size` independent trials, one per split of `key`: `vmap(task.sample)(keys)`."""
+    """`batch_size` independent trials, one per split of `key`: `vmap(task.sample)(keys)`.
+
+    Arguments:
+        task: the task to sample from.
+        batch_size: the number of trials B (>= 1).
+        key: a JAX key; the same key gives the same batch.
+
+    Returns:
+        `Trials` with a leading batch axis: inputs [B, T, n_in], targets and mask [B, T, n_out],
+        and `info` arrays [B, ...].
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     keys = jax.random.split(key, batch_size)
