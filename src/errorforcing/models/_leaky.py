@@ -41,6 +41,24 @@ class LeakyRNN(AbstractCell):
     that the bulk radius √(N Σ_groups f_k Var(W_ij | k)) is g:
     s_E² = g² (1 - f) / (N (p - 2p²/π) f). The spectral radius is then ≈ g, as for the
     unconstrained network.
+
+    Arguments:
+        n_in: input size.
+        n_rec: number of recurrent units N (the state h is [N]).
+        n_out: output size.
+        key: the key of the initialisation.
+        gain: g, the scale of the initial recurrent weights.
+        tau: the time constant τ (a = dt / τ).
+        dt: the time step.
+        activation: φ, one of `ACTIVATIONS` ("tanh", "relu", "softplus", "identity", "logistic").
+        readout: "state" (y = W_out h + b_out) or "rate" (y = W_out φ(h) + b_out).
+        density: p, the fraction of recurrent connections present.
+        trainable: the fields that learn (W_in does not by default).
+        excitatory: f, the excitatory fraction under Dale's law (None: unconstrained).
+        dtype: the parameters' float dtype (default: JAX's default float).
+
+    Calling `cell(h, x)` maps h [N] and x [n_in] to the next state [N]; `cell.readout(h)`
+    gives y [n_out].
     """
 
     W_rec: Float[Array, "N N"]

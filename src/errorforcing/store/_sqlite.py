@@ -257,6 +257,15 @@ class RunStore:
         return [_with_liveness(r) for r in rows]
 
     def members(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The members of the finished (`done`) runs.
+
+        Arguments:
+            run_id: only this run's members (None: every finished run's).
+
+        Returns:
+            One dict per member, ordered by run and member index, with the `members` table's
+            columns (`MEMBER_COLUMNS`); `curves` is parsed from JSON into a dict of lists.
+        """
         if not {"runs", "members"} <= self._tables():  # read while its writer creates it
             return []
         query, args = "SELECT m.* FROM members m JOIN runs r USING (run_id) WHERE r.status = 'done'", ()
