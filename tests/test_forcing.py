@@ -63,6 +63,11 @@ UNMASKED_CASES = {
     "kalman-causal": lambda cell, key: KalmanErrorForcing(alpha=0.7, process_noise=1.0, obs_noise=0.36 ** 0.5, causal=True),
     "feedback": lambda cell, key: FeedbackForcing.random(cell, key=key, alpha=0.7),
     "feedback-causal": lambda cell, key: FeedbackForcing.random(cell, key=key, alpha=0.7, causal=True),
+    # sparse and partial forcing (tests/test_forcing_variants.py checks them step by step)
+    "tf-units": lambda cell, key: TeacherForcing(alpha=0.7, units=(1, 4, 7)),
+    "ef-causal-units": lambda cell, key: ErrorForcing(alpha=0.7, causal=True, units=5),
+    "kalman-causal-interval": lambda cell, key: KalmanErrorForcing(alpha=0.7, process_noise=1.0, obs_noise=0.6,
+                                                                   causal=True, interval=3, units=4),
 }
 
 
