@@ -107,9 +107,12 @@ _, g_wp, _ = WeightPerturbation(directions=64).value_and_grad(cell, force, trial
 _, g_bptt, _ = ef.rules.BPTT().value_and_grad(cell, force, trials, key=key)
 print({k: round(float(v), 3) for k, v in ef.rules.gradient_alignment(g_wp, g_bptt).items()})
 
-forced, _ = ef.simulate(cell, trials, force)
-raw, _ = ef.simulate(cell, trials, ef.forcing.NoForcing())
-print("largest first-step correction:", float(jnp.linalg.norm(forced[:, 0] - raw[:, 0], axis=-1).max()))
+states, outputs = ef.simulate(cell, trials)                 # unforced states h_t, all trials and steps
+corrected, _ = jax.vmap(jax.vmap(lambda h, y, target, mask: force(h, y, target, mask, cell, None)))(
+    states, outputs, trials.targets, trials.mask)
+norms = jnp.linalg.norm(corrected - states, axis=-1)
+print(f"corrections: largest {float(norms.max()):.4f} (max_norm {force.max_norm}), "
+      f"{int((norms > 0).sum())} of {norms.size} steps forced (the supervised ones)")
 
 # %%
 # ## Register
@@ -167,7 +170,7 @@ options = {{ max_norm = 0.5 }}
 with open(f"{out}/own.toml", "w") as f:
     f.write(config)
 code = main(["train", "--config", f"{out}/own.toml", "--task", "delayed-xor", "--delay", "5", "--hidden", "16",
-             "--seeds", "2", "--alpha", "0.2,1.0", "--epochs", "3", "--batch", "32", "--out", out])
+             "--seeds", "2", "--alpha", "0.2,1.0", "--epochs", "3", "--batch", "32", "--out", out, "--json"])
 print("exit code", code)
 
 # %%
