@@ -72,7 +72,22 @@ def compare(config: TrainConfig, *, alphas=COMPARE_ALPHAS, methods=("none", "tf"
     verdicts of EF against each other method (`compare_verdicts`; none without an EF arm).
     `dynamics=True` (needs `config.out`) also compares the fixed-point structure of each
     method's best-setting networks under the delay input (`compare_dynamics`): a table, a figure
-    OUT/compare-dynamics.png and OUT/compare-dynamics.json."""
+    OUT/compare-dynamics.png and OUT/compare-dynamics.json.
+
+    Arguments:
+        config: the shared job (task, delay, seeds, epochs, rule, ...); its forcing section is
+            replaced per method.
+        alphas: the α grid of the forced methods (every α a member of the same program).
+        methods: forcing kinds to train, e.g. ("none", "tf", "ef").
+        progress: draw progress bars on stderr.
+        selection: how the verdicts account for picking each method's best α: "split" (choose
+            on half the seeds, test on the other half) or "bonferroni".
+        dynamics: also compare the fixed-point structure of the best networks.
+
+    Returns:
+        `CompareResult`: `best` (one summary per method at its best α), `settings` (every
+        method × α summary), `runs` (the `TrainResult`s), `figure`, `verdicts`, `dynamics`.
+    """
     if dynamics and not config.out:
         raise ValueError("dynamics: needs an output directory (out) to load the trained networks from")
     if selection not in SELECTIONS:
