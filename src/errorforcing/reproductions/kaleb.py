@@ -32,8 +32,10 @@ Update diagnostics (the reference's `local_alignments`, `update_cost`, `update_c
 on the first `diagnostic_trials` adaptation trials with the pre-trained W_rec held fixed within
 each trial (`update_diagnostics`): each step's update direction Δ_t (RFLO: (W_fb u_t) ⊙ P_t;
 BPTT: g_t = -∂ℓ_t/∂W_rec, ℓ_t the position loss through the whole past, the controller a stopped
-input), the update efficiency ‖Σ_t Δ_t‖ / Σ_t ‖Δ_t‖, and for RFLO the local alignment
-mean_t cos(Δ_t, g_t).
+input), the update efficiency ‖Σ_t Δ_t‖ / Σ_t ‖Δ_t‖, for RFLO the local alignment
+mean_t cos(Δ_t, g_t), and for every method the second-order alignment mean_t cos(Δ_t, d_t) with
+the damped Gauss–Newton direction d_t = -(G_t + λI)⁻¹ ∇ℓ_t (`gauss_newton_directions`; the
+reference's `local_alignments_2` with the full Hessian, Fig. 5b), written as kaleb-alignment.png.
 """
 
 from __future__ import annotations
