@@ -152,10 +152,12 @@ ef.experiments.FORCINGS["clipped-ef"] = Entry(
 # processes that import only errorforcing, so run sweeps of your own names with the default
 # single-process executor.
 
-import json
 import tempfile
+import warnings
 
 from errorforcing.cli import main
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # matplotlib's mathtext on a newer pyparsing
 
 out = tempfile.mkdtemp(prefix="errorforcing-own-")
 config = f"""

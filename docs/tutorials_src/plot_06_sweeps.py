@@ -20,9 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from errorforcing.cli import main
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # matplotlib's mathtext on a newer pyparsing
 
 out = Path(tempfile.mkdtemp(prefix="errorforcing-sweep-"))
 spec = out / "xor.toml"
