@@ -41,7 +41,7 @@ def alignment_cost_figure(summary: dict[str, Any], path: str | Path) -> list[Pat
                 bx.text(i + (k - 0.5) * 0.38, t["fraction"] + 0.02, f"{t['learned']}/{t['n']}", ha="center",
                         fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("cost per step (µs, one jitted gradient / T)")
+    ax.set_xlabel("cost per step (CPU µs, one jitted gradient / T)")
     ax.set_ylabel("alignment with BPTT (cos)")
     ax.set_title("alignment vs cost (filled: no forcing, open: EF)")
     ax.legend(fontsize=8, ncol=2)
