@@ -103,7 +103,7 @@ labels, names = ef.analysis.condition_labels(test.info)
 averages = ef.analysis.condition_average(np.asarray(states), labels)
 print("participation ratio", round(float(pc.participation_ratio), 2))
 
-fig, (ax, ax_eig) = plt.subplots(1, 2, figsize=(10, 4))
+fig, (ax, ax_eig) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1.4, 1]})
 for c, name in enumerate(names):
     z = pc.project(averages[c])
     ax.plot(z[:, 0], z[:, 1], label=name)
@@ -113,10 +113,11 @@ ax.scatter(z[fps.stable, 0], z[fps.stable, 1], c="k", s=40, zorder=5, label="sta
 ax.scatter(z[~fps.stable, 0], z[~fps.stable, 1], facecolors="white", edgecolors="k", s=40, zorder=5,
            label="unstable fixed point")
 ax.set(xlabel="PC 1", ylabel="PC 2", title="delayed XOR, EF-BPTT (delay input)")
-ax.legend(fontsize=7)
+ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 circle = np.exp(1j * np.linspace(0, 2 * np.pi, 200))
 ax_eig.plot(circle.real, circle.imag, "k", lw=0.8)
-for lam in fps.eigenvalues:
-    ax_eig.plot(lam.real, lam.imag, ".", ms=4)
+for i, lam in enumerate(fps.eigenvalues):
+    ax_eig.plot(lam.real, lam.imag, ".", ms=5, label=f"fixed point {i}")
+ax_eig.legend(fontsize=7)
 ax_eig.set(xlabel="Re λ", ylabel="Im λ", title="eigenvalues of each fixed point's Jacobian", aspect="equal")
 fig.tight_layout()
