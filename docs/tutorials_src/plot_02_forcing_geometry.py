@@ -31,9 +31,12 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
+import warnings
+
 import errorforcing as ef
 
 jax.config.update("jax_enable_x64", True)
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # matplotlib's mathtext on a newer pyparsing
 
 cell = ef.models.LeakyRNN(n_in=1, n_rec=2, n_out=1, key=jax.random.key(0), tau=2.0, dtype=jnp.float64)
 theta, gain = 0.6, 2.0
@@ -54,8 +57,8 @@ forcings = {
 # %%
 # ## Where each step lands
 #
-# `ef.simulate` returns the *forced* states h̃_t; the state a step produces before forcing is
-# h_t = cell(h̃_{t-1}, x_t), which we recompute to draw the forcing as an arrow h_t → h̃_t.
+# `ef.simulate` returns the *forced* states `h̃_t`; the state a step produces before forcing is
+# `h_t = cell(h̃_{t-1}, x_t)`, which we recompute to draw the forcing as an arrow `h_t → h̃_t`.
 
 W_out = np.asarray(cell.W_out)
 teacher = np.asarray(ef.forcing.readout_pinv(cell.W_out, 0.0) @ jnp.array([y_star]))  # W⁺ y*
