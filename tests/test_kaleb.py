@@ -1,6 +1,8 @@
 """Kaleb et al. (2024) reproduction: the second-order (Gauss–Newton) alignment against an
 independent numpy computation, the control's induced update by hand, the sine frequency-shift
-task against hand-written trials, and `reproduce kaleb-adaptation` end to end on a tiny setting.
+task against hand-written trials, `reproduce kaleb-adaptation` end to end on a tiny setting, and the
+sine frequency-shift adaptation (`reproduce kaleb-sine-shift`): its learning signals by hand, its
+pushes, the workflow end to end and its refusal of options that do not apply.
 (The RFLO+c one-step update (W_fb u_t) ⊙ P_t by hand is tests/test_control.py::
 test_kaleb_rflo_step_is_feedback_signal_times_trace.)"""
 
@@ -183,3 +185,142 @@ def test_reproduce_kaleb_adaptation_end_to_end_writes_claims(tmp_path, monkeypat
         values = summary["methods"][m]["second_order_alignment"]
         assert len(values) == 2 and all(v is not None and -1 <= v <= 1 for v in values)
     assert (tmp_path / "kaleb-alignment.png").stat().st_size > 10_000
+
+
+# ----- the sine frequency-shift variant (kaleb-sine-shift) -----
+def _sine_tiny(key, steps=3):
+    """A tiny relu net (1 input, 2 outputs, W_rec alone trainable), a controller of the direct
+    output error and a trial of `steps` steps (mask 1)."""
+    from errorforcing.reproductions.kaleb import only_recurrent_learns
+
+    k_cell, k_out, k_x, k_y, k_fb = jax.random.split(key, 5)
+    cell = LeakyRNN(1, N, K, key=k_cell, tau=2.0, activation="relu", readout="rate")
+    cell = only_recurrent_learns(eqx.tree_at(lambda c: (c.W_out, c.b), cell,
+                                             (jax.random.normal(k_out, (K, N)) / N**0.5, 0.3 * jnp.ones(N))))
+    trial = Trials(jnp.abs(jax.random.normal(k_x, (steps, 1))) + 1.0, jax.random.normal(k_y, (steps, K)),
+                   jnp.ones((steps, K)), {})
+    control = FeedbackControl(jax.random.normal(k_fb, (N, K)), signal="error", stop_gradient=True)
+    return cell, trial, control
+
+
+def test_sine_shift_rflo_c_step_is_feedback_of_the_direct_error_times_trace(getkey):
+    """RFLO+c on the sine task: W_rec ← W_rec + lr (W_fb e_t) ⊙ P_t after every step, e_t = y*_t - y_t
+    the direct output error (the reference's pos_err = False), which also drives the next step
+    as a W_fb e_{t-1}; a numpy loop."""
+    from errorforcing.reproductions.kaleb import kaleb_rflo_trial
+
+    cell, trial, control = _sine_tiny(getkey())
+    lr, a = 0.05, cell.leak
+    W, W_in, b, W_out, b_out, W_fb = (np.array(v, np.float64) for v in
+                                      (cell.W_rec, cell.W_in, cell.b, cell.W_out, cell.b_out, control.W_fb))
+    X, Y = np.asarray(trial.inputs), np.asarray(trial.targets)
+    h, e_prev, P = np.zeros(N), np.zeros(K), np.zeros((N, N))
+    for t in range(len(X)):
+        r = np.maximum(h, 0)
+        h = (1 - a) * h + a * (W @ r + W_in @ X[t] + b) + a * W_fb @ e_prev
+        e = Y[t] - (W_out @ np.maximum(h, 0) + b_out)
+        P = (1 - a) * P + a * np.outer((h > 0).astype(float), r)
+        W = W + lr * (W_fb @ e)[:, None] * P
+        e_prev = e
+    new, _ = kaleb_rflo_trial(cell, control, trial, lr, control_on=True)
+    np.testing.assert_allclose(new.W_rec, W, rtol=1e-10, atol=1e-12)
+    assert np.max(np.abs(W - np.asarray(cell.W_rec))) > 1e-4
+
+
+def test_sine_shift_bptt_step_is_the_references_direct_error_loss_gradient(getkey):
+    """The BPTT arm of the sine task (`sine_adaptation(...).bptt`): after step t,
+    W_rec ← W_rec - lr ∂ℓ_t/∂W_rec with the reference's ℓ_t = mean_k (y*_tk - y_tk)² (not the
+    trial-normalised MSE). Two steps from h = 0: step 0 cannot change W_rec (φ(h_{-1}) = 0), step 1
+    by hand, ∂ℓ_1/∂W = -(2/K) a (φ'(h_1) ⊙ W_outᵀ e_1) φ(h_0)ᵀ, the control a stopped input."""
+    from errorforcing.reproductions.kaleb import SineShiftConfig, sine_adaptation
+
+    steps = 2
+    cell, trial, control = _sine_tiny(getkey(), steps=steps)
+    lr, a = 0.05, cell.leak
+    rule = sine_adaptation(SineShiftConfig(n_steps=steps, warmup=0), trial).bptt(lr)
+    new, _ = rule.trial(cell, control, trial)
+    W, W_in, b, W_out, b_out, W_fb = (np.array(v, np.float64) for v in
+                                      (cell.W_rec, cell.W_in, cell.b, cell.W_out, cell.b_out, control.W_fb))
+    X, Y = np.asarray(trial.inputs), np.asarray(trial.targets)
+    h0 = a * (W_in @ X[0] + b)
+    e0 = Y[0] - (W_out @ np.maximum(h0, 0) + b_out)
+    h1 = (1 - a) * h0 + a * (W @ np.maximum(h0, 0) + W_in @ X[1] + b) + a * W_fb @ e0
+    e1 = Y[1] - (W_out @ np.maximum(h1, 0) + b_out)
+    grad = -(2 / K) * a * np.outer((h1 > 0) * (W_out.T @ e1), np.maximum(h0, 0))
+    np.testing.assert_allclose(new.W_rec, W - lr * grad, rtol=1e-9, atol=1e-12)
+    assert np.max(np.abs(lr * grad)) > 1e-4
+
+
+def test_sine_shift_pushes_as_the_reference():
+    """Per trial and channel, with probability p, a constant push of A/4 over [c - 5, c + 5), c in
+    [20, 190) (cut at the trial's end), subtracted from the targets (the output moves with y + push)."""
+    from errorforcing.reproductions.kaleb import sine_push_trials
+
+    task = SineFrequencyShift()
+    trials = sample_batch_of(task, 400)
+    pushed = sine_push_trials(trials, key=jax.random.key(1), probability=0.25)
+    diff = np.asarray(trials.targets - pushed.targets)  # the push [B, T, K]
+    assert set(np.unique(np.round(diff, 6))) <= {0.0, 0.25}
+    on = diff.max(axis=1) > 0  # [B, K]
+    assert 0.17 < on.mean() < 0.33
+    lengths = (diff > 0).sum(axis=1)[on]
+    assert lengths.max() == 10 and lengths.min() >= 1  # cut at the end when c + 5 > 125
+    first = np.argmax(diff > 0, axis=1)[on]
+    assert first.min() >= 15
+    np.testing.assert_array_equal(sine_push_trials(trials, key=jax.random.key(1), probability=0.0).targets,
+                                  trials.targets)
+
+
+def sample_batch_of(task, n):
+    from errorforcing.tasks import sample_batch
+
+    return sample_batch(task, n, key=jax.random.key(0))
+
+
+def test_reproduce_kaleb_sine_shift_end_to_end_writes_claims(tmp_path, monkeypatch):
+    """`reproduce kaleb-sine-shift --quick` (the CLI) on a tiny setting: the summary (every method's
+    test error before and after, per test trial), the figure, and claims.json with the sine claims."""
+    from errorforcing.cli import main
+    from errorforcing.reproductions import kaleb
+
+    tiny_quick = kaleb.SineShiftConfig(n_rec=4, n_steps=30, pretrain_iterations=2, pretrain_batch=2, adapt_trials=2,
+                                       test_trials=6, lr_grid={m: (1e-3, 1e-2) for m in kaleb.METHODS})
+    monkeypatch.setattr(kaleb, "SINE_QUICK", tiny_quick)
+    assert main(["reproduce", "kaleb-sine-shift", "--quick", "--out", str(tmp_path)]) in (0, None)
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    assert [c["claim"] for c in claims] == [
+        "RFLO+c reaches lower test error after the frequency shift than RFLO",
+        "BPTT+c reaches lower test error after the frequency shift than BPTT"]
+    assert all(c["verdict"] in ("reproduced", "not reproduced", "inconclusive") for c in claims)
+    assert all(c["reproduction"] == "kaleb-sine-shift" for c in claims)
+    assert all(c["numbers"]["trials"] == 6 for c in claims), claims  # paired by test trial
+    summary = json.loads((tmp_path / "kaleb-sine-shift.json").read_text())
+    assert summary["quick"] is True and summary["config"]["n_rec"] == 4
+    for m in kaleb.METHODS:
+        r = summary["methods"][m]
+        assert r["test_before"] == summary["before"]["shifted_control_off"] and np.isfinite(r["test_before"])
+        assert len(r["test_after_per_trial_mse"]) == 6 and len(r["test_after_per_learning_rate"]) == 2
+        assert r["test_after"] == min(v for v in r["test_after_per_learning_rate"] if v is not None)
+        np.testing.assert_allclose(np.mean(r["test_after_per_trial_mse"]), r["test_after"], rtol=1e-5)
+        assert r["test_after"] != r["test_before"]  # W_rec learned
+    # the test curve: before, then after each adaptation trial
+    assert all(len(c) == 3 for c in summary["adaptation_curves_output_mse"].values())
+    assert (tmp_path / "kaleb-sine-shift.png").stat().st_size > 10_000
+
+
+def test_reproduce_kaleb_sine_shift_refuses_options_that_do_not_apply(tmp_path, capsys):
+    """--workers / --executor / --address are the sweeps' (a workflow runs in this process): exit 2,
+    one line naming them, nothing written; the sine config has no rotation, heatmap or diagnostics."""
+    from errorforcing.cli import main
+    from errorforcing.reproductions.kaleb import SineShiftConfig
+
+    for extra in (["--workers", "2"], ["--address", "localhost:1"]):
+        out = tmp_path / "x"
+        capsys.readouterr()
+        assert main(["reproduce", "kaleb-sine-shift", "--quick", "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "--workers" in err and "kaleb-sine-shift" in err, err
+        assert not out.exists()
+    for field in ("rotation", "heatmap_rotations", "diagnostic_trials"):
+        with pytest.raises(TypeError):
+            SineShiftConfig(**{field: 1})

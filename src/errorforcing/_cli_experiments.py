@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def reproduce(
-        name: str = typer.Argument(..., help="ef-fig2, ef-fig3, liu-gain, wz-oscillators, wz-oscillators-wide, kaleb-adaptation"),
+        name: str = typer.Argument(..., help="ef-fig2, ef-fig3, liu-gain, wz-oscillators, wz-oscillators-wide, kaleb-adaptation, kaleb-sine-shift"),
         quick: bool = typer.Option(False, "--quick", help="fewer seeds, shorter delays, fewer epochs "
                                    "(about 20 minutes on 2 cores); the figures say so"),
         out: Optional[str] = typer.Option(None, "--out", help=f"results directory (default ./{cli.DEFAULT_OUT}/NAME)"),
@@ -185,10 +185,13 @@ def register(app: typer.Typer) -> None:
     ):
         """Reproduce a paper's figure: its sweeps, then its claims (DIR/claims.json) and the report
         (rerun to resume)."""
-        from .reproductions import NAMES, claims_table, reproduce as run_reproduction
+        from .reproductions import NAMES, REPRODUCTIONS, claims_table, reproduce as run_reproduction
 
         if name not in NAMES:
             fail(f"NAME: unknown reproduction {name!r}; choose one of: {', '.join(NAMES)}")
+        if REPRODUCTIONS[name].workflow is not None and (executor != "local" or workers != 1 or address):
+            fail(f"--executor/--workers/--address: {name} is a workflow that runs in this process; "
+                 "they apply to the sweep reproductions only")
         out_dir = Path(out or Path(cli.DEFAULT_OUT) / name)
         if out_dir.exists() and not out_dir.is_dir():
             fail(f"--out: {out_dir} is a file, not a results directory")

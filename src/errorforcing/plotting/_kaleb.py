@@ -128,3 +128,43 @@ def kaleb_alignment_figure(methods: dict[str, dict], path: str | Path, *, quick:
         title += " — QUICK run"
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)[0]
+
+
+def kaleb_sine_figure(examples: dict[str, np.ndarray], curves: dict[str, np.ndarray], path: str | Path, *,
+                      quick: bool, shift: float, before: float | None, after: dict[str, float | None]) -> Path:
+    """Top left: one shifted test trial's sine channel, the target and the output before adaptation
+    (control off, and on); top right: the test output MSE (control off) over adaptation trials.
+    Bottom: the same trial after adaptation with each method (control off)."""
+    fig, axes = plt.subplots(2, 4, figsize=(15, 6.5), layout="constrained")
+    target = examples["target"][:, 0]
+    score = lambda v: "diverged" if v is None else f"{v:.3g}"
+
+    def draw(ax, output, title):
+        ax.plot(target, color="k", lw=1.5, label="target (shifted)")
+        ax.plot(output[:, 0], color="tab:red", lw=1.2, ls="--", label="output")
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=9)
+
+    draw(axes[0, 0], examples["before"], f"before adaptation, control off\ntest output MSE {score(before)}")
+    axes[0, 0].legend(fontsize=7)
+    draw(axes[0, 1], examples["before, control on"], "before adaptation, control on")
+    gs = axes[0, 2].get_gridspec()
+    axes[0, 2].remove()
+    axes[0, 3].remove()
+    ax = fig.add_subplot(gs[0, 2:])
+    for method, curve in curves.items():
+        ax.plot(np.arange(len(curve)), curve, color=METHOD_COLORS.get(method), label=method)
+    ax.set_yscale("log")
+    ax.set_xlabel("adaptation trial")
+    ax.set_ylabel("test output MSE (control off)")
+    ax.legend(fontsize=8)
+    for ax, method in zip(axes[1], ("RFLO", "RFLO+c", "BPTT", "BPTT+c")):
+        if method in examples:
+            draw(ax, examples[method], f"after {method}, control off\ntest output MSE {score(after.get(method))}")
+        else:
+            ax.axis("off")
+    title = f"Kaleb et al. 2024: adaptation to a frequency shift of +{shift:g} (sine/cosine task)"
+    if quick:
+        title += " — QUICK run (smaller network, fewer iterations; not the paper's settings)"
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)[0]

@@ -41,6 +41,8 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
                  sweeps=lambda quick: williams_zipser.oscillators(quick, wide=True)),
     Reproduction("kaleb-adaptation", kaleb.PAPER, kaleb.CLAIMS, kaleb.DIFFERENCES, workflow=_kaleb,
                  summary_file="kaleb-adaptation.json"),
+    Reproduction("kaleb-sine-shift", kaleb.PAPER, kaleb.SINE_CLAIMS, kaleb.SINE_DIFFERENCES,
+                 workflow=kaleb.reproduce_kaleb_sine_shift, summary_file=kaleb.SINE_SUMMARY_FILE),
     Reproduction(marschall.NAME, marschall.PAPER, marschall.CLAIMS, marschall.DIFFERENCES,
                  workflow=marschall.reproduce_marschall_alignment, summary_file=marschall.SUMMARY_FILE),
 )}
