@@ -13,6 +13,7 @@ from jaxtyping import Int
 
 from .._types import Array, Float, Output, State
 from ..models import AbstractCell
+from ._spd_solve import spd_solve
 
 
 class AbstractForcing(eqx.Module):
@@ -112,7 +113,7 @@ def readout_pinv(W_out: Float[Array, "n_out N"], ridge: float) -> Float[Array, "
     """W_outᵀ (W_out W_outᵀ + ridge · I)⁻¹: the (regularised) minimum-norm right inverse."""
     n_out = W_out.shape[0]
     gram = W_out @ W_out.T + ridge * jnp.eye(n_out, dtype=W_out.dtype)
-    return jnp.linalg.solve(gram, W_out).T
+    return spd_solve(gram, W_out).T
 
 
 def forcing_strength(alpha, mask: Output):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from .._types import Array, Float
 
 from ._base import AbstractSelectiveForcing, readout_pinv, require_linear_readout
+from ._spd_solve import spd_solve
 
 
 def _check_alpha(name, alpha, upper=1.0):
@@ -69,7 +70,7 @@ class TeacherForcing(AbstractSelectiveForcing):
         n_out = W_out.shape[0]
         gram = s[..., :, None] * (W_out @ W_out.T) * s[..., None, :] + self.eps * jnp.eye(n_out, dtype=W_out.dtype)
         rhs = s * (target - b_out)
-        return s * jnp.linalg.solve(gram, rhs[..., None])[..., 0]
+        return s * spd_solve(gram, rhs[..., None])[..., 0]
 
     def __call__(self, h, y, target, mask, cell, carry):
         teacher = self.teacher_coefficients(cell.W_out, cell.b_out, target, mask) @ cell.W_out
