@@ -6,8 +6,11 @@ dispatched from two threads do run on two cores, so an ensemble split into one s
 trains nearly that many times faster. Shards have one size (the last padded with copies of the
 last member, whose results are dropped), so the epoch program compiles once.
 
-Known: XLA's CPU SVD (jaxlib 0.10) hung when two shards ran it at the same time, so the code
-the trainer runs avoids it (`analysis.jacobian_norms` uses the symmetric eigensolver).
+Known: a batched LAPACK call on the CPU (jaxlib 0.10: solve, eigh, svd, eig, …) splits its batch
+over XLA's intra-op thread pool and waits for it; two shards doing so at once can each hold a
+pool thread while waiting for the other's work, and never finish (seen with adaptive α's
+eigensolver and teacher forcing's solve). So a program that contains a LAPACK call runs its
+shards one after another; the trainer's common programs contain none (`forcing.spd_solve`).
 `ERRORFORCING_THREADS=1` runs one program, as before sharding.
 """
 
@@ -60,6 +63,7 @@ class Shards:
         padded = np.minimum(np.arange(self.count * self.size), members - 1)
         self._index = [padded[k * self.size:(k + 1) * self.size] for k in range(self.count)]
         self._pool = ThreadPoolExecutor(self.count) if self.count > 1 else None
+        self._lapack: dict[int, bool] = {}
 
     def split(self, tree) -> list:
         """A tree whose array leaves lead with the member axis → one tree per shard."""
@@ -77,11 +81,20 @@ class Shards:
             lambda *xs: jnp.concatenate(xs)[: self.members] if eqx.is_array(xs[0]) else xs[0], *trees)
 
     def map(self, fn: Callable[..., Any], *shard_args: list) -> list:
-        """fn(*args of shard k) for every shard, the shards in parallel threads; waits for all."""
+        """fn(*args of shard k) for every shard, in parallel threads unless fn calls LAPACK; waits for all.
+
+        `fn` is a jitted function (`eqx.filter_jit`), lowered once to look for LAPACK calls."""
         call = lambda args: jax.block_until_ready(fn(*args))
-        if self._pool is None:
-            return [call(args) for args in zip(*shard_args)]
-        return list(self._pool.map(call, zip(*shard_args)))
+        per_shard = list(zip(*shard_args))
+        if self._pool is None or self.calls_lapack(fn, per_shard[0]):
+            return [call(args) for args in per_shard]
+        return list(self._pool.map(call, per_shard))
+
+    def calls_lapack(self, fn, args: tuple) -> bool:
+        """Whether the program fn(*args) contains a LAPACK custom call (decided once per fn)."""
+        if id(fn) not in self._lapack:
+            self._lapack[id(fn)] = "lapack_" in fn.lower(*args).as_text()
+        return self._lapack[id(fn)]
 
     def __enter__(self) -> "Shards":
         return self
