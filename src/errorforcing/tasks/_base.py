@@ -54,6 +54,12 @@ class AbstractTask(eqx.Module):
     @abc.abstractmethod
     def sample(self, *, key: Key) -> Trials: ...
 
+    def held_out_error(self, outputs: Float[Array, "B T n_out"], trials: Trials) -> jax.Array:
+        """The validation and test error of unforced `outputs` on the batch `trials`, the number
+        compared with `threshold`: the masked MSE Σ m (y − y*)² / Σ m over batch, time and outputs.
+        A task that judges success otherwise overrides it (`Oscillation`: up to phase)."""
+        return jnp.sum(trials.mask * (outputs - trials.targets) ** 2) / jnp.maximum(jnp.sum(trials.mask), 1.0)
+
     def validation_source(self) -> "AbstractTask":
         """The task validation and test trials are drawn from. A task that generates every trial
         afresh is its own source; one that samples a finite bank (`NeurogymTask`) returns a

@@ -356,6 +356,26 @@ class Oscillation(AbstractContinualTask):
     (cycle = 2, 4 or period), for training where teacher forcing sets the phase.
     The paper trains one unit of a 2-unit net for "0011" and the sinusoid;
     `train_partner=False` leaves the second output unsupervised (mask 0) to match that.
+
+    Success up to phase (`phase_free`, default on; `held_out_error`). The paper judges an
+    oscillator by the pattern it produces running free ("training a single unit to produce
+    010101…") and states no phase, starting state or criterion. A network run free from rest
+    reaches its oscillation at a phase its weights set (a 1-unit net from y = 0 cannot produce
+    0, 1, 0, … from its first step), and from a state off its cycle it needs some steps to get
+    there: the paper's reason for teacher forcing is that it "helps to control the initial
+    conditions for the subsequent dynamics", i.e. the free run's start is not the teacher's.
+    So the validation and test error is
+
+        E = min over s ∈ {0, …, cycle − 1} of  Σ_{t ≥ settle} m_t (y_t − y*_{t+s})² / Σ_{t ≥ settle} m_t
+
+    per trial (y*_{t+s} the target of phase s, whatever φ the trial had; trials weighted by
+    their judged mask), after a settling transient of `settle` steps, by default one cycle
+    (this library's choice: the shortest wait after which any phase is reachable; the paper
+    gives none). The minimum cannot rescue a constant output: over whole cycles every shift
+    sees the same target values, so a constant 0.5 scores A²/2 = 0.08 on the sinusoid, 0.25 on
+    0101… and 00110011…, all far above `threshold`. `phase_free=False` is the plain masked MSE
+    against the trial's own targets from the first step (the criterion of the other tasks).
+    Training is unaffected: the loss is always against the trial's targets.
     """
 
     threshold = 0.01
@@ -367,6 +387,8 @@ class Oscillation(AbstractContinualTask):
     amplitude: float = 0.4
     random_phase: bool = False
     train_partner: bool = True
+    phase_free: bool = True
+    settle: int | None = None
     n_steps: int = 100
 
     def __check_init__(self):
@@ -377,6 +399,13 @@ class Oscillation(AbstractContinualTask):
         if not 0.0 < self.amplitude < 0.5:
             raise ValueError(f"amplitude must be in (0, 0.5), got {self.amplitude}")
         _check_n_steps(self.n_steps)
+        if self.settle is not None:
+            if not self.phase_free:
+                raise ValueError("settle applies only to the phase-free criterion (phase_free = true)")
+            if self.settle < 0:
+                raise ValueError(f"settle must be >= 0, got {self.settle}")
+        if self.settle_steps >= self.n_steps:
+            raise ValueError(f"settle ({self.settle_steps} steps) must be shorter than n_steps ({self.n_steps})")
 
     @property
     def n_in(self) -> int:
@@ -391,17 +420,40 @@ class Oscillation(AbstractContinualTask):
         """Steps per cycle of the pattern."""
         return {"01": 2, "0011": 4, "sine": self.period}[self.pattern]
 
+    @property
+    def settle_steps(self) -> int:
+        """Leading steps the phase-free error skips: `settle`, default one cycle; 0 without `phase_free`."""
+        if not self.phase_free:
+            return 0
+        return self.cycle if self.settle is None else self.settle
+
+    def _targets(self, t: Array) -> Float[Array, "T n_out"]:
+        """The targets at (phase-shifted) steps t."""
+        if self.pattern == "01":
+            return jnp.mod(t, 2)[:, None].astype(_F)
+        if self.pattern == "0011":
+            return jnp.stack([jnp.mod(t, 4) >= 2, jnp.mod(t + 1, 4) >= 2], axis=-1).astype(_F)
+        angle = 2 * jnp.pi * t / self.period
+        return (0.5 + self.amplitude * jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1)).astype(_F)
+
     def _generate(self, n_steps: int, continual: bool, key: Key) -> Trials:
         phase = jax.random.randint(key, (), 0, self.cycle) if self.random_phase else jnp.int32(0)
-        t = jnp.arange(n_steps) + phase
-        if self.pattern == "01":
-            targets = jnp.mod(t, 2)[:, None]
-        elif self.pattern == "0011":
-            targets = jnp.stack([jnp.mod(t, 4) >= 2, jnp.mod(t + 1, 4) >= 2], axis=-1)
-        else:
-            angle = 2 * jnp.pi * t / self.period
-            targets = 0.5 + self.amplitude * jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1)
+        targets = self._targets(jnp.arange(n_steps) + phase)
         mask = jnp.ones((n_steps, self.n_out), _F)
         if self.n_out == 2 and not self.train_partner:
             mask = mask.at[:, 1].set(0.0)
-        return Trials(jnp.ones((n_steps, 1), _F), targets.astype(_F), mask, {"phase": phase})
+        return Trials(jnp.ones((n_steps, 1), _F), targets, mask, {"phase": phase})
+
+    def held_out_error(self, outputs: Float[Array, "*B T n_out"], trials: Trials) -> jax.Array:
+        """E above (class docstring) with `phase_free`, else the masked MSE against `trials.targets`."""
+        if not self.phase_free:
+            return super().held_out_error(outputs, trials)
+        T = outputs.shape[-2]
+        if T <= self.settle_steps:
+            raise ValueError(f"a phase-free check needs more than settle = {self.settle_steps} steps, got {T}")
+        t = jnp.arange(T)
+        judged = trials.mask * (t >= self.settle_steps)[:, None].astype(trials.mask.dtype)  # [*B, T, n_out]
+        shifted = jax.vmap(lambda s: self._targets(t + s))(jnp.arange(self.cycle))  # [cycle, T, n_out]
+        shifted = shifted.reshape((self.cycle,) + (1,) * (outputs.ndim - 2) + shifted.shape[1:])
+        squared = jnp.sum(judged * (outputs - shifted) ** 2, axis=(-2, -1))  # [cycle, *B]
+        return jnp.sum(jnp.min(squared, axis=0)) / jnp.maximum(jnp.sum(judged), 1.0)

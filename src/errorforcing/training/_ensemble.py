@@ -15,7 +15,7 @@ import optax
 from ..forcing import (AbstractForcing, FeedbackForcing, NoForcing, decoder_alignment, feedback_update,
                        forcing_alignment, simulate)
 from ..models import AbstractCell
-from ..rules import AbstractLearningRule, Objective, feedback_alignment, masked_mse, sign_correct, trainable_spec
+from ..rules import AbstractLearningRule, Objective, feedback_alignment, sign_correct, trainable_spec
 from ..tasks import AbstractTask, Trials, sample_batch
 from ._convergence import ConvergenceTracker
 from ._diagnostics import dynamics_diagnostics
@@ -258,7 +258,7 @@ class EnsembleTrainer:
             extras["alpha"] = forcing.alpha
         train_loss = jnp.sum(losses * sizes) / jnp.sum(sizes)
         _, outputs = simulate(cell, val, NoForcing())
-        val_loss = masked_mse(outputs, val.targets, val.mask)
+        val_loss = self.task.held_out_error(outputs, val)
         accuracy = jnp.mean(sign_correct(outputs, val.targets, val.mask))
         extras |= epoch_diagnostics(cell, forcing, rule)
         return cell, opt_state, forcing, train_loss, val_loss, accuracy, extras
@@ -359,11 +359,12 @@ class EnsembleTrainer:
 
 def held_out_loss(cell: AbstractCell, task: AbstractTask, trials: int, *, key) -> jax.Array:
     """The test loss of the reference code: the unforced masked MSE, Σ m (y − y*)² / Σ m, of
-    `cell` on `trials` fresh trials from the task's validation source, from h = 0, no noise.
+    `cell` on `trials` fresh trials from the task's validation source, from h = 0, no noise
+    (`task.held_out_error`: a task may judge otherwise, e.g. `Oscillation` up to phase).
     The trainer evaluates it once after training, with the member's `evaluation_key`."""
     test = sample_batch(task.validation_source(), trials, key=key)
     _, outputs = simulate(cell, test, NoForcing())
-    return masked_mse(outputs, test.targets, test.mask)
+    return task.held_out_error(outputs, test)
 
 
 def epoch_diagnostics(cell, forcing, rule) -> dict[str, jax.Array]:

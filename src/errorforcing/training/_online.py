@@ -13,7 +13,7 @@ import numpy as np
 
 from ..forcing import AbstractForcing, NoForcing, simulate
 from ..models import AbstractCell
-from ..rules import AbstractLearningRule, Objective, masked_mse
+from ..rules import AbstractLearningRule, Objective
 from ..tasks import AbstractContinualTask, Trials, stream
 from ._convergence import ConvergenceTracker
 from ._dynamics import evaluation_key
@@ -108,7 +108,7 @@ class ContinualTrainer:
                                                                                       check))
         val = jax.tree.map(lambda a: a[None], Trials(held_out.inputs, held_out.targets, held_out.mask, {}))
         _, outputs = simulate(cell, val, NoForcing())
-        return cell, opt_state, carry, loss / K, masked_mse(outputs, val.targets, val.mask)
+        return cell, opt_state, carry, loss / K, self.task.held_out_error(outputs, val)
 
     def run(self, *, on_epoch: Callable[[int, ConvergenceTracker, np.ndarray], None] | None = None) -> EnsembleResult:
         s = self.schedule
