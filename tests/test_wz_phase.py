@@ -112,10 +112,13 @@ def test_other_tasks_keep_the_masked_mse(task):
 def test_settle_is_checked():
     with pytest.raises(ValueError, match="settle applies only"):
         T.Oscillation(phase_free=False, settle=2)
-    with pytest.raises(ValueError, match="settle must be >= 0"):
-        T.Oscillation(settle=-1)
-    with pytest.raises(ValueError, match="shorter than n_steps"):
-        T.Oscillation(pattern="sine", period=25, n_steps=25)
+    for settle in (-1, 100):
+        with pytest.raises(ValueError, match="settle must be in"):
+            T.Oscillation(settle=settle)
+    short = T.Oscillation(pattern="sine", period=25, n_steps=25)  # trains; cannot be judged after a cycle
+    trials = _batch(short, 1)
+    with pytest.raises(ValueError, match="needs more than settle = 25 steps"):
+        short.held_out_error(trials.targets, trials)
     assert T.Oscillation(phase_free=False).settle_steps == 0
     assert T.Oscillation(pattern="sine", period=25).settle_steps == 25
 

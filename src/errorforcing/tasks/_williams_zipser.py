@@ -402,10 +402,8 @@ class Oscillation(AbstractContinualTask):
         if self.settle is not None:
             if not self.phase_free:
                 raise ValueError("settle applies only to the phase-free criterion (phase_free = true)")
-            if self.settle < 0:
-                raise ValueError(f"settle must be >= 0, got {self.settle}")
-        if self.settle_steps >= self.n_steps:
-            raise ValueError(f"settle ({self.settle_steps} steps) must be shorter than n_steps ({self.n_steps})")
+            if not 0 <= self.settle < self.n_steps:
+                raise ValueError(f"settle must be in [0, n_steps = {self.n_steps}), got {self.settle}")
 
     @property
     def n_in(self) -> int:
@@ -450,7 +448,8 @@ class Oscillation(AbstractContinualTask):
             return super().held_out_error(outputs, trials)
         T = outputs.shape[-2]
         if T <= self.settle_steps:
-            raise ValueError(f"a phase-free check needs more than settle = {self.settle_steps} steps, got {T}")
+            raise ValueError(f"a phase-free check needs more than settle = {self.settle_steps} steps (one cycle by "
+                             f"default), got {T}: raise n_steps (or val_steps), or set settle")
         t = jnp.arange(T)
         judged = trials.mask * (t >= self.settle_steps)[:, None].astype(trials.mask.dtype)  # [*B, T, n_out]
         shifted = jax.vmap(lambda s: self._targets(t + s))(jnp.arange(self.cycle))  # [cycle, T, n_out]
