@@ -53,25 +53,41 @@ def tiny(rule_kind, forcing_kind, **extra):
     return ef.TrainConfig.model_validate(config)
 
 
-@pytest.mark.parametrize("rule", list(RULES))
-def test_every_rule_with_every_forcing_trains(rule):
-    all_rows = train_rows([tiny(rule, forcing) for forcing in LEAKY_FORCINGS])
-    for forcing, rows in zip(LEAKY_FORCINGS, all_rows):
+def check_rows(rule, forcings, all_rows):
+    for forcing, rows in zip(forcings, all_rows):
         assert len(rows) == (1 if forcing == "none" else 2), forcing
         for row in rows:
             assert row["epochs_run"] == 2 and row["rule"] == rule and row["forcing"] == forcing
             assert math.isfinite(row["final_val_loss"]) and not row["diverged"], (rule, forcing)
 
 
-@pytest.mark.parametrize("rule", ONLINE_RULES)
-def test_every_online_rule_trains_online_under_error_forcing(rule):
+# The default suite trains every rule with error forcing and with one other forcing in turn,
+# so each forcing meets two or three rules; the whole table is opt-in (-m slow).
+OTHER_FORCINGS = [f for f in LEAKY_FORCINGS if f != "ef"]
+SAMPLED = {rule: ["ef", OTHER_FORCINGS[i % len(OTHER_FORCINGS)]] for i, rule in enumerate(RULES)}
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_every_rule_trains_with_error_forcing_and_another_forcing(rule):
+    check_rows(rule, SAMPLED[rule], train_rows([tiny(rule, forcing) for forcing in SAMPLED[rule]]))
+
+
+def test_the_sampled_table_meets_every_forcing():
+    assert {f for pair in SAMPLED.values() for f in pair} == set(LEAKY_FORCINGS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", list(RULES))
+def test_every_rule_with_every_forcing_trains(rule):
+    check_rows(rule, LEAKY_FORCINGS, train_rows([tiny(rule, forcing) for forcing in LEAKY_FORCINGS]))
+
+
+def test_every_online_rule_trains_online_under_error_forcing():
     """Every rule with a real-time form (the registry's ONLINE_RULES) trains with `online=True`
     through `ef.train` (error forcing; the forcing × online-rule table is tests/test_rules.py's)."""
-    (rows,) = train_rows([tiny(rule, "ef", rule={"online": True, "online_lr": 0.05})])
-    assert len(rows) == 2
-    for row in rows:
-        assert row["epochs_run"] == 2 and row["rule"] == rule and row["forcing"] == "ef"
-        assert math.isfinite(row["final_val_loss"]) and not row["diverged"], row
+    all_rows = train_rows([tiny(rule, "ef", rule={"online": True, "online_lr": 0.05}) for rule in ONLINE_RULES])
+    for rule, rows in zip(ONLINE_RULES, all_rows):
+        check_rows(rule, ["ef"], [rows])
 
 
 def test_other_models_train():
