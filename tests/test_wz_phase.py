@@ -147,3 +147,13 @@ def test_continual_trainer_judges_an_anti_phase_oscillator_by_the_task(phase_fre
         assert result.test_loss[0] > 0.9
     assert bool(result.tracker.converged_epoch[0] >= 0) == converged
 
+
+
+@pytest.mark.parametrize("name", ["wz-oscillators", "wz-oscillators-wide"])
+def test_the_reproductions_judge_their_oscillators_up_to_phase(name):
+    from errorforcing.experiments import build_task
+    from errorforcing.experiments._sweep import expand
+    from errorforcing.reproductions import SWEEPS
+
+    tasks = [build_task(job.config) for s in SWEEPS[name](True) for job in expand(s, skip_unregistered=True).jobs]
+    assert len(tasks) == 6 and all(t.phase_free and t.settle_steps == t.cycle for t in tasks)
