@@ -44,16 +44,7 @@ def kaleb_figure(paths: dict[str, np.ndarray], curves: dict[str, np.ndarray], ta
 
     draw(axes[0, 0], paths["before"], f"before adaptation, control off\nposition MSE {before:.3g}")
     draw(axes[0, 1], paths["before, control on"], "before adaptation, control on")
-    gs = axes[0, 2].get_gridspec()
-    axes[0, 2].remove()
-    axes[0, 3].remove()
-    ax = fig.add_subplot(gs[0, 2:])
-    for method, curve in curves.items():
-        ax.plot(np.arange(len(curve)), curve, color=METHOD_COLORS.get(method), label=method)
-    ax.set_yscale("log")
-    ax.set_xlabel("adaptation trial")
-    ax.set_ylabel("test position MSE (control off)")
-    ax.legend(fontsize=8)
+    _adaptation_curves(fig, axes, curves, "test position MSE (control off)")
     for ax, method in zip(axes[1], ("RFLO", "RFLO+c", "BPTT", "BPTT+c")):
         if method in paths:
             value = after.get(method)
@@ -148,16 +139,7 @@ def kaleb_sine_figure(examples: dict[str, np.ndarray], curves: dict[str, np.ndar
     draw(axes[0, 0], examples["before"], f"before adaptation, control off\ntest output MSE {score(before)}")
     axes[0, 0].legend(fontsize=7)
     draw(axes[0, 1], examples["before, control on"], "before adaptation, control on")
-    gs = axes[0, 2].get_gridspec()
-    axes[0, 2].remove()
-    axes[0, 3].remove()
-    ax = fig.add_subplot(gs[0, 2:])
-    for method, curve in curves.items():
-        ax.plot(np.arange(len(curve)), curve, color=METHOD_COLORS.get(method), label=method)
-    ax.set_yscale("log")
-    ax.set_xlabel("adaptation trial")
-    ax.set_ylabel("test output MSE (control off)")
-    ax.legend(fontsize=8)
+    _adaptation_curves(fig, axes, curves, "test output MSE (control off)")
     for ax, method in zip(axes[1], ("RFLO", "RFLO+c", "BPTT", "BPTT+c")):
         if method in examples:
             draw(ax, examples[method], f"after {method}, control off\ntest output MSE {score(after.get(method))}")
@@ -168,3 +150,17 @@ def kaleb_sine_figure(examples: dict[str, np.ndarray], curves: dict[str, np.ndar
         title += " — QUICK run (smaller network, fewer iterations; not the paper's settings)"
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)[0]
+
+
+def _adaptation_curves(fig, axes, curves: dict[str, np.ndarray], ylabel: str) -> None:
+    """Each method's test error per adaptation trial, in the top row's right half (axes[0, 2:])."""
+    gs = axes[0, 2].get_gridspec()
+    axes[0, 2].remove()
+    axes[0, 3].remove()
+    ax = fig.add_subplot(gs[0, 2:])
+    for method, curve in curves.items():
+        ax.plot(np.arange(len(curve)), curve, color=METHOD_COLORS.get(method), label=method)
+    ax.set_yscale("log")
+    ax.set_xlabel("adaptation trial")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
