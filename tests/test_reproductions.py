@@ -98,6 +98,15 @@ def test_fraction_claim_verdicts(ef, bptt, n, verdict):
     assert {"claim", "source", "verdict", "test", "numbers"} <= set(out)
 
 
+def test_epochs_claim_counts_a_seed_stored_twice_once():
+    # 3 EF seeds, each stored twice (a re-run job), vs 3 BPTT seeds: 3 against 3 converged is
+    # p = 0.05 one-sided at best, never significant; counted twice (6 vs 3) it would be
+    rows = 2 * _rows("ef", 3, 3, epochs=10) + _rows("none", 3, 3, epochs=60)
+    out = FewerEpochs("EF faster", "t", EF_ARM, BPTT_ARM).evaluate(Evidence(rows))
+    assert out["numbers"]["EF"]["n"] == 3 and out["numbers"]["EF"]["converged"] == 3
+    assert out["verdict"] == "inconclusive"
+
+
 def test_epochs_claim_and_missing_arms():
     rows = _rows("ef", 10, 10, epochs=10) + _rows("none", 10, 10, epochs=60)
     assert FewerEpochs("EF faster", "t", EF_ARM, BPTT_ARM).evaluate(Evidence(rows))["verdict"] == "reproduced"

@@ -124,17 +124,20 @@ class FractionLearned(_ArmsClaim):
 
 
 def _best_rows(rows) -> list[dict]:
-    """The members of the setting (α, lr) that learned most often (ties: fewer median epochs)."""
-    groups: dict[tuple, list[dict]] = {}
+    """The members of the setting (α, lr) that learned most often (ties: fewer median epochs).
+
+    A seed stored twice in a setting (a job re-run under a newer configuration's id) counts once,
+    by its latest row, as in the fraction-learned test."""
+    groups: dict[tuple, dict[int, dict]] = {}
     for r in rows:
-        groups.setdefault(_setting(r), []).append(r)
+        groups.setdefault(_setting(r), {})[int(r["seed"])] = r
 
     def rank(item):
-        members = item[1]
+        members = list(item[1].values())
         epochs = [m["converged_epoch"] for m in members if m["converged"]]
         return (-np.mean([m["converged"] for m in members]), np.median(epochs) if epochs else np.inf, repr(item[0]))
 
-    return min(groups.items(), key=rank)[1]
+    return list(min(groups.items(), key=rank)[1].values())
 
 
 @dataclasses.dataclass(frozen=True)
