@@ -53,7 +53,7 @@ def test_shards_split_and_join():
         np.testing.assert_array_equal(parts[1]["x"][:, 0], [6.0, 8.0, 8.0])  # padded with the last member
         np.testing.assert_array_equal(shards.join(parts)["x"], tree["x"])
         np.testing.assert_array_equal(np.concatenate(shards.split_mask(np.ones(5, bool))), [1, 1, 1, 1, 1, 0])
-        sums = shards.map(lambda t, k: t["x"].sum() + k, parts, [10, 20])  # in two threads
+        sums = shards.map(eqx.filter_jit(lambda t, k: t["x"].sum() + k), parts, [10, 20])  # in two threads
         assert [float(v) for v in sums] == [15 + 10, 47 + 20]
 
 
