@@ -33,7 +33,7 @@ def all_rules(cell, trials, key, names):
         make = FORCINGS[name]
         forcing = make(cell)
         out[name] = {rule_name: rule.value_and_grad(cell, forcing, trials, key=key, objective=OBJECTIVE)[:2]
-                     for rule_name, rule in (("snap1", SnAp(order=1)), ("snap2", SnAp(order=2)),
+                     for rule_name, rule in (("snap1", SnAp(order=1, fast=False)), ("snap2", SnAp(order=2)),
                                              ("eprop", EProp(feedback="symmetric")), ("rtrl", RTRL(fast=False)))}
     return out
 
@@ -93,8 +93,8 @@ def test_snap_on_a_sparse_net_is_the_masked_recursion(getkey, order):
     cell, trials = make_cell(getkey(), density=0.4), make_trials(getkey())
     assert cell.rec_mask is not None and 0 < float(cell.rec_mask.mean()) < 1
     objective = Objective(rate_reg=1e-2, readout_reg=0.0)
-    loss, grads, _ = eqx.filter_jit(SnAp(order=order).value_and_grad)(cell, NoForcing(), trials, key=getkey(),
-                                                                      objective=objective)
+    loss, grads, _ = eqx.filter_jit(SnAp(order=order, fast=False).value_and_grad)(
+        cell, NoForcing(), trials, key=getkey(), objective=objective)
     ref_loss, ref = numpy_snap(cell, trials, order, objective.rate_reg)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
     for f in ALL:
@@ -104,6 +104,35 @@ def test_snap_on_a_sparse_net_is_the_masked_recursion(getkey, order):
         _, exact, _ = eqx.filter_jit(RTRL(fast=False).value_and_grad)(cell, NoForcing(), trials, key=getkey(),
                                                                        objective=objective)
         assert not np.allclose(grads.W_rec, exact.W_rec, rtol=1e-4)
+
+
+@pytest.mark.parametrize("forcing, density", [(NoForcing(), 1.0), (ErrorForcing(alpha=0.6), 1.0),
+                                              (ErrorForcing(alpha=0.6, causal=True), 0.4)],
+                         ids=["none", "ef", "ef-causal-sparse"])
+def test_snap1_fast_path_is_the_generic_masked_recursion(getkey, monkeypatch, forcing, density):
+    """SnAp-1 offline on the leaky RNN under no/stopped additive forcing runs as e-prop's trace
+    (O(N²)); it equals the generic dense-and-masked recursion in float64, and it is the path
+    that runs (the generic loop is made to fail)."""
+    from errorforcing.rules import _influence
+
+    cell, trials, key = make_cell(getkey(), density=density), make_trials(getkey()), getkey()
+    generic = eqx.filter_jit(SnAp(order=1, fast=False).value_and_grad)(cell, forcing, trials, key=key,
+                                                                       objective=OBJECTIVE)
+    assert SnAp(order=1).uses_trace(cell, forcing)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the generic influence loop ran")
+
+    monkeypatch.setattr(_influence, "influence_run", fail)
+    fast = eqx.filter_jit(SnAp(order=1).value_and_grad)(cell, forcing, trials, key=key, objective=OBJECTIVE)
+    np.testing.assert_allclose(fast[0], generic[0], rtol=1e-12)
+    assert_trees_close(fast[1], generic[1], rtol=1e-9)
+    # where it does not apply, the generic path runs
+    for rule, f in ((SnAp(order=2), forcing), (SnAp(order=1, online=True, lr=0.1), forcing),
+                    (SnAp(order=1), TeacherForcing(alpha=0.6))):
+        assert not rule.uses_trace(cell, f)
+    with pytest.raises(AssertionError, match="generic influence loop"):
+        SnAp(order=1).value_and_grad(cell, TeacherForcing(alpha=0.6), trials, key=key, objective=OBJECTIVE)
 
 
 def test_snap_order_is_checked():

@@ -9,7 +9,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ._eprop import EProp
 from ._influence import AbstractInfluenceRule
+from ._leaky_rtrl import supports_fast_rtrl
+from ._loss import Objective
 
 
 class SnAp(AbstractInfluenceRule):
@@ -38,7 +41,11 @@ class SnAp(AbstractInfluenceRule):
     exact learning signal (`EProp(feedback="symmetric")`); SnAp-2 adds the units each unit
     projects to, so on a dense network (Π_2 full) it is exact RTRL. Cost as implemented: M is
     stored densely and masked (RTRL's O(N · P) memory per trial); the pattern fixes which
-    entries are nonzero, not the storage.
+    entries are nonzero, not the storage. Except where that equality is exact and cheap: SnAp-1
+    (offline) on the leaky RNN without forcing or with a stopped additive correction (where
+    `RTRL` takes its fast path too) is computed as `EProp(feedback="symmetric")`, whose trace is
+    the same recursion at O(N²) per step and trial (its backward-filtered form); `fast=False`
+    forces the generic path (tests compare the two in float64).
 
     `online=True` is real-time SnAp: θ is changed after every step by the per-step optimizer
     (`AbstractInfluenceRule`), the pattern Π_n fixed (the absent connections stay absent: the
@@ -47,12 +54,22 @@ class SnAp(AbstractInfluenceRule):
 
     order: int = eqx.field(default=1, static=True)
     online: bool = eqx.field(default=False, static=True)
+    fast: bool = eqx.field(default=True, static=True)
     lr: float | jax.Array | None = None
     optimizer: Callable[..., optax.GradientTransformation] | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
         if self.order not in (1, 2):
             raise ValueError(f"SnAp.order must be 1 or 2, got {self.order}")
+
+    def uses_trace(self, cell, forcing) -> bool:
+        """Whether `value_and_grad` computes this SnAp-1 as e-prop's trace (see the class docstring)."""
+        return self.fast and self.order == 1 and not self.online and supports_fast_rtrl(cell, forcing)
+
+    def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
+        if self.uses_trace(cell, forcing):
+            return EProp(feedback="symmetric").value_and_grad(cell, forcing, trials, key=key, objective=objective)
+        return super().value_and_grad(cell, forcing, trials, key=key, objective=objective)
 
     def prepare(self, ctx):
         """Π_n as an [N, P] array of 0/1 in the state's dtype."""
