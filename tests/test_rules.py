@@ -96,7 +96,28 @@ REFERENCE = {"rtrl": ("bptt", tuple(FORCINGS)), "eprop": ("oracle", ("none", "ef
              # flowing W⁺ path, which neither follows beyond one step (tests/test_snap.py)
              "snap2": ("rtrl", tuple(f for f in FORCINGS if f != "tf")),
              "snap1": ("eprop", tuple(f for f in FORCINGS if f != "tf"))}
-CASES = [(r, f) for r in {**RULES, **ONLINE_RULES} if r != "oracle" for f in FORCINGS]
+ALL_CASES = [(r, f) for r in {**RULES, **ONLINE_RULES} if r != "oracle" for f in FORCINGS]
+# By default every rule runs under error forcing and one other forcing in turn (each forcing met by
+# 3 rules), e-prop under each forcing its oracle is checked on; the whole table is `-m slow`
+# (RTRL = BPTT under every forcing is also tests/test_rtrl.py's, SnAp's equalities tests/test_snap.py's).
+_OTHERS = [f for f in FORCINGS if f != "ef"]
+DEFAULT_CASES = {(r, f) for i, r in enumerate(r for r in {**RULES, **ONLINE_RULES} if r != "oracle")
+                 for f in ("ef", _OTHERS[i % len(_OTHERS)])}
+DEFAULT_CASES |= {("eprop", f) for f in REFERENCE["eprop"][1]} | {("rtrl", "tf"), ("rtrl-online", "tf")}
+CASES = [pytest.param(r, f, marks=() if (r, f) in DEFAULT_CASES else pytest.mark.slow) for r, f in ALL_CASES]
+
+
+def _with_references(cases: set[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    """The cases and, transitively, the (reference rule, forcing) pairs they are checked against."""
+    needed, todo = set(), list(cases)
+    while todo:
+        rule_name, forcing_name = todo.pop()
+        if (rule_name, forcing_name) not in needed:
+            needed.add((rule_name, forcing_name))
+            reference, forcings = REFERENCE.get(rule_name, (None, ()))
+            if forcing_name in forcings:
+                todo.append((reference, forcing_name))
+    return frozenset(needed)
 
 
 @functools.cache
@@ -110,25 +131,27 @@ def ensemble():
 
 def run(rule_name: str, forcing_name: str):
     """(loss, grads) of each member, for one rule and forcing."""
-    return run_table()[rule_name, forcing_name]
+    default = _with_references(DEFAULT_CASES)
+    return run_table(default if (rule_name, forcing_name) in default else _with_references(set(ALL_CASES)))[
+        rule_name, forcing_name]
 
 
 @functools.cache
-def run_table():
-    # the whole table is one compiled program: with programs this small, compiling is what
-    # costs, and one program compiles in about half the time of one per rule
+def run_table(pairs: frozenset[tuple[str, str]]):
+    # the table is one compiled program: with programs this small, compiling is what costs, and
+    # one program compiles in about half the time of one per rule
     keys, cells, alphas, trials = ensemble()
+    rules = {**RULES, **ONLINE_RULES}
 
     @eqx.filter_jit
     @eqx.filter_vmap
     def member(cell, alpha, key):
         out = {}
-        for rule_name, rule in {**RULES, **ONLINE_RULES}.items():
-            for forcing_name, make_forcing in FORCINGS.items():
-                forcing = make_forcing(cell, alpha, key)
-                loss, grads, _ = rule.value_and_grad(cell, forcing, trials, key=jax.random.key(5),
-                                                     objective=OBJECTIVE)
-                out[rule_name, forcing_name] = loss, grads
+        for rule_name, forcing_name in sorted(pairs):
+            forcing = FORCINGS[forcing_name](cell, alpha, key)
+            loss, grads, _ = rules[rule_name].value_and_grad(cell, forcing, trials, key=jax.random.key(5),
+                                                             objective=OBJECTIVE)
+            out[rule_name, forcing_name] = loss, grads
         return out
 
     return member(cells, alphas, keys)
