@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from errorforcing.cli import _setting_keys, dumps, main
+from errorforcing.cli import dumps, main
+from errorforcing.cli._output import setting_keys
 from errorforcing.experiments import TASKS
 from errorforcing.experiments._summary import summarize
 
@@ -24,10 +25,10 @@ def _row(alpha, lr, converged):
 
 def test_settings_are_grouped_by_learning_rate_when_it_varies():
     rows = [_row(0.5, 1e-2, 1), _row(0.5, 1e-2, 1), _row(0.5, 10.0, 0), _row(0.5, 10.0, 0)]
-    settings = summarize(rows, keys=_setting_keys(rows))
+    settings = summarize(rows, keys=setting_keys(rows))
     assert sorted((s["lr"], s["learned"], s["n"]) for s in settings) == [(1e-2, 2, 2), (10.0, 0, 2)]
     one_lr = [_row(0.5, 1e-2, 1), _row(1.0, 1e-2, 0)]
-    assert "lr" not in _setting_keys(one_lr) and len(summarize(one_lr, keys=_setting_keys(one_lr))) == 2
+    assert "lr" not in setting_keys(one_lr) and len(summarize(one_lr, keys=setting_keys(one_lr))) == 2
 
 
 @pytest.mark.parametrize("columns", ["80", "60"])

@@ -87,9 +87,9 @@ def test_compare_prints_its_verdicts_and_json_matches_the_store(tmp_path, capsys
         assert v["EF-BPTT"]["n"] == 2  # α chosen on seeds 0 and 2, counted on 1 and 3
 
     # what compare prints without --json, after its table
-    from errorforcing.cli import _print_verdicts
+    from errorforcing.cli._training import print_verdicts
 
-    _print_verdicts(compare_verdicts(rows, winner="EF-BPTT", selection="bonferroni"))
+    print_verdicts(compare_verdicts(rows, winner="EF-BPTT", selection="bonferroni"))
     text = capsys.readouterr().out.splitlines()
     assert text[0].startswith("verdicts (one-sided Fisher") and "Bonferroni" in text[0] and len(text) == 3
     assert text[1].startswith("  EF-BPTT beats BPTT: ") and "p = " in text[1] and "/4 [" in text[1]

@@ -1,0 +1,5 @@
+"""`python -m errorforcing.cli`: the same program as the `errorforcing` command."""
+
+from . import entry
+
+entry()
