@@ -71,6 +71,42 @@ def test_kfrtrl_readout_rows_are_exact():
         assert not np.allclose(g.W_rec, exact.W_rec, rtol=1e-3)
 
 
+@pytest.mark.parametrize("forcing, readout, density", [
+    (NoForcing(), "state", 0.5), (ErrorForcing(alpha=0.5), "rate", 1.0)], ids=["none-sparse", "ef-rate"])
+def test_kfrtrl_closed_form_is_the_generic_estimate(monkeypatch, forcing, readout, density):
+    """On the leaky RNN under no/stopped additive forcing KF-RTRL runs in closed form for the
+    batch; with the same key (same signs, same noise) it is the generic autodiff estimate in
+    float64, and it is the path that runs (the generic loop is made to fail)."""
+    from errorforcing.rules import _influence
+
+    k_cell, k_x, k_y, k_m = jax.random.split(jax.random.key(5), 4)
+    cell = LeakyRNN(2, 5, 2, key=k_cell, tau=3.0, readout=readout, density=density, trainable=ALL)
+    cell = eqx.tree_at(lambda c: c.W_out, cell, 0.5 * jax.random.normal(k_y, (2, 5)))
+    trials = Trials(jax.random.normal(k_x, (3, 7, 2)), jax.random.normal(k_y, (3, 7, 2)),
+                    jax.random.bernoulli(k_m, 0.6, (3, 7, 2)).astype(jnp.float64), {})
+    objective = Objective(rate_reg=1e-2, readout_reg=1e-2, noise_std=0.05)
+    key = jax.random.key(11)
+    loss_ref, ref, _ = eqx.filter_jit(KFRTRL(fast=False).value_and_grad)(cell, forcing, trials, key=key,
+                                                                         objective=objective)
+    assert KFRTRL().uses_closed_form(cell, forcing, trials)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the generic influence loop ran")
+
+    monkeypatch.setattr(_influence, "influence_run", fail)
+    fast = eqx.filter_jit(KFRTRL().value_and_grad)
+    loss, g, _ = fast(cell, forcing, trials, key=key, objective=objective)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
+    for f in ALL:
+        np.testing.assert_allclose(getattr(g, f), getattr(ref, f), rtol=1e-9, atol=1e-13)
+    # a different key is a different estimate (the signs are used)
+    _, other, _ = fast(cell, forcing, trials, key=jax.random.key(12), objective=objective)
+    assert not np.allclose(other.W_rec, g.W_rec, rtol=1e-3)
+    for rule, f in ((KFRTRL(online=True, lr=0.1), forcing), (KFRTRL(), TeacherForcing(alpha=0.5)),
+                    (KFRTRL(fast=False), forcing), (KFRTRL(), ErrorForcing(alpha=0.5, causal=True))):
+        assert not rule.uses_closed_form(cell, f, trials)
+
+
 # ----- real-time form: `online=True` -----
 
 PLAIN = Objective(rate_reg=0.0, readout_reg=0.0)
