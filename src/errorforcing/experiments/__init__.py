@@ -2,7 +2,7 @@
 
 from ._config import (ALPHA_GRID, AnalysisConfig, FlossConfig, ForcingConfig, ModelConfig, OptimConfig, RuleConfig,
                       TaskConfig, TrainConfig)
-from ._registry import FORCINGS, MODELS, RULES, TASKS
+from ._registry import FORCINGS, METHOD_COLORS, MODELS, RULES, TASKS
 from ._compare import COMPARE_ALPHAS, CompareResult, compare, compare_verdicts, method_label
 from ._load import LoadedRun, StoredRunError, load_run
 from ._summary import best_setting, summarize, wilson_interval
@@ -10,7 +10,7 @@ from ._train import TrainResult, build_task, build_trainer, train
 from ._preflight import InfeasibleConfig, estimate_memory, preflight
 
 __all__ = ["ALPHA_GRID", "AnalysisConfig", "FlossConfig", "ForcingConfig", "ModelConfig", "OptimConfig", "RuleConfig", "TaskConfig",
-           "TrainConfig", "FORCINGS", "MODELS", "RULES", "TASKS", "TrainResult", "build_task",
+           "TrainConfig", "FORCINGS", "METHOD_COLORS", "MODELS", "RULES", "TASKS", "TrainResult", "build_task",
            "build_trainer", "train", "COMPARE_ALPHAS", "CompareResult", "compare", "compare_verdicts", "method_label",
            "best_setting", "summarize", "wilson_interval", "InfeasibleConfig", "estimate_memory", "preflight",
            "LoadedRun", "StoredRunError", "load_run"]

@@ -18,7 +18,7 @@ from ._summary import best_setting, summarize
 from ._train import TrainResult, build_task, train
 
 COMPARE_ALPHAS = (0.1, 0.5, 1.0)
-METHOD_PREFIX = {"none": "", "tf": "TF-", "ef": "EF-", "kalman": "KEF-", "feedback": "FB-"}
+from ._registry import METHOD_PREFIX  # noqa: E402  (each forcing's entry carries its label prefix)
 
 
 @dataclasses.dataclass

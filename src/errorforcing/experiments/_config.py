@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ._registry import forcing_kinds
+
 MAX_SEED = 2**32 - 1  # JAX keys are seeded from 32-bit words; the store keeps seeds as INTEGER
 ALPHA_GRID = (0.0, 0.01, 0.05, 0.1, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
@@ -31,14 +33,15 @@ class _Strict(BaseModel):
 # would be stored (and hashed into a sweep's job id) but change nothing, so it is refused.
 # section → field → the kinds (task names) that read it.
 DELAY_TASKS = ("delayed-xor", "evidence-integration")  # the registry passes them `delay`
-SELECTIVE_FORCINGS = ("tf", "ef", "kalman")  # sparse (interval) and partial (units) forcing
+SELECTIVE_FORCINGS = forcing_kinds("selective")  # sparse (interval) and partial (units) forcing
 APPLIES: dict[str, dict[str, tuple[str, ...]]] = {
     "task": {"delay": DELAY_TASKS, "shift": ("sine",)},
     "model": {f: ("leaky",) for f in ("gain", "tau", "dt", "activation", "readout", "density", "trainable",
                                       "excitatory")},
     "rule": {"truncation": ("tbptt",), "feedback": ("eprop", "rflo")},
-    "forcing": {"causal": ("ef", "kalman", "feedback"), "learn_feedback": ("feedback",),
-                "process_noise": ("kalman",), "obs_noise": ("kalman",),
+    # from the forcing registry's entries (their capabilities and kind-specific options)
+    "forcing": {"causal": forcing_kinds("causal"), "learn_feedback": forcing_kinds("learn_feedback"),
+                "process_noise": forcing_kinds("process_noise"), "obs_noise": forcing_kinds("obs_noise"),
                 "interval": SELECTIVE_FORCINGS, "units": SELECTIVE_FORCINGS},
 }
 FLOSS_STEP_FIELDS = ("steps", "k", "lr", "local", "target", "trials")  # read only when flossing is on
@@ -131,7 +134,7 @@ class ModelConfig(_Strict):
         return self
 
 
-ADAPTIVE_FORCINGS = ("tf", "ef", "kalman", "feedback")
+ADAPTIVE_FORCINGS = forcing_kinds("adaptive")
 
 
 class ForcingConfig(_Strict):

@@ -18,6 +18,27 @@ class Entry:
     source: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class ForcingEntry(Entry):
+    """A forcing method: its builder, how tables and figures name it, and which of the shared
+    `ForcingConfig` options it reads. Every table keyed by forcing kind is derived from these
+    entries (`method_label`, `METHOD_COLORS`, `ADAPTIVE_FORCINGS`, `SELECTIVE_FORCINGS`,
+    `APPLIES["forcing"]`), so a new forcing method is one entry here."""
+
+    prefix: str = ""  # the method label's prefix: "EF-" + the rule → "EF-BPTT"
+    color: str | None = None  # its colour in figures (None: the figure's neutral default)
+    adaptive: bool = False  # α can be adapted during training (forcing.adaptive)
+    selective: bool = False  # sparse (forcing.interval) and partial (forcing.units) forcing
+    causal: bool = False  # has a causal form (forcing.causal)
+    options: tuple[str, ...] = ()  # the other kind-specific ForcingConfig fields it reads
+
+
+def forcing_kinds(capability: str) -> tuple[str, ...]:
+    """The forcing kinds whose entry has `capability` (an entry flag, or a name in `options`),
+    in registry order."""
+    return tuple(k for k, e in FORCINGS.items() if capability in e.options or getattr(e, capability, False) is True)
+
+
 def _task_kwargs(cfg, *names):
     return {n: getattr(cfg, n) for n in names} | dict(cfg.options)
 
@@ -84,26 +105,36 @@ def _sg(cfg, default):
 
 # Forcing builders take (config, alpha, cell, key): α is vmapped over members; the member's
 # cell and key let random feedback weights be drawn per member.
-FORCINGS: dict[str, Entry] = {
-    "none": Entry(lambda c, alpha, cell, key: F.NoForcing(), "no forcing (plain learning)"),
-    "tf": Entry(lambda c, alpha, cell, key: F.TeacherForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, False),
-                                                           interval=c.interval, units=c.units),
-                "generalized teacher forcing (Hess et al. 2023)"),
-    "ef": Entry(lambda c, alpha, cell, key: F.ErrorForcing(alpha=alpha, eps=c.eps, stop_gradient=_sg(c, True),
-                                                           causal=c.causal, interval=c.interval, units=c.units),
-                "error forcing (Sağtekin et al. 2025, eq. 4)"),
-    "kalman": Entry(lambda c, alpha, cell, key: F.KalmanErrorForcing(
-                        alpha=alpha, process_noise=c.process_noise,
-                        obs_noise=c.process_noise if c.obs_noise is None else c.obs_noise,
-                        stop_gradient=_sg(c, True), causal=c.causal, interval=c.interval, units=c.units),
-                    "stochastic (Kalman) error forcing (eq. 5)"),
-    "feedback": Entry(lambda c, alpha, cell, key: F.FeedbackForcing.random(
-                          cell, key=key, alpha=alpha, causal=c.causal, learn=c.learn_feedback,
-                          **({"learning_rate": c.options["feedback_lr"]} if "feedback_lr" in c.options else {})),
-                      "bio-plausible EF through random feedback weights F, fixed or learned"),
-    "wz-tf": Entry(lambda c, alpha, cell, key: F.WilliamsZipserTeacherForcing(alpha=alpha),
-                   "Williams-Zipser teacher forcing: output units take the target value"),
+FORCINGS: dict[str, ForcingEntry] = {
+    "none": ForcingEntry(lambda c, alpha, cell, key: F.NoForcing(), "no forcing (plain learning)",
+                         prefix="", color="#555555"),
+    "tf": ForcingEntry(lambda c, alpha, cell, key: F.TeacherForcing(
+                           alpha=alpha, eps=c.eps, stop_gradient=_sg(c, False), interval=c.interval, units=c.units),
+                       "generalized teacher forcing (Hess et al. 2023)",
+                       prefix="TF-", color="#1f77b4", adaptive=True, selective=True),
+    "ef": ForcingEntry(lambda c, alpha, cell, key: F.ErrorForcing(
+                           alpha=alpha, eps=c.eps, stop_gradient=_sg(c, True), causal=c.causal, interval=c.interval,
+                           units=c.units),
+                       "error forcing (Sağtekin et al. 2025, eq. 4)",
+                       prefix="EF-", color="#d62728", adaptive=True, selective=True, causal=True),
+    "kalman": ForcingEntry(lambda c, alpha, cell, key: F.KalmanErrorForcing(
+                               alpha=alpha, process_noise=c.process_noise,
+                               obs_noise=c.process_noise if c.obs_noise is None else c.obs_noise,
+                               stop_gradient=_sg(c, True), causal=c.causal, interval=c.interval, units=c.units),
+                           "stochastic (Kalman) error forcing (eq. 5)",
+                           prefix="KEF-", color="#9467bd", adaptive=True, selective=True, causal=True,
+                           options=("process_noise", "obs_noise")),
+    "feedback": ForcingEntry(lambda c, alpha, cell, key: F.FeedbackForcing.random(
+                                 cell, key=key, alpha=alpha, causal=c.causal, learn=c.learn_feedback,
+                                 **({"learning_rate": c.options["feedback_lr"]} if "feedback_lr" in c.options else {})),
+                             "bio-plausible EF through random feedback weights F, fixed or learned",
+                             prefix="FB-", color="#ff7f0e", adaptive=True, causal=True, options=("learn_feedback",)),
+    "wz-tf": ForcingEntry(lambda c, alpha, cell, key: F.WilliamsZipserTeacherForcing(alpha=alpha),
+                          "Williams-Zipser teacher forcing: output units take the target value", prefix="wz-tf-"),
 }
+METHOD_PREFIX = {kind: entry.prefix for kind, entry in FORCINGS.items()}
+METHOD_COLORS = {kind: entry.color for kind, entry in FORCINGS.items() if entry.color is not None}
+
 
 def _random_key(c, key):
     return key if c.feedback == "random" else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 
 from jaxtyping import Int
 
-from .._types import Array, Float, Output, State
-from ..models import AbstractCell
+from .._types import Array, Float, Output, Scalar, State
+from ..models import AbstractCell, AbstractLinearReadoutCell
 from ._spd_solve import spd_solve
 
 
@@ -22,10 +22,31 @@ class AbstractForcing(eqx.Module):
     `carry = forcing.init(cell)` is computed once per trial (e.g. the readout pseudoinverse,
     the previous step's error for causal variants). Corrections act only where `mask` is on:
     c_t = α · max_k m_tk. Evaluation passes `NoForcing()`.
+
+    What a rule may assume about a forcing is declared, not guessed: the families
+    `AbstractAdditiveForcing` (h̃ = h + c P G e) and `AbstractTeacherForcing`
+    (h̃ = h + c P (W_outᵀ v - h)) carry the structure that hand-written gradients use;
+    `is_identity` marks the forcing that changes nothing; `state_jacobian_diagonal` is
+    diag(∂h̃/∂h), which trace rules need.
     """
+
+    is_identity: ClassVar[bool] = False  # True: h̃_t = h_t and no drive (the rollout is the cell's own)
 
     def init(self, cell: AbstractCell) -> Any:
         return None
+
+    def state_jacobian_diagonal(self, h: State, target: Output, mask: Output, cell: AbstractCell,
+                                carry: Any) -> State:
+        """κ_t = diag(∂h̃_t/∂h_t) at this step, including the dependence through y_t =
+        readout(h_t); `carry` is the forcing's carry before the step. By default the diagonal
+        of the forcing's Jacobian (forward mode); the families below give it in closed form."""
+        forced = lambda hh: self(hh, cell.readout(hh), target, mask, cell, carry)[0]
+        return jnp.diagonal(jax.jacfwd(forced)(h))
+
+    def diagnostics(self, cell: AbstractCell) -> dict[str, Scalar]:
+        """Cheap per-epoch figures of the forcing's own parameters (e.g. feedback forcing's
+        alignments); none by default."""
+        return {}
 
     def drive(self, cell: AbstractCell, mask: Output, carry: Any) -> State | None:
         """An input the forcing adds to step t's dynamics before its readout, from the carry
@@ -41,8 +62,13 @@ class AbstractForcing(eqx.Module):
 class NoForcing(AbstractForcing):
     """No feedback on the state: h̃_t = h_t."""
 
+    is_identity: ClassVar[bool] = True
+
     def __call__(self, h, y, target, mask, cell, carry):
         return h, carry
+
+    def state_jacobian_diagonal(self, h, target, mask, cell, carry):
+        return jnp.ones_like(h)
 
 
 class AbstractSelectiveForcing(AbstractForcing):
@@ -109,6 +135,125 @@ class AbstractSelectiveForcing(AbstractForcing):
         return (jnp.arange(n_steps) % self.interval == 0).astype(dtype)
 
 
+class AbstractTeacherForcing(AbstractSelectiveForcing):
+    """A forcing that pulls the forced units toward a teacher state in the readout's row space:
+
+        h̃_t = h_t + c_t P (W_outᵀ v_t - h_t),   v_t = teacher_coefficients(W_out, b_out, y*_t, m_t)
+
+    c_t = α max_k m_tk (times 1[t mod k = 0] with `interval = k`), P = diag(p) the forced units
+    (`AbstractSelectiveForcing`). The teacher state depends on the readout and the targets, not
+    on h_t, so diag(∂h̃_t/∂h_t) = 1 - c_t p. Its dependence on (W_out, b_out) is differentiated
+    unless `stop_gradient`. A hand-written gradient (the leaky RNN's BPTT) can use exactly this
+    structure; a subclass gives `teacher_coefficients` and `gain`, the teacher's gain under full
+    supervision (teacher state = G (y* - b_out)).
+    """
+
+    alpha: eqx.AbstractVar[float | jax.Array]
+    stop_gradient: eqx.AbstractVar[bool]
+
+    @abc.abstractmethod
+    def teacher_coefficients(self, W_out: Float[Array, "n_out N"], b_out: Float[Array, " n_out"],
+                             target: Float[Array, "*batch n_out"], mask: Float[Array, "*batch n_out"]
+                             ) -> Float[Array, "*batch n_out"]:
+        """v with teacher state W_outᵀ v, for any leading batch axes."""
+
+    @abc.abstractmethod
+    def gain(self, cell: AbstractLinearReadoutCell) -> Float[Array, "N n_out"]:
+        """G with teacher state G (y* - b_out) on a fully supervised step."""
+
+    def init(self, cell):
+        require_linear_readout(cell, self)
+        if not cell.supports_teacher_forcing:
+            raise TypeError(f"{type(self).__name__} does not work with {type(cell).__name__}: it would overwrite "
+                            "the cell memory; use ErrorForcing or KalmanErrorForcing")
+        self.selection(cell.n_rec, cell.W_out.dtype)  # a unit index outside the network is refused here
+        return self.step_count()
+
+    def __call__(self, h, y, target, mask, cell, carry):
+        teacher = self.teacher_coefficients(cell.W_out, cell.b_out, target, mask) @ cell.W_out
+        if self.stop_gradient:
+            teacher = jax.lax.stop_gradient(teacher)
+        c = self.strength(mask, carry)
+        p = self.selection(h.shape[-1], h.dtype)
+        if p is not None:
+            c = c * p
+        return (1 - c) * h + c * teacher, (None if carry is None else carry + 1)
+
+    def state_jacobian_diagonal(self, h, target, mask, cell, carry):
+        c = self.strength(mask, carry)  # the carry before this step holds its count t
+        p = self.selection(h.shape[-1], h.dtype)
+        return jnp.broadcast_to(1 - (c if p is None else c * p), h.shape)
+
+
+class AbstractAdditiveForcing(AbstractSelectiveForcing):
+    """h̃_t = h_t + c_t sg(P G e_t) with e_t = (y*_t - y_t) ⊙ m_t and a gain G (N × n_out).
+
+    A new additive forcing is a subclass that gives `gain` (and the fields `alpha`,
+    `stop_gradient`, `causal`): rollouts, every rule, the leaky RNN's hand-written BPTT and
+    RTRL, the trace rules' κ and the diagnostics then work with it unchanged.
+
+    P = diag(p) selects the forced units (`units`; P = I by default) and c_t = α max_k m_tk,
+    times 1[t mod k = 0] with `interval = k` (`AbstractSelectiveForcing`): the applied gain
+    is P G (`selected_gain`), so an unforced unit keeps h̃_i,t = h_i,t.
+
+    `causal=True` (needed by online rules, where e_t is not yet known when h_t is formed; the
+    reference EF-RFLO cell) forces with the previous step's error, gated by the *current* mask:
+
+        h̃_t = h_t + c_t sg(G e_{t-1}),   c_t = α max_k m_tk,   e_{-1} = 0
+
+    so nothing is forced at t = 0 nor on an unsupervised step that follows a supervised one.
+    The carry holds (P G, e_{t-1}) (not a correction). With `interval = k` the gate is the current
+    step's: h̃_t = h_t + c_t sg(P G e_{t-1}) on the steps t with t mod k = 0, the error of the
+    step before each forced step (which is itself unforced for k > 1); e_{t-1} is carried at
+    every step.
+
+    The state Jacobian: with the correction stopped, ∂h̃_t/∂h_t = I; otherwise
+    I - c_t P G diag(m_t) ∂y_t/∂h_t (non-causal), whose diagonal the default computes.
+    """
+
+    alpha: eqx.AbstractVar[float | jax.Array]
+    stop_gradient: eqx.AbstractVar[bool]
+    causal: eqx.AbstractVar[bool]
+
+    @abc.abstractmethod
+    def gain(self, cell: AbstractLinearReadoutCell) -> Float[Array, "N n_out"]:
+        """G, the gain from the output error to the state (before the unit selection P)."""
+
+    def selected_gain(self, cell) -> Float[Array, "N n_out"]:
+        """P G, the gain as applied (G itself when every unit is forced)."""
+        gain = self.gain(cell)
+        p = self.selection(gain.shape[0], gain.dtype)
+        return gain if p is None else p[:, None] * gain
+
+    def init(self, cell):
+        require_linear_readout(cell, self)
+        gain = self.selected_gain(cell)
+        carry = (gain, jnp.zeros((gain.shape[1],), gain.dtype)) if self.causal else (gain, None)
+        step = self.step_count()
+        return carry if step is None else carry + (step,)
+
+    def with_current_gain(self, cell, carry):
+        """`carry` (possibly with leading batch axes) with P G recomputed from `cell`: for a
+        learner that changes W_out within a trial, so that the gain (W⁺) follows it."""
+        return (jnp.broadcast_to(self.selected_gain(cell), carry[0].shape),) + tuple(carry[1:])
+
+    def __call__(self, h, y, target, mask, cell, carry):
+        gain, previous_error, *count = carry  # count: [t] with interval > 1
+        step = count[0] if count else None
+        error = (target - y) * mask
+        correction = self.strength(mask, step) * (gain @ (previous_error if self.causal else error))
+        if self.stop_gradient:
+            correction = jax.lax.stop_gradient(correction)
+        if step is None:
+            return h + correction, ((gain, error) if self.causal else carry)
+        return h + correction, (gain, error if self.causal else previous_error, step + 1)
+
+    def state_jacobian_diagonal(self, h, target, mask, cell, carry):
+        if self.stop_gradient:
+            return jnp.ones_like(h)
+        return super().state_jacobian_diagonal(h, target, mask, cell, carry)
+
+
 def readout_pinv(W_out: Float[Array, "n_out N"], ridge: float) -> Float[Array, "N n_out"]:
     """W_outᵀ (W_out W_outᵀ + ridge · I)⁻¹: the (regularised) minimum-norm right inverse."""
     n_out = W_out.shape[0]
@@ -122,6 +267,6 @@ def forcing_strength(alpha, mask: Output):
 
 
 def require_linear_readout(cell: AbstractCell, forcing: AbstractForcing) -> None:
-    if not hasattr(cell, "W_out"):
+    if not isinstance(cell, AbstractLinearReadoutCell):
         raise TypeError(f"{type(forcing).__name__} needs a cell with a linear readout W_out; "
                         f"{type(cell).__name__} has none")

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from .._types import Array, Float, Input, Key, Output, State
-from ..models import AbstractCell
+from ..models import AbstractCell, AbstractLinearReadoutCell
 from ..tasks import rotate
 from ._base import AbstractForcing
 
@@ -114,7 +114,7 @@ def _leak(cell: AbstractCell):
     return leak
 
 
-class ControlledCell(AbstractCell):
+class ControlledCell(AbstractLinearReadoutCell):
     """A cell and its feedback controller as one module, so that a rule that differentiates the
     rollout learns W_fb together with the cell (Kaleb et al. pre-train W_fb with BPTT):
 
@@ -134,6 +134,8 @@ class ControlledCell(AbstractCell):
     trainable: tuple[str, ...] = eqx.field(static=True)
 
     def __init__(self, cell: AbstractCell, control: FeedbackControl, *, learn_feedback: bool = True):
+        if not isinstance(cell, AbstractLinearReadoutCell):
+            raise TypeError(f"ControlledCell reads out through its cell's linear readout; {type(cell).__name__} has none")
         self.cell = cell
         self.control = control
         self.learn_feedback = learn_feedback
@@ -147,6 +149,10 @@ class ControlledCell(AbstractCell):
     def W_out(self):
         # so that the objective's readout penalty sees the inner cell's decoder
         return self.cell.W_out
+
+    @property
+    def b_out(self):
+        return self.cell.b_out
 
     def init_state(self) -> State:
         return self.cell.init_state()

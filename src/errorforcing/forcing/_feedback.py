@@ -7,13 +7,13 @@ import jax
 import jax.numpy as jnp
 
 from .._types import Array, Float, Key, Scalar
-from ..models import AbstractCell
+from ..models import AbstractCell, AbstractLinearReadoutCell
 from ..tasks import Trials
-from ._base import AbstractForcing, readout_pinv, require_linear_readout
-from ._forcings import _AdditiveErrorForcing, _check_alpha
+from ._base import AbstractAdditiveForcing, AbstractForcing, readout_pinv, require_linear_readout
+from ._forcings import _check_alpha
 
 
-class FeedbackForcing(_AdditiveErrorForcing):
+class FeedbackForcing(AbstractAdditiveForcing):
     """Error forcing through feedback synapses F instead of the readout's pseudoinverse W⁺
     (EF paper, "bio-plausible EF"):
 
@@ -66,7 +66,7 @@ class FeedbackForcing(_AdditiveErrorForcing):
         """F with i.i.d. Gaussian entries, scaled to the Frobenius norm of the cell's W⁺, so the
         correction has the size error forcing would give (for `LeakyRNN`'s default init the
         entries are ≈ N(0, 1))."""
-        if not hasattr(cell, "W_out"):
+        if not isinstance(cell, AbstractLinearReadoutCell):
             raise TypeError(f"FeedbackForcing needs a cell with a linear readout W_out; {type(cell).__name__} has none")
         pinv = readout_pinv(cell.W_out, eps)
         F = jax.random.normal(key, pinv.shape, pinv.dtype)
@@ -75,6 +75,10 @@ class FeedbackForcing(_AdditiveErrorForcing):
 
     def gain(self, cell) -> Float[Array, "N n_out"]:
         return self.F
+
+    def diagnostics(self, cell: AbstractCell) -> dict[str, Scalar]:
+        """cos(F, W⁺) and cos(F, W_outᵀ) (EF paper, bio-plausible EF)."""
+        return {"cos_F_Wpinv": forcing_alignment(self, cell), "cos_F_Wout": decoder_alignment(self, cell)}
 
     def update(self, cell: AbstractCell, trials: Trials) -> "FeedbackForcing":
         """One step of F's local rule over a batch of trials, on the forced (training)

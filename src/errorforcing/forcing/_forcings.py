@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import abc
 
 import equinox as eqx
 import jax
@@ -10,7 +9,7 @@ import jax.numpy as jnp
 
 from .._types import Array, Float
 
-from ._base import AbstractSelectiveForcing, readout_pinv, require_linear_readout
+from ._base import AbstractAdditiveForcing, AbstractTeacherForcing, readout_pinv
 from ._spd_solve import spd_solve
 
 
@@ -20,7 +19,7 @@ def _check_alpha(name, alpha, upper=1.0):
         raise ValueError(f"{name}.alpha must be in [0, {upper}], got {alpha}")
 
 
-class TeacherForcing(AbstractSelectiveForcing):
+class TeacherForcing(AbstractTeacherForcing):
     """Generalized teacher forcing (Hess et al. 2023; EF paper eq. 2), on the supervised outputs:
 
         h̃_t = (1 - c_t) h_t + c_t W_S⁺ (s_t ⊙ (y*_t - b_out)),   c_t = α max_k m_tk
@@ -53,14 +52,6 @@ class TeacherForcing(AbstractSelectiveForcing):
     def __check_init__(self):
         _check_alpha("TeacherForcing", self.alpha)
 
-    def init(self, cell):
-        require_linear_readout(cell, self)
-        if not getattr(cell, "supports_teacher_forcing", True):
-            raise TypeError(f"TeacherForcing does not work with {type(cell).__name__}: it would overwrite "
-                            "the cell memory; use ErrorForcing or KalmanErrorForcing")
-        self.selection(cell.n_rec, cell.W_out.dtype)  # a unit index outside the network is refused here
-        return self.step_count()
-
     def teacher_coefficients(self, W_out: Float[Array, "n_out N"], b_out: Float[Array, " n_out"],
                              target: Float[Array, "*batch n_out"], mask: Float[Array, "*batch n_out"]
                              ) -> Float[Array, "*batch n_out"]:
@@ -72,69 +63,11 @@ class TeacherForcing(AbstractSelectiveForcing):
         rhs = s * (target - b_out)
         return s * spd_solve(gram, rhs[..., None])[..., 0]
 
-    def __call__(self, h, y, target, mask, cell, carry):
-        teacher = self.teacher_coefficients(cell.W_out, cell.b_out, target, mask) @ cell.W_out
-        if self.stop_gradient:
-            teacher = jax.lax.stop_gradient(teacher)
-        c = self.strength(mask, carry)
-        p = self.selection(h.shape[-1], h.dtype)
-        if p is not None:
-            c = c * p
-        return (1 - c) * h + c * teacher, (None if carry is None else carry + 1)
+    def gain(self, cell):
+        return readout_pinv(cell.W_out, self.eps)
 
 
-class _AdditiveErrorForcing(AbstractSelectiveForcing):
-    """h̃_t = h_t + c_t sg(P G e_t) with e_t = (y*_t - y_t) ⊙ m_t and a gain G (N × n_out).
-
-    P = diag(p) selects the forced units (`units`; P = I by default) and c_t = α max_k m_tk,
-    times 1[t mod k = 0] with `interval = k` (`AbstractSelectiveForcing`): the applied gain
-    is P G (`selected_gain`), so an unforced unit keeps h̃_i,t = h_i,t.
-
-    `causal=True` (needed by online rules, where e_t is not yet known when h_t is formed; the
-    reference EF-RFLO cell) forces with the previous step's error, gated by the *current* mask:
-
-        h̃_t = h_t + c_t sg(G e_{t-1}),   c_t = α max_k m_tk,   e_{-1} = 0
-
-    so nothing is forced at t = 0 nor on an unsupervised step that follows a supervised one.
-    The carry holds e_{t-1} (not a correction). With `interval = k` the gate is the current
-    step's: h̃_t = h_t + c_t sg(P G e_{t-1}) on the steps t with t mod k = 0, the error of the
-    step before each forced step (which is itself unforced for k > 1); e_{t-1} is carried at
-    every step.
-    """
-
-    alpha: eqx.AbstractVar[float | jax.Array]
-    stop_gradient: eqx.AbstractVar[bool]
-    causal: eqx.AbstractVar[bool]
-
-    @abc.abstractmethod
-    def gain(self, cell) -> Float[Array, "N n_out"]: ...
-
-    def selected_gain(self, cell) -> Float[Array, "N n_out"]:
-        """P G, the gain as applied (G itself when every unit is forced)."""
-        gain = self.gain(cell)
-        p = self.selection(gain.shape[0], gain.dtype)
-        return gain if p is None else p[:, None] * gain
-
-    def init(self, cell):
-        require_linear_readout(cell, self)
-        gain = self.selected_gain(cell)
-        carry = (gain, jnp.zeros((gain.shape[1],), gain.dtype)) if self.causal else (gain, None)
-        step = self.step_count()
-        return carry if step is None else carry + (step,)
-
-    def __call__(self, h, y, target, mask, cell, carry):
-        gain, previous_error, *count = carry  # count: [t] with interval > 1
-        step = count[0] if count else None
-        error = (target - y) * mask
-        correction = self.strength(mask, step) * (gain @ (previous_error if self.causal else error))
-        if self.stop_gradient:
-            correction = jax.lax.stop_gradient(correction)
-        if step is None:
-            return h + correction, ((gain, error) if self.causal else carry)
-        return h + correction, (gain, error if self.causal else previous_error, step + 1)
-
-
-class ErrorForcing(_AdditiveErrorForcing):
+class ErrorForcing(AbstractAdditiveForcing):
     """Error forcing (Sağtekin, Bredenberg & Savin; EF paper eq. 4):
 
         h̃_t = h_t + c_t sg(W⁺ e_t),   e_t = (y*_t - y_t) ⊙ m_t,   W⁺ = W_outᵀ (W_out W_outᵀ + ε I)⁻¹
@@ -155,7 +88,7 @@ class ErrorForcing(_AdditiveErrorForcing):
         return readout_pinv(cell.W_out, self.eps)
 
 
-class KalmanErrorForcing(_AdditiveErrorForcing):
+class KalmanErrorForcing(AbstractAdditiveForcing):
     """Stochastic error forcing (EF paper eq. 5), the MAP / Kalman-gain correction:
 
         h̃_t = h_t + c_t sg(W_outᵀ (W_out W_outᵀ + (σ_o² / σ²) I)⁻¹ e_t)

@@ -28,10 +28,9 @@ class WilliamsZipserTeacherForcing(AbstractForcing):
             raise ValueError(f"WilliamsZipserTeacherForcing.alpha must be in [0, 1], got {self.alpha}")
 
     def init(self, cell):
-        if getattr(cell, "forcing_geometry", None) != "units":
+        if cell.forcing_geometry != "units":
             raise TypeError(f"WilliamsZipserTeacherForcing needs a cell whose outputs are its first units "
-                            f"(forcing_geometry 'units'); {type(cell).__name__} has "
-                            f"{getattr(cell, 'forcing_geometry', None)!r}")
+                            f"(forcing_geometry 'units'); {type(cell).__name__} has {cell.forcing_geometry!r}")
         return None
 
     def __call__(self, h, y, target, mask, cell, carry):

@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._types import Input, Output, State
+from .._types import Array, Float, Input, Output, State
 
 
 class AbstractCell(eqx.Module):
@@ -17,10 +17,16 @@ class AbstractCell(eqx.Module):
 
     `trainable` names the fields that learn; the others keep their initial values
     (`frozen_grads` zeros their gradients). `n_rec` is the size of the state vector.
+
+    Capabilities are declared on the class, never probed: a cell with a linear readout is an
+    `AbstractLinearReadoutCell`; `supports_teacher_forcing = False` marks a cell whose state
+    holds more than the readout's row space can set (an LSTM's memory c), which teacher
+    forcing would overwrite; `forcing_geometry` says how forcing reaches the outputs.
     """
 
     trainable: eqx.AbstractVar[tuple[str, ...]]
     forcing_geometry: ClassVar[str] = "linear"  # "linear": y = W_out h + b_out (state readout)
+    supports_teacher_forcing: ClassVar[bool] = True
 
     @property
     @abc.abstractmethod
@@ -43,6 +49,20 @@ class AbstractCell(eqx.Module):
     def mask_grads(self, grads: "AbstractCell") -> "AbstractCell":
         """Zero the gradients of what must not learn (fields not in `trainable`)."""
         return frozen_grads(grads, self)
+
+
+class AbstractLinearReadoutCell(AbstractCell):
+    """A cell whose output is a linear map of its state (or of its rates):
+
+        y_t = W_out r_t + b_out,   r_t = h_t (or φ(h_t) for a rate readout)
+
+    `W_out` [n_out, N] and `b_out` [n_out] are what the readout-based forcings (teacher, error,
+    Kalman and feedback forcing: W⁺ = W_outᵀ (W_out W_outᵀ + ε I)⁻¹) and the readout penalty
+    use. A field or a property (e.g. the LSTM's W_out on its whole state [h; c]) satisfies them.
+    """
+
+    W_out: eqx.AbstractVar[Float[Array, "n_out N"]]
+    b_out: eqx.AbstractVar[Float[Array, " n_out"]]
 
 
 def frozen_grads(grads: AbstractCell, cell: AbstractCell) -> AbstractCell:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._types import Array, Float, Input, Key, Output, State
-from ._base import AbstractCell
+from ._base import AbstractLinearReadoutCell
 
 GATED_TRAINABLE = ("W_x", "W_h", "bias", "W_out", "b_out")
 
@@ -24,7 +25,7 @@ def _init_gated(key: Key, n_in: int, n_rec: int, n_out: int, gates: int, dtype):
             jax.random.normal(k4, (n_out, n_rec), dtype) / n_rec, jnp.zeros((n_out,), dtype))
 
 
-class GRU(AbstractCell):
+class GRU(AbstractLinearReadoutCell):
     """Gated recurrent unit (Cho et al. 2014) with a linear readout of the state:
 
         z = σ(W_xz x + W_hz h + b_z),   r = σ(W_xr x + W_hr h + b_r)
@@ -69,7 +70,7 @@ class GRU(AbstractCell):
         return self.W_out @ h + self.b_out
 
 
-class LSTM(AbstractCell):
+class LSTM(AbstractLinearReadoutCell):
     """Long short-term memory (Hochreiter & Schmidhuber 1997) with a linear readout of h.
 
         [i, f, g, o] = W_x x + W_h h + bias;   c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g);   h' = σ(o) ⊙ tanh(c')
@@ -85,7 +86,7 @@ class LSTM(AbstractCell):
     W_out_h: Float[Array, "n_out H"]
     b_out: Float[Array, " n_out"]
     trainable: tuple[str, ...] = eqx.field(static=True)
-    supports_teacher_forcing = False
+    supports_teacher_forcing: ClassVar[bool] = False  # it would overwrite the memory c
 
     def __init__(self, n_in: int, n_rec: int, n_out: int, *, key: Key,
                  trainable=("W_x", "W_h", "bias", "W_out_h", "b_out"), dtype=None):

@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 
 from .._types import Array, Float, Input, Key, Output, State
-from ._base import ACTIVATIONS, AbstractCell
+from ._base import ACTIVATIONS, AbstractLinearReadoutCell
 
 DEFAULT_TRAINABLE = ("W_rec", "b", "W_out", "b_out")
 
 
-class LeakyRNN(AbstractCell):
+class LeakyRNN(AbstractLinearReadoutCell):
     """Leaky rate RNN with a linear readout.
 
         h_t = (1 - a) h_{t-1} + a (W_rec φ(h_{t-1}) + W_in x_t + b),    a = dt / τ

@@ -11,8 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-METHOD_COLORS = {"none": "#555555", "tf": "#1f77b4", "ef": "#d62728", "kalman": "#9467bd",
-                 "feedback": "#ff7f0e"}
+from ..experiments import METHOD_COLORS  # noqa: E402  (each forcing's registry entry carries its colour)
 
 
 def _save(fig, path: str | Path, formats=("png",)) -> list[Path]:

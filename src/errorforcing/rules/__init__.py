@@ -1,6 +1,6 @@
 """Learning rules: how weights learn. Each owns the time loop (`value_and_grad`)."""
 
-from ._base import AbstractLearningRule
+from ._base import AbstractLearningRule, AbstractStepwiseRule
 from ._online import AbstractOnlineRule
 from ._bptt import BPTT
 from ._alignment import feedback_alignment, gradient_alignment
@@ -16,6 +16,6 @@ from ._kfrtrl import KFRTRL
 from ._loss import Objective, masked_mse, sign_correct, trial_weights
 from ._step import trainable_spec
 
-__all__ = ["AbstractLearningRule", "AbstractOnlineRule", "BPTT", "Objective", "masked_mse", "sign_correct",
+__all__ = ["AbstractLearningRule", "AbstractStepwiseRule", "AbstractOnlineRule", "BPTT", "Objective", "masked_mse", "sign_correct",
            "trial_weights", "TruncatedBPTT", "OnlineBPTT", "RTRL", "AbstractTraceRule", "EProp", "RFLO", "gradient_alignment",
            "feedback_alignment", "trainable_spec", "AbstractInfluenceRule", "SnAp", "UORO", "KFRTRL"]

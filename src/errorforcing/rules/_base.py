@@ -21,9 +21,8 @@ class AbstractLearningRule(eqx.Module):
     learns) and goes straight to optax. `aux` is a dict of diagnostics (at least "states" and
     "outputs" of the forced rollout are not required; rules return what they have cheaply).
 
-    Rules whose update is a sum over steps (e-prop, RFLO, RTRL) also offer
-    `rule.step_updates(cell, forcing, trials, key=key, objective=objective)`: the per-step
-    updates, leaves [T, ...], summing to the grads (used by the learning diagnostics).
+    Rules whose update is a sum over steps (e-prop, RFLO, RTRL) are `AbstractStepwiseRule`s and
+    also offer their per-step updates (used by the learning diagnostics).
     """
 
     @property
@@ -55,3 +54,14 @@ class AbstractLearningRule(eqx.Module):
             pytree structure (leaves like the parameters, zeros where nothing learns), the
             rule's estimate of ∂loss/∂θ; a dict of diagnostics.
         """
+
+
+class AbstractStepwiseRule(AbstractLearningRule):
+    """A rule whose update is a sum of per-step updates, u = Σ_t u_t (e-prop, RFLO, RTRL):
+    `rule.step_updates(cell, forcing, trials, key=key, objective=objective)` returns the u_t."""
+
+    @abc.abstractmethod
+    def step_updates(self, cell: AbstractCell, forcing: AbstractForcing, trials: Trials, *, key: Key,
+                     objective: Objective = Objective()) -> AbstractCell:
+        """The update at every step, summed over the batch: cell-shaped, every leaf with a
+        leading time axis T, frozen fields zero; Σ_t u_t is `value_and_grad`'s grads."""

@@ -11,10 +11,9 @@ import jax.numpy as jnp
 import optax
 
 from .._types import Array, Float, Key, State
-from ..forcing import AbstractForcing, NoForcing, TeacherForcing, process_noise
-from ..forcing._forcings import _AdditiveErrorForcing
+from ..forcing import AbstractAdditiveForcing, AbstractForcing, process_noise
 from ..models import AbstractCell, frozen_grads
-from ._base import AbstractLearningRule
+from ._base import AbstractLearningRule, AbstractStepwiseRule
 from ._loss import Objective
 from ._online import AbstractOnlineRule, online_step
 from ._step import StepLoss, forced_step, time_major, trainable_spec
@@ -22,7 +21,7 @@ from ._step import StepLoss, forced_step, time_major, trainable_spec
 _LEAKY_FIELDS = ("W_rec", "W_in", "b", "W_out", "b_out", "leak", "readout_mode")
 
 
-class AbstractTraceRule(AbstractOnlineRule):
+class AbstractTraceRule(AbstractOnlineRule, AbstractStepwiseRule):
     """Forward eligibility traces for the leaky RNN (SPEC §1.1, §3), shared by e-prop and RFLO.
 
     For every trainable weight a trace P approximates ∂h_t/∂w keeping only the unit's own
@@ -112,7 +111,7 @@ class AbstractTraceRule(AbstractOnlineRule):
         forcing gain κ_t, the learning signal L_t, ∂ℓ_t/∂y_t, the readout's input r_t, ℓ_t."""
         D = self.trace_decay(c, h_prev)
         h, y, h_forced, fcarry_new = forced_step(c, forcing, h_prev, fcarry, x, target, m, xi)
-        kappa = _forcing_gain(c, forcing, h, target, m, fcarry)
+        kappa = forcing.state_jacobian_diagonal(h, target, m, c, fcarry)
         dy = losses.output_grad(y, target, m)
         signal = feedback @ dy
         if c.readout_mode == "rate":
@@ -157,16 +156,13 @@ class AbstractTraceRule(AbstractOnlineRule):
 
         batched = jax.vmap(trial_step, in_axes=(None, None, 0, 0, 0, 0, 0, 0))
 
-        refresh_gain = self.online and isinstance(forcing, _AdditiveErrorForcing)
+        refresh_gain = self.online and isinstance(forcing, AbstractAdditiveForcing)
 
         def scan_step(carry, xs):
             c, opt_state, state, g_sum, loss_sum = carry
             x, target, m, xi = xs
             if refresh_gain:  # online: the forcing's gain (W⁺) follows the changing W_out, as in RTRL
-                fcarry = state[1]
-                gain = jnp.broadcast_to(forcing.selected_gain(c), fcarry[0].shape)
-                state = (state[0], (gain,) + tuple(fcarry[1:])) + \
-                    tuple(state[2:])
+                state = (state[0], forcing.with_current_gain(c, state[1])) + tuple(state[2:])
             state, loss, g = batched(c, self.feedback_matrix(c), state, x, target, m, xi, losses.rate_scale)
             penalty, penalty_grad = jax.value_and_grad(
                 lambda W: losses.penalty(eqx.tree_at(lambda cc: cc.W_out, c, W)))(c.W_out)
@@ -257,21 +253,6 @@ class EProp(AbstractTraceRule):
 def _dphi(cell, h):
     """φ'(h) (φ acts elementwise)."""
     return jax.jvp(cell.phi, (h,), (jnp.ones_like(h),))[1]
-
-
-def _forcing_gain(cell: AbstractCell, forcing: AbstractForcing, h, target, m, fcarry) -> Float[Array, " N"]:
-    """κ = diag(∂h̃/∂h) of the forcing at this step, including its dependence on y = readout(h):
-    1 without forcing or with a stopped additive correction, 1 - c_t p for teacher forcing (its
-    target does not depend on h; c_t with its interval gate, p the forced units), else the
-    diagonal of the forcing's Jacobian."""
-    if isinstance(forcing, NoForcing) or (isinstance(forcing, _AdditiveErrorForcing) and forcing.stop_gradient):
-        return jnp.ones_like(h)
-    if isinstance(forcing, TeacherForcing):
-        c = forcing.strength(m, fcarry)  # the carry before this step holds its count t
-        p = forcing.selection(h.shape[-1], h.dtype)
-        return jnp.broadcast_to(1 - (c if p is None else c * p), h.shape)
-    forced = lambda hh: forcing(hh, cell.readout(hh), target, m, cell, fcarry)[0]
-    return jnp.diagonal(jax.jacfwd(forced)(h))
 
 
 def _as_cell_grads(cell: AbstractCell, g: dict) -> AbstractCell:

@@ -16,8 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..forcing import AbstractForcing, NoForcing, TeacherForcing
-from ..forcing._forcings import _AdditiveErrorForcing
+from ..forcing import AbstractAdditiveForcing, AbstractForcing, AbstractTeacherForcing
 from ..models import LeakyRNN
 from ..tasks import Trials
 from ._loss import Objective, readout_penalty, trial_weights
@@ -35,9 +34,9 @@ _DERIVATIVE_FROM_RATE = {
 def supports_fast_path(cell, forcing: AbstractForcing) -> bool:
     if type(cell) is not LeakyRNN or cell.dale_sign is not None:  # Dale's law: autodiff through |V| diag(σ)
         return False
-    if isinstance(forcing, (NoForcing, TeacherForcing)):
+    if forcing.is_identity or isinstance(forcing, AbstractTeacherForcing):
         return True
-    return isinstance(forcing, _AdditiveErrorForcing) and forcing.stop_gradient
+    return isinstance(forcing, AbstractAdditiveForcing) and forcing.stop_gradient
 
 
 def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objective: Objective,
@@ -62,8 +61,8 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     dtype = W.dtype
     B, T, _ = trials.inputs.shape
     N = cell.n_rec
-    teacher = isinstance(forcing, TeacherForcing)
-    additive = isinstance(forcing, _AdditiveErrorForcing)
+    teacher = isinstance(forcing, AbstractTeacherForcing)
+    additive = isinstance(forcing, AbstractAdditiveForcing)
     teacher_flows = teacher and not forcing.stop_gradient
     causal = additive and forcing.causal
 

@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..forcing import AbstractForcing, NoForcing, forced_step
-from ..forcing._forcings import _AdditiveErrorForcing
+from ..forcing import AbstractAdditiveForcing, AbstractForcing, forced_step
 from ..models import LeakyRNN
 from ..tasks import Trials
 from ._leaky_bptt import _DERIVATIVE_FROM_RATE
@@ -38,9 +37,9 @@ _STATE_PARAMS = ("W_rec", "W_in", "b")
 def supports_fast_rtrl(cell, forcing: AbstractForcing) -> bool:
     if type(cell) is not LeakyRNN or cell.dale_sign is not None:  # Dale's law: the generic path, exact in V
         return False
-    if isinstance(forcing, NoForcing):
+    if forcing.is_identity:
         return True
-    return isinstance(forcing, _AdditiveErrorForcing) and forcing.stop_gradient
+    return isinstance(forcing, AbstractAdditiveForcing) and forcing.stop_gradient
 
 
 def leaky_rtrl(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objective: Objective, noise=None, *,
@@ -93,8 +92,8 @@ def leaky_rtrl(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         x, target, m, xi = xs
         a = c.leak
         r_prev = c.phi(h_prev)
-        if online and not isinstance(forcing, NoForcing):  # the gain (W⁺) follows the changing W_out
-            fcarry = (jnp.broadcast_to(forcing.selected_gain(c), fcarry[0].shape),) + tuple(fcarry[1:])
+        if online and isinstance(forcing, AbstractAdditiveForcing):  # the gain (W⁺) follows the changing W_out
+            fcarry = forcing.with_current_gain(c, fcarry)
         h, y, h_forced, fcarry = step_forced(c, h_prev, fcarry, x, target, m, xi)
         # the per-trial Jacobian ∂h_t/∂h̃_{t-1} = (1 - a) I + a W_rec diag(φ'(h̃_{t-1})) is small
         # (B N²); folding the leak and φ' into it leaves one pass over M for the product

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from .._types import Array, Float, Scalar
+from ..models import AbstractLinearReadoutCell
 from ..tasks import Trials
 
 
@@ -29,7 +30,7 @@ class Objective(eqx.Module):
             per_trial = jnp.mean(states**2, axis=(1, 2))
             w = trial_weights(trials)
             loss = loss + self.rate_reg * jnp.sum(w * per_trial) / jnp.maximum(jnp.sum(w), 1.0)
-        if self.readout_reg and hasattr(cell, "W_out"):
+        if self.readout_reg and isinstance(cell, AbstractLinearReadoutCell):
             loss = loss + self.readout_reg * readout_penalty(cell.W_out)
         return loss
 

@@ -14,11 +14,12 @@ from ..forcing import AbstractForcing, process_noise
 from ..models import AbstractCell
 from ._leaky_rtrl import leaky_rtrl, supports_fast_rtrl
 from ._loss import Objective
+from ._base import AbstractStepwiseRule
 from ._online import AbstractOnlineRule
 from ._step import StepLoss, forced_step, full_grads, time_major, trainable_spec
 
 
-class RTRL(AbstractOnlineRule):
+class RTRL(AbstractOnlineRule, AbstractStepwiseRule):
     """Real-time recurrent learning: the influence matrix M_t = ∂s_t/∂θ is carried forward,
 
         M_t = (∂s_t/∂s_{t-1}) M_{t-1} + ∂̄s_t/∂θ,          M_0 = ∂s_0/∂θ

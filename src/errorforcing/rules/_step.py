@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from .._types import Array, Float, Output, Scalar, State
 from ..forcing import AbstractForcing, forced_step  # noqa: F401  (re-exported for the rules)
-from ..models import AbstractCell
+from ..models import AbstractCell, AbstractLinearReadoutCell
 from ..tasks import Trials
 from ._loss import Objective, readout_penalty, trial_weights
 
@@ -60,7 +60,7 @@ class StepLoss(eqx.Module):
 
     def penalty(self, cell: AbstractCell) -> Scalar:
         """readout_reg R(W_out) (zero for cells without a linear readout)."""
-        if not hasattr(cell, "W_out"):
+        if not isinstance(cell, AbstractLinearReadoutCell):
             return jnp.zeros((), jnp.result_type(float))
         return self.readout_reg * readout_penalty(cell.W_out)
 

@@ -8,7 +8,7 @@ as trained, no process noise):
   averaged over 64 evenly spaced steps (all steps if T <= 64: one N × N SVD per step).
 - "cos_G_Wout": cos(G, W_outᵀ) for a forcing with a gain G (N × n_out) from the error to the
   state: W⁺ for teacher and error forcing, the Kalman gain, the feedback weights F.
-- For rules with per-step updates (`step_updates`: e-prop, RFLO, RTRL; offline or online,
+- For rules with per-step updates (`AbstractStepwiseRule`: e-prop, RFLO, RTRL; offline or online,
   always evaluated with θ held fixed within the trial):
   "update_efficiency" = ‖Σ_t u_t‖ / Σ_t ‖u_t‖ over all T steps of the rule's updates u_t;
   "local_alignment" = mean over S = 16 sampled steps of cos(u_t, g_t), where the exact online
@@ -35,9 +35,9 @@ import jax.numpy as jnp
 
 from .._types import Array, Float, Key
 from ..analysis import cosine, local_alignment, update_efficiency
-from ..forcing import AbstractForcing, TeacherForcing, alignment, readout_pinv, rollout
-from ..models import AbstractCell
-from ..rules import AbstractLearningRule, Objective
+from ..forcing import AbstractAdditiveForcing, AbstractForcing, AbstractTeacherForcing, alignment, rollout
+from ..models import AbstractCell, AbstractLinearReadoutCell
+from ..rules import AbstractLearningRule, AbstractStepwiseRule, Objective
 from ..rules._step import StepLoss
 from ..tasks import Trials
 from ._dynamics import sampled_jacobian_norms
@@ -54,17 +54,19 @@ def dynamics_diagnostics(cell: AbstractCell, forcing: AbstractForcing, rule: Abs
     gain = forcing_gain(forcing, cell)
     if gain is not None:
         out["cos_G_Wout"] = alignment(gain, cell.W_out.T)
-    if callable(getattr(rule, "step_updates", None)):
+    if isinstance(rule, AbstractStepwiseRule):
         out |= update_diagnostics(cell, forcing, rule, trial, key=key, objective=objective)
     return out
 
 
 def forcing_gain(forcing: AbstractForcing, cell: AbstractCell) -> Float[Array, "N n_out"] | None:
-    """G, the matrix that carries the output error (or target) into the state, if any."""
-    if isinstance(forcing, TeacherForcing):
-        return readout_pinv(cell.W_out, forcing.eps)
-    if callable(getattr(forcing, "gain", None)) and hasattr(cell, "W_out"):
-        return forcing.gain(cell)
+    """P G, the matrix that carries the output error (or target) into the state as applied
+    (the forced units' rows of G under partial forcing), if any."""
+    if isinstance(forcing, (AbstractTeacherForcing, AbstractAdditiveForcing)) and \
+            isinstance(cell, AbstractLinearReadoutCell):
+        gain = forcing.gain(cell)
+        p = forcing.selection(gain.shape[0], gain.dtype)
+        return gain if p is None else p[:, None] * gain
     return None
 
 

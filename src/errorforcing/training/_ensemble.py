@@ -12,10 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..forcing import (AbstractForcing, FeedbackForcing, NoForcing, decoder_alignment, feedback_update,
-                       forcing_alignment, simulate)
+from ..forcing import AbstractForcing, NoForcing, feedback_update, simulate
 from ..models import AbstractCell
-from ..rules import AbstractLearningRule, Objective, feedback_alignment, sign_correct, trainable_spec
+from ..rules import AbstractLearningRule, AbstractTraceRule, Objective, feedback_alignment, sign_correct, trainable_spec
 from ..tasks import AbstractTask, Trials, sample_batch
 from ._convergence import ConvergenceTracker
 from ._diagnostics import dynamics_diagnostics
@@ -370,11 +369,8 @@ def held_out_loss(cell: AbstractCell, task: AbstractTask, trials: int, *, key) -
 def epoch_diagnostics(cell, forcing, rule) -> dict[str, jax.Array]:
     """Cheap per-epoch alignment figures: cos(F, W⁺) and cos(F, W_outᵀ) for feedback forcing
     (EF paper, bio-plausible EF), cos(B, W_outᵀ) for rules with random feedback."""
-    out = {}
-    if isinstance(forcing, FeedbackForcing):
-        out["cos_F_Wpinv"] = forcing_alignment(forcing, cell)
-        out["cos_F_Wout"] = decoder_alignment(forcing, cell)
-    if getattr(rule, "feedback", None) == "random":
+    out = dict(forcing.diagnostics(cell))  # e.g. feedback forcing's cos(F, W⁺), cos(F, W_outᵀ)
+    if isinstance(rule, AbstractTraceRule) and rule.feedback == "random":
         out["cos_B_Wout"] = feedback_alignment(rule, cell)
     return out
 
