@@ -12,7 +12,7 @@ from ._errors import fail
 from ._options import JsonOpt
 from ._output import dumps
 
-analyze_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+analyze_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                           pretty_exceptions_enable=False, help="Analyse the trained networks of a stored run.")
 
 
@@ -33,7 +33,7 @@ def lyapunov(
     fmt = (out.suffix.lstrip(".") if out else "png").lower()
     if fmt not in ("png", "svg"):
         fail(f"--out: the figure must be .png or .svg, got {str(out)!r}")
-    from ..experiments._lyapunov import StoredRunError, stored_spectra
+    from ..experiments import StoredRunError, stored_spectra
 
     try:
         result = stored_spectra(directory, run, k=k, trials=trials)
@@ -65,8 +65,7 @@ def figure_format(out: Optional[Path]) -> str:
 
 def dynamics(directory: Path, run: Optional[str], member: Optional[int], input_spec: str, trials: int,
              initial_states: int, tol: float, conditions: Optional[str], find_points: bool = True):
-    from ..experiments import StoredRunError, load_run
-    from ..experiments._dynamics import check_input, member_dynamics
+    from ..experiments import StoredRunError, check_input, load_run, member_dynamics
 
     if not tol > 0:
         fail(f"--tol: must be > 0, got {tol}")

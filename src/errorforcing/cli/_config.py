@@ -48,8 +48,7 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any], default
     validated once. A flag given for a variant that ignores it is refused."""
     from pydantic import ValidationError
 
-    from ..experiments import TrainConfig
-    from ..experiments._config import APPLIES, FLOSS_STEP_FIELDS, inapplicable, is_read
+    from ..experiments import APPLIES, FLOSS_STEP_FIELDS, TrainConfig, inapplicable, is_read
 
     data: dict[str, Any] = {}
     if config_file is not None:

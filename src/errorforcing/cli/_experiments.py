@@ -14,7 +14,7 @@ from ._output import dumps, fmt_seconds
 
 
 def executor_for(kind: str, workers: int, address: Optional[str]):
-    from ..experiments._executors import make_executor
+    from ..experiments import make_executor
 
     if kind not in ("local", "ray"):
         fail(f"--executor: unknown executor {kind!r}; choose local or ray")
@@ -35,7 +35,7 @@ def executor_for(kind: str, workers: int, address: Optional[str]):
 
 
 def plan_for(spec_file: Path):
-    from ..experiments._sweep import SpecError, expand, load_spec
+    from ..experiments import SpecError, expand, load_spec
 
     try:
         return expand(load_spec(spec_file))
@@ -69,7 +69,7 @@ def sweep(
         _print_plan(plan, out_dir, json_out)
         return
     runner = executor_for(executor, workers, address)
-    from ..experiments._driver import run_sweep
+    from ..experiments import run_sweep
 
     outcome = run_sweep(plan, out_dir, executor=runner, progress=True)
     if json_out:
@@ -84,7 +84,7 @@ def sweep(
 def status(directory: Path = typer.Argument(..., metavar="DIR", help="results directory"),
            json_out: bool = JsonOpt):
     """Jobs done/running/interrupted/failed/pending per sweep, and an ETA."""
-    from ..experiments._status import sweep_status
+    from ..experiments import sweep_status
 
     state = sweep_status(open_store(directory))
     if json_out:
@@ -164,6 +164,13 @@ def reproduce(
     runner = executor_for(executor, workers, address)
     result = run_reproduction(name, out_dir, quick=quick, executor=runner, progress=True,
                               echo=lambda line: print(line, file=sys.stderr))
+    if REPRODUCTIONS[name].workflow is None:
+        if result.has_results:
+            from ..plotting import write_report
+
+            result.report = write_report(out_dir).html
+        else:
+            print(f"note: nothing of {name} could run yet, so no report was written", file=sys.stderr)
     failed = [f for o in result.outcomes for f in o.failed]
     if json_out:
         print(dumps({"name": name, "quick": quick, "out": str(out_dir), "skipped": result.skipped,
@@ -216,7 +223,7 @@ def _print_plan(plan, out_dir: Path, json_out: bool) -> None:
         from ..store import RunStore
 
         done = {r["run_id"] for r in RunStore(out_dir, create=False).runs(status="done")}
-    from ..experiments._sweep import job_problems
+    from ..experiments import job_problems
 
     problems = job_problems(plan)
     total_cost = sum(j.cost for j in plan.jobs) or 1.0

@@ -1,62 +1,142 @@
-"""The options several commands share, defined once (typer wants them spelled out per command)."""
+"""The options the commands share, defined once, each in its help panel with the default it
+stands for. A training flag's value is None unless it is given, so the TOML file, a command's
+own defaults and the chosen variant decide; --help shows the value that then applies."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+
+from ..experiments import TrainConfig
 
 DEFAULT_OUT = "errorforcing-runs"
 
-TaskOpt = typer.Option(None, "--task", help="task name (see `errorforcing tasks`)")
-DaleOpt = typer.Option(None, "--dale", help="Dale's law: fraction of excitatory units, e.g. 0.8 (leaky model)")
-DelayOpt = typer.Option(None, "--delay", help="delay in steps (delayed-xor, evidence-integration)")
-ShiftOpt = typer.Option(None, "--shift", help="period shift (sine)")
-RuleOpt = typer.Option(None, "--rule", help="learning rule: bptt, tbptt, rtrl, eprop, rflo, uoro, kf-rtrl, snap1, snap2")
-SeedsOpt = typer.Option(None, "--seeds", help="number of seeds (ensemble members per α)")
-SeedOpt = typer.Option(None, "--seed", help="first seed")
-EpochsOpt = typer.Option(None, "--epochs", help="epoch budget")
-LrOpt = typer.Option(None, "--lr", help="learning rate(s), comma-separated")
-BatchOpt = typer.Option(None, "--batch", help="batch size")
-HiddenOpt = typer.Option(None, "--hidden", help="number of recurrent units N")
-GainOpt = typer.Option(None, "--gain", help="recurrent gain g")
-OutOpt = typer.Option(None, "--out", help=f"results directory (default ./{DEFAULT_OUT})")
-DataOpt = typer.Option(None, "--data", help="fresh (new trials every epoch) or fixed (one data set)")
-CkptOpt = typer.Option(None, "--checkpoint/--no-checkpoint", help="rematerialise steps in the backward pass")
-ThrOpt = typer.Option(None, "--threshold", help="convergence threshold (default: the task's)")
-NoiseOpt = typer.Option(None, "--noise", help="process noise σ during training")
-ReadoutOpt = typer.Option(None, "--readout", help="state or rate")
-ActOpt = typer.Option(None, "--activation", help="tanh, relu, softplus, identity, logistic")
-ClipOpt = typer.Option(None, "--clip", help="gradient-norm clipping")
-ConfigOpt = typer.Option(None, "--config", help="TOML config file; flags override it")
-ModelOpt = typer.Option(None, "--model", help="leaky (default), gru, lstm, williams-zipser")
-FeedbackOpt = typer.Option(None, "--feedback", help="e-prop/RFLO learning signal: symmetric (W_outᵀ) or random")
-OnlineOpt = typer.Option(None, "--online/--offline", help="apply updates at every step (RTRL, e-prop, RFLO, UORO, KF-RTRL, SnAp)")
-OnlineLrOpt = typer.Option(None, "--online-lr", help="per-step learning rate of --online rules")
-OnlineOptimOpt = typer.Option(None, "--online-optimizer",
-                              help="per-step optax optimizer of --online rules (default sgd), e.g. adam")
-TruncOpt = typer.Option(None, "--truncation", help="k of truncated BPTT (--rule tbptt)")
-AlignOpt = typer.Option(None, "--log-alignment/--no-log-alignment",
-                        help="record cos(rule gradient, exact BPTT gradient) every epoch")
-JsonOpt = typer.Option(False, "--json", help="print a machine-readable summary on stdout")
-FlossPreOpt = typer.Option(None, "--floss-pre", help="gradient-flossing iterations before training (0: none)")
-FlossEveryOpt = typer.Option(None, "--floss-every", help="inter-flossing after every E epochs (0: never)")
-FlossStepsOpt = typer.Option(None, "--floss-steps", help="iterations per inter-floss (default 10)")
-FlossKOpt = typer.Option(None, "--floss-k", help="number of Lyapunov exponents flossed toward 0 (default 1)")
-FlossLrOpt = typer.Option(None, "--floss-lr", help="flossing Adam learning rate (default 1e-3)")
-FlossLocalOpt = typer.Option(None, "--floss-local/--floss-exact", help="detach the state in flossing (Liu et al.)")
-LyapunovOpt = typer.Option(None, "--lyapunov/--no-lyapunov", help="store λ_max of each member before/after training")
-DiagnosticsOpt = typer.Option(None, "--diagnostics/--no-diagnostics",
-                              help="record Jacobian norm, update alignment and efficiency curves per epoch")
-AdaptiveOpt = typer.Option(None, "--adaptive-alpha/--fixed-alpha",
-                           help="adapt α during training (Hess et al.); --alpha is then the start (default 1)")
-EstimatorOpt = typer.Option(None, "--alpha-estimator",
-                            help="adaptive α's estimate of ‖J‖ (implies --adaptive-alpha): product-upper-bound "
-                                 "(default), batch-maximum, arithmetic-mean, explog-approx, jacobian-upper-bound")
-IntervalOpt = typer.Option(None, "--forcing-interval",
-                           help="tf/ef/kalman: force only the steps t with t mod k == 0 (GTF's sparse forcing)")
-UnitsOpt = typer.Option(None, "--forcing-units", help="tf/ef/kalman: force only the first M units (partial forcing)")
+TASK, MODEL, FORCING, RULE = "Task", "Model", "Forcing", "Learning rule"
+SCHEDULE, DYNAMICS, OUTPUT = "Schedule", "Dynamics", "Input and output"
+
+_TRAIN_DEFAULTS = TrainConfig().model_dump()
+
+
+def _default(dotted: str, defaults: dict[str, Any]) -> Any:
+    if dotted in defaults:
+        return defaults[dotted]
+    value: Any = _TRAIN_DEFAULTS
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def _shown(value: Any, decl: str) -> str:
+    if isinstance(value, bool):  # the flag that is in effect
+        on, _, off = decl.partition("/")
+        return on if value else off
+    if isinstance(value, (list, tuple)):
+        return ",".join(_shown(v, decl) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def option(field: str | None, decl: str, help: str, panel: str, *, shown: str | None = None,
+           defaults: dict[str, Any] | None = None) -> Any:
+    """A flag for config field `field` (dotted), shown in `panel` with its default: `shown`
+    where the default is not a plain value (the task's, the variant's), else the config's
+    (or the command's `defaults`)."""
+    if shown is None:
+        shown = _shown(_default(field, defaults or {}), decl)
+    return typer.Option(None, decl, help=help, rich_help_panel=panel, show_default=shown)
+
+
+# Task
+TaskOpt = option("task.name", "--task", "task name (see `errorforcing tasks`)", TASK)
+DelayOpt = option("task.delay", "--delay", "delay in steps (delayed-xor, evidence-integration)", TASK)
+ShiftOpt = option("task.shift", "--shift", "period shift (sine)", TASK)
+
+# Model
+ModelOpt = option("model.kind", "--model", "leaky, gru, lstm, williams-zipser", MODEL)
+HiddenOpt = option("model.hidden", "--hidden", "number of recurrent units N", MODEL)
+GainOpt = option("model.gain", "--gain", "recurrent gain g", MODEL)
+DaleOpt = option("model.excitatory", "--dale", "Dale's law: fraction of excitatory units, e.g. 0.8 (leaky model)",
+                 MODEL, shown="off")
+NoiseOpt = option("model.noise_std", "--noise", "process noise σ during training", MODEL)
+ReadoutOpt = option("model.readout", "--readout", "state or rate", MODEL)
+ActOpt = option("model.activation", "--activation", "tanh, relu, softplus, identity, logistic", MODEL)
+
+# Forcing
+ForcingOpt = option("forcing.kind", "--forcing", "none, tf, ef, kalman, feedback, wz-tf", FORCING)
+AlphaOpt = option("forcing.alpha", "--alpha", "forcing strength(s), comma-separated", FORCING)
+CausalOpt = option("forcing.causal", "--causal/--no-causal", "forcing uses e_{t-1}", FORCING)
+ProcessNoiseOpt = option("forcing.process_noise", "--process-noise",
+                         "--forcing kalman: process noise σ it trains with (required, > 0)", FORCING, shown="none")
+ObsNoiseOpt = option("forcing.obs_noise", "--obs-noise",
+                     "--forcing kalman: observation noise σ_o; gain ratio σ_o²/σ²", FORCING, shown="σ")
+LearnFeedbackOpt = option("forcing.learn_feedback", "--learn-feedback/--fixed-feedback",
+                          "--forcing feedback: learn F with its local rule", FORCING)
+AdaptiveOpt = option("forcing.adaptive", "--adaptive-alpha/--fixed-alpha",
+                     "adapt α during training (Hess et al.); --alpha is then the start (default 1)", FORCING)
+EstimatorOpt = option("forcing.alpha_estimator", "--alpha-estimator",
+                      "adaptive α's estimate of ‖J‖ (implies --adaptive-alpha): product-upper-bound, "
+                      "batch-maximum, arithmetic-mean, explog-approx, jacobian-upper-bound", FORCING)
+IntervalOpt = option("forcing.interval", "--forcing-interval",
+                     "tf/ef/kalman: force only the steps t with t mod k == 0 (GTF's sparse forcing)", FORCING)
+UnitsOpt = option("forcing.units", "--forcing-units", "tf/ef/kalman: force only the first M units (partial forcing)",
+                  FORCING, shown="all")
+
+# Learning rule
+RuleOpt = option("rule.kind", "--rule", "learning rule: bptt, tbptt, rtrl, eprop, rflo, uoro, kf-rtrl, snap1, snap2",
+                 RULE)
+FeedbackOpt = option("rule.feedback", "--feedback", "e-prop/RFLO learning signal: symmetric (W_outᵀ) or random", RULE)
+OnlineOpt = option("rule.online", "--online/--offline",
+                   "apply updates at every step (RTRL, e-prop, RFLO, UORO, KF-RTRL, SnAp)", RULE)
+OnlineLrOpt = option("rule.online_lr", "--online-lr", "per-step learning rate of --online rules", RULE,
+                     shown="--lr")
+OnlineOptimOpt = option("rule.online_optimizer", "--online-optimizer",
+                        "per-step optax optimizer of --online rules, e.g. adam", RULE, shown="sgd")
+TruncOpt = option("rule.truncation", "--truncation", "k of truncated BPTT (--rule tbptt)", RULE)
+CkptOpt = option("rule.checkpoint", "--checkpoint/--no-checkpoint", "rematerialise steps in the backward pass", RULE)
+AlignOpt = option("rule.log_alignment", "--log-alignment/--no-log-alignment",
+                  "record cos(rule gradient, exact BPTT gradient) every epoch", RULE)
+
+# Schedule
+SeedsOpt = option("seeds", "--seeds", "number of seeds (ensemble members per α)", SCHEDULE)
+SeedOpt = option("seed", "--seed", "first seed", SCHEDULE)
+EpochsOpt = option("epochs", "--epochs", "epoch budget", SCHEDULE)
+LrOpt = option("optim.lr", "--lr", "learning rate(s), comma-separated", SCHEDULE)
+BatchOpt = option("batch", "--batch", "batch size", SCHEDULE)
+DataOpt = option("data", "--data", "fresh (new trials every epoch) or fixed (one data set)", SCHEDULE)
+ThrOpt = option("threshold", "--threshold", "convergence threshold", SCHEDULE, shown="the task's")
+ClipOpt = option("optim.clip_norm", "--clip", "gradient-norm clipping", SCHEDULE, shown="none")
+ContinualOpt = option("continual", "--continual/--no-continual",
+                      "online learning on one stream per member (Williams–Zipser tasks), no epochs: --steps, "
+                      "--val-every", SCHEDULE)
+StepsOpt = option("steps", "--steps", "--continual: length of each member's stream", SCHEDULE, shown="none")
+ValEveryOpt = option("val_every", "--val-every", "--continual: steps between validation checks", SCHEDULE,
+                     shown="none")
+ValStepsOpt = option("val_steps", "--val-steps", "--continual: steps of each validation stream", SCHEDULE,
+                     shown="the task's")
+
+# Dynamics
+FlossPreOpt = option("floss.pre", "--floss-pre", "gradient-flossing iterations before training (0: none)", DYNAMICS)
+FlossEveryOpt = option("floss.every", "--floss-every", "inter-flossing after every E epochs (0: never)", DYNAMICS)
+FlossStepsOpt = option("floss.steps", "--floss-steps", "iterations per inter-floss", DYNAMICS)
+FlossKOpt = option("floss.k", "--floss-k", "number of Lyapunov exponents flossed toward 0", DYNAMICS)
+FlossLrOpt = option("floss.lr", "--floss-lr", "flossing Adam learning rate", DYNAMICS)
+FlossLocalOpt = option("floss.local", "--floss-local/--floss-exact", "detach the state in flossing (Liu et al.)",
+                       DYNAMICS)
+LyapunovOpt = option("analysis.lyapunov", "--lyapunov/--no-lyapunov", "store λ_max of each member before/after training",
+                     DYNAMICS)
+DiagnosticsOpt = option("analysis.diagnostics", "--diagnostics/--no-diagnostics",
+                        "record Jacobian norm, update alignment and efficiency curves per epoch", DYNAMICS)
+
+# Input and output
+OutOpt = option("out", "--out", "results directory", OUTPUT, shown=f"./{DEFAULT_OUT}")
+ConfigOpt = option(None, "--config", "TOML config file; flags override it", OUTPUT, shown="none")
+JsonOpt = typer.Option(False, "--json", help="print a machine-readable summary on stdout", rich_help_panel=OUTPUT)
 
 # Commands that run sweeps: where they run.
-ExecutorOpt = typer.Option("local", "--executor", help="local (this machine) or ray (a Ray cluster)")
-WorkersOpt = typer.Option(1, "--workers", help="local executor: worker processes (1 = in this process)")
-AddressOpt = typer.Option(None, "--address", help="ray executor: HOST:PORT of a running Ray head "
-                          "(default: start a local Ray instance)")
+ExecutorOpt = typer.Option("local", "--executor", help="local (this machine) or ray (a Ray cluster)", show_default=True)
+WorkersOpt = typer.Option(1, "--workers", help="local executor: worker processes (1 = in this process)",
+                          show_default=True)
+AddressOpt = typer.Option(None, "--address", help="ray executor: HOST:PORT of a running Ray head",
+                          show_default="a local Ray instance")

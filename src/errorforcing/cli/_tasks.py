@@ -12,7 +12,7 @@ from ._errors import fail
 from ._options import ConfigOpt, DelayOpt, JsonOpt
 from ._output import dumps
 
-tasks_app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
+tasks_app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False,
                         help="List the tasks (inputs, outputs, length, source); `tasks show NAME` draws a trial.")
 
 
@@ -65,8 +65,7 @@ def tasks_show(
     """Draw one sample trial of a task: inputs, targets and mask."""
     import jax
 
-    from ..experiments import InfeasibleConfig
-    from ..experiments._preflight import check_task
+    from ..experiments import InfeasibleConfig, check_task
     from ..plotting import trial_figure
 
     if seed < 0:

@@ -11,54 +11,49 @@ import typer
 from ._config import build_config, common_overrides, dynamics_overrides, floats, selective_overrides, with_default_out
 from ._errors import fail
 from ._options import (
-    ActOpt, AdaptiveOpt, AlignOpt, BatchOpt, CkptOpt, ClipOpt, ConfigOpt, DaleOpt, DataOpt, DelayOpt, DiagnosticsOpt,
-    EpochsOpt, EstimatorOpt, FeedbackOpt, FlossEveryOpt, FlossKOpt, FlossLocalOpt, FlossLrOpt, FlossPreOpt,
-    FlossStepsOpt, GainOpt, HiddenOpt, IntervalOpt, JsonOpt, LrOpt, LyapunovOpt, ModelOpt, NoiseOpt, OnlineLrOpt,
-    OnlineOpt, OnlineOptimOpt, OutOpt, ReadoutOpt, RuleOpt, SeedOpt, SeedsOpt, ShiftOpt, TaskOpt, ThrOpt, TruncOpt,
-    UnitsOpt,
+    FORCING, SCHEDULE, TASK, ActOpt, AdaptiveOpt, AlignOpt, AlphaOpt, BatchOpt, CausalOpt, CkptOpt, ClipOpt, ConfigOpt,
+    ContinualOpt, DaleOpt, DataOpt, DelayOpt, DiagnosticsOpt, EpochsOpt, EstimatorOpt, FeedbackOpt, FlossEveryOpt,
+    FlossKOpt, FlossLocalOpt, FlossLrOpt, FlossPreOpt, FlossStepsOpt, ForcingOpt, GainOpt, HiddenOpt, IntervalOpt,
+    JsonOpt, LearnFeedbackOpt, LrOpt, LyapunovOpt, ModelOpt, NoiseOpt, ObsNoiseOpt, OnlineLrOpt, OnlineOpt,
+    OnlineOptimOpt, OutOpt, ProcessNoiseOpt, ReadoutOpt, RuleOpt, SeedOpt, SeedsOpt, ShiftOpt, StepsOpt, TaskOpt,
+    ThrOpt, TruncOpt, UnitsOpt, ValEveryOpt, ValStepsOpt, option,
 )
 from ._output import dumps, print_settings, setting_keys
 
 # The main job's defaults: long enough a delay that plain BPTT struggles, short enough to
 # finish in minutes on 2 cores (README states the measured time).
 COMPARE_DEFAULTS: dict[str, Any] = {"task.delay": 400, "seeds": 8, "epochs": 100}
+CompareDelayOpt = option("task.delay", "--delay", "delay in steps (delayed-xor, evidence-integration)", TASK,
+                         defaults=COMPARE_DEFAULTS)
+CompareSeedsOpt = option("seeds", "--seeds", "number of seeds (ensemble members per α)", SCHEDULE,
+                         defaults=COMPARE_DEFAULTS)
+CompareEpochsOpt = option("epochs", "--epochs", "epoch budget", SCHEDULE, defaults=COMPARE_DEFAULTS)
 
 
 def train(
     task: Optional[str] = TaskOpt, delay: Optional[int] = DelayOpt, shift: Optional[float] = ShiftOpt,
-    forcing: Optional[str] = typer.Option(None, "--forcing", help="none, tf, ef, kalman, feedback, wz-tf"),
-    alpha: Optional[str] = typer.Option(None, "--alpha", help="forcing strength(s), comma-separated"),
-    rule: Optional[str] = RuleOpt, seeds: Optional[int] = SeedsOpt, seed: Optional[int] = SeedOpt,
-    epochs: Optional[int] = EpochsOpt, lr: Optional[str] = LrOpt, batch: Optional[int] = BatchOpt,
-    hidden: Optional[int] = HiddenOpt, gain: Optional[float] = GainOpt, out: Optional[str] = OutOpt,
-    data: Optional[str] = DataOpt, checkpoint: Optional[bool] = CkptOpt, threshold: Optional[float] = ThrOpt,
-    noise: Optional[float] = NoiseOpt, readout: Optional[str] = ReadoutOpt, activation: Optional[str] = ActOpt,
-    clip: Optional[float] = ClipOpt, model: Optional[str] = ModelOpt, feedback: Optional[str] = FeedbackOpt,
-    online: Optional[bool] = OnlineOpt, online_lr: Optional[float] = OnlineLrOpt,
-    online_optimizer: Optional[str] = OnlineOptimOpt,
-    continual: Optional[bool] = typer.Option(None, "--continual/--no-continual",
-                                             help="online learning on one stream per member (Williams–Zipser "
-                                                  "tasks), no epochs: --steps, --val-every"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="--continual: length of each member's stream"),
-    val_every: Optional[int] = typer.Option(None, "--val-every", help="--continual: steps between validation checks"),
-    val_steps: Optional[int] = typer.Option(None, "--val-steps",
-                                            help="--continual: steps of each validation stream (default: the task's)"),
-    truncation: Optional[int] = TruncOpt, log_alignment: Optional[bool] = AlignOpt,
-    dale: Optional[float] = DaleOpt,
-    process_noise: Optional[float] = typer.Option(
-        None, "--process-noise", help="--forcing kalman: process noise σ it trains with (required, > 0)"),
-    obs_noise: Optional[float] = typer.Option(
-        None, "--obs-noise", help="--forcing kalman: observation noise σ_o (default σ); gain ratio σ_o²/σ²"),
-    learn_feedback: Optional[bool] = typer.Option(None, "--learn-feedback/--fixed-feedback",
-                                                  help="--forcing feedback: learn F with its local rule"),
-    causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="forcing uses e_{t-1}"),
+    model: Optional[str] = ModelOpt, hidden: Optional[int] = HiddenOpt, gain: Optional[float] = GainOpt,
+    dale: Optional[float] = DaleOpt, noise: Optional[float] = NoiseOpt, readout: Optional[str] = ReadoutOpt,
+    activation: Optional[str] = ActOpt,
+    forcing: Optional[str] = ForcingOpt, alpha: Optional[str] = AlphaOpt, causal: Optional[bool] = CausalOpt,
+    process_noise: Optional[float] = ProcessNoiseOpt, obs_noise: Optional[float] = ObsNoiseOpt,
+    learn_feedback: Optional[bool] = LearnFeedbackOpt,
+    adaptive_alpha: Optional[bool] = AdaptiveOpt, alpha_estimator: Optional[str] = EstimatorOpt,
+    forcing_interval: Optional[int] = IntervalOpt, forcing_units: Optional[int] = UnitsOpt,
+    rule: Optional[str] = RuleOpt, feedback: Optional[str] = FeedbackOpt, online: Optional[bool] = OnlineOpt,
+    online_lr: Optional[float] = OnlineLrOpt, online_optimizer: Optional[str] = OnlineOptimOpt,
+    truncation: Optional[int] = TruncOpt, checkpoint: Optional[bool] = CkptOpt,
+    log_alignment: Optional[bool] = AlignOpt,
+    seeds: Optional[int] = SeedsOpt, seed: Optional[int] = SeedOpt, epochs: Optional[int] = EpochsOpt,
+    lr: Optional[str] = LrOpt, batch: Optional[int] = BatchOpt, data: Optional[str] = DataOpt,
+    threshold: Optional[float] = ThrOpt, clip: Optional[float] = ClipOpt,
+    continual: Optional[bool] = ContinualOpt, steps: Optional[int] = StepsOpt, val_every: Optional[int] = ValEveryOpt,
+    val_steps: Optional[int] = ValStepsOpt,
     floss_pre: Optional[int] = FlossPreOpt, floss_every: Optional[int] = FlossEveryOpt,
     floss_steps: Optional[int] = FlossStepsOpt, floss_k: Optional[int] = FlossKOpt,
     floss_lr: Optional[float] = FlossLrOpt, floss_local: Optional[bool] = FlossLocalOpt,
     lyapunov: Optional[bool] = LyapunovOpt, diagnostics: Optional[bool] = DiagnosticsOpt,
-    adaptive_alpha: Optional[bool] = AdaptiveOpt, alpha_estimator: Optional[str] = EstimatorOpt,
-    forcing_interval: Optional[int] = IntervalOpt, forcing_units: Optional[int] = UnitsOpt,
-    config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
+    out: Optional[str] = OutOpt, config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
 ):
     """Train one ensemble (seeds × α × lr) and record it in OUT/runs.sqlite."""
     overrides = common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain,
@@ -92,38 +87,40 @@ def train(
 
 
 def compare(
-    task: Optional[str] = TaskOpt, delay: Optional[int] = DelayOpt, shift: Optional[float] = ShiftOpt,
-    rule: Optional[str] = RuleOpt, seeds: Optional[int] = SeedsOpt, seed: Optional[int] = SeedOpt,
-    epochs: Optional[int] = EpochsOpt, lr: Optional[str] = LrOpt, batch: Optional[int] = BatchOpt,
-    hidden: Optional[int] = HiddenOpt, gain: Optional[float] = GainOpt, out: Optional[str] = OutOpt,
-    data: Optional[str] = DataOpt, checkpoint: Optional[bool] = CkptOpt, threshold: Optional[float] = ThrOpt,
-    noise: Optional[float] = NoiseOpt, readout: Optional[str] = ReadoutOpt, activation: Optional[str] = ActOpt,
-    clip: Optional[float] = ClipOpt, model: Optional[str] = ModelOpt, feedback: Optional[str] = FeedbackOpt,
-    online: Optional[bool] = OnlineOpt, online_lr: Optional[float] = OnlineLrOpt,
-    truncation: Optional[int] = TruncOpt, log_alignment: Optional[bool] = AlignOpt,
-    dale: Optional[float] = DaleOpt,
-    causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="EF uses e_{t-1} (online rules)"),
-    alphas: Optional[str] = typer.Option(None, "--alphas", help="α grid for TF and EF (default 0.1,0.5,1.0; "
-                                         "with --adaptive-alpha the start values, default 1.0)"),
+    task: Optional[str] = TaskOpt, delay: Optional[int] = CompareDelayOpt, shift: Optional[float] = ShiftOpt,
+    model: Optional[str] = ModelOpt, hidden: Optional[int] = HiddenOpt, gain: Optional[float] = GainOpt,
+    dale: Optional[float] = DaleOpt, noise: Optional[float] = NoiseOpt, readout: Optional[str] = ReadoutOpt,
+    activation: Optional[str] = ActOpt,
+    alphas: Optional[str] = option("forcing.alpha", "--alphas", "α grid for TF and EF (with --adaptive-alpha the "
+                                   "start values, default 1.0)", FORCING, shown="0.1,0.5,1.0"),
+    causal: Optional[bool] = option("forcing.causal", "--causal/--no-causal", "EF uses e_{t-1} (online rules)",
+                                    FORCING),
+    adaptive_alpha: Optional[bool] = AdaptiveOpt, alpha_estimator: Optional[str] = EstimatorOpt,
+    forcing_interval: Optional[int] = IntervalOpt, forcing_units: Optional[int] = UnitsOpt,
+    rule: Optional[str] = RuleOpt, feedback: Optional[str] = FeedbackOpt, online: Optional[bool] = OnlineOpt,
+    online_lr: Optional[float] = OnlineLrOpt, truncation: Optional[int] = TruncOpt,
+    checkpoint: Optional[bool] = CkptOpt, log_alignment: Optional[bool] = AlignOpt,
+    seeds: Optional[int] = CompareSeedsOpt, seed: Optional[int] = SeedOpt, epochs: Optional[int] = CompareEpochsOpt,
+    lr: Optional[str] = LrOpt, batch: Optional[int] = BatchOpt, data: Optional[str] = DataOpt,
+    threshold: Optional[float] = ThrOpt, clip: Optional[float] = ClipOpt,
     floss_pre: Optional[int] = FlossPreOpt, floss_every: Optional[int] = FlossEveryOpt,
     floss_steps: Optional[int] = FlossStepsOpt, floss_k: Optional[int] = FlossKOpt,
     floss_lr: Optional[float] = FlossLrOpt, floss_local: Optional[bool] = FlossLocalOpt,
     lyapunov: Optional[bool] = LyapunovOpt, diagnostics: Optional[bool] = DiagnosticsOpt,
-    adaptive_alpha: Optional[bool] = AdaptiveOpt, alpha_estimator: Optional[str] = EstimatorOpt,
-    forcing_interval: Optional[int] = IntervalOpt, forcing_units: Optional[int] = UnitsOpt,
     selection: str = typer.Option("split", "--selection",
                                   help="how the verdicts account for each method's best α being picked from the "
                                        "grid: split (pick on half the seeds, compare on the other half) or "
-                                       "bonferroni (pick on all seeds, p × grid pairs)"),
+                                       "bonferroni (pick on all seeds, p × grid pairs)",
+                                  rich_help_panel="Comparison", show_default=True),
     dynamics: bool = typer.Option(False, "--dynamics", help="also compare the fixed points of each method's "
-                                  "best networks under the delay input (table, OUT/compare-dynamics.png)"),
-    config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
+                                  "best networks under the delay input (table, OUT/compare-dynamics.png)",
+                                  rich_help_panel="Comparison", show_default=True),
+    out: Optional[str] = OutOpt, config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
 ):
     """No forcing vs teacher forcing vs error forcing on one task (best α per method), ending
     with the verdicts "EF beats TF" and "EF beats BPTT" (one-sided Fisher exact, α = 0.05).
     Defaults (the main job): delayed XOR, delay 400, 8 seeds, 100 epochs, α ∈ {0.1, 0.5, 1}."""
-    from ..experiments import COMPARE_ALPHAS, compare as run_compare
-    from ..experiments._stats import SELECTIONS
+    from ..experiments import COMPARE_ALPHAS, SELECTIONS, compare as run_compare, save_dynamics
 
     if selection not in SELECTIONS:
         fail(f"--selection: expected one of {', '.join(SELECTIONS)}, got {selection!r}")
@@ -140,6 +137,11 @@ def compare(
     cfg = with_default_out(build_config(config, overrides, defaults=defaults))
     grid = cfg.forcing.alpha  # --alphas, else the file's forcing.alpha, else the default grid
     result = run_compare(cfg, alphas=grid, progress=True, selection=selection, dynamics=dynamics)
+    from ..plotting import compare_figures
+
+    compare_figures(result, cfg)
+    if dynamics:
+        save_dynamics(result, cfg.out)
     if json_out:
         print(dumps({"out": cfg.out, "best": result.best, "settings": result.settings,
                      "runs": [r.run_id for r in result.runs],

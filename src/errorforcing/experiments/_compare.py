@@ -14,11 +14,10 @@ from typing import Any
 from ._config import APPLIES, ForcingConfig, TrainConfig, inapplicable
 from ._preflight import preflight
 from ._stats import SELECTIONS, Outcomes, compare_fractions
-from ._summary import best_setting, summarize
-from ._train import TrainResult, build_task, train
+from ._summary import best_setting, method_label, summarize
+from ._train import TrainResult, train
 
 COMPARE_ALPHAS = (0.1, 0.5, 1.0)
-from ._registry import METHOD_PREFIX  # noqa: E402  (each forcing's entry carries its label prefix)
 
 
 @dataclasses.dataclass
@@ -26,13 +25,9 @@ class CompareResult:
     best: list[dict[str, Any]]  # one summary per method, at its best α
     settings: list[dict[str, Any]]  # every (method, α) summary
     runs: list[TrainResult]
-    figure: Path | None
+    figure: Path | None  # OUT/compare.png, once drawn (`errorforcing.plotting.compare_figures`)
     verdicts: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # compare_verdicts
-    dynamics: dict[str, Any] | None = None  # compare_dynamics, with `figure` and `json` paths (dynamics=True)
-
-
-def method_label(forcing: str, rule: str) -> str:
-    return METHOD_PREFIX.get(forcing, forcing + "-") + rule.upper()
+    dynamics: dict[str, Any] | None = None  # compare_dynamics (dynamics=True); `figure` and `json` once written
 
 
 def method_forcing(forcing: ForcingConfig, kind: str, alphas) -> ForcingConfig:
@@ -71,8 +66,9 @@ def compare(config: TrainConfig, *, alphas=COMPARE_ALPHAS, methods=("none", "tf"
     """Train one ensemble per method (all α of a method in one compiled program), then the
     verdicts of EF against each other method (`compare_verdicts`; none without an EF arm).
     `dynamics=True` (needs `config.out`) also compares the fixed-point structure of each
-    method's best-setting networks under the delay input (`compare_dynamics`): a table, a figure
-    OUT/compare-dynamics.png and OUT/compare-dynamics.json.
+    method's best-setting networks under the delay input (`compare_dynamics`). It returns data
+    and draws nothing: `errorforcing.plotting.compare_figures` draws OUT/compare.png (and
+    OUT/compare-dynamics.png), `save_dynamics` writes OUT/compare-dynamics.json.
 
     Arguments:
         config: the shared job (task, delay, seeds, epochs, rule, ...); its forcing section is
@@ -110,40 +106,23 @@ def compare(config: TrainConfig, *, alphas=COMPARE_ALPHAS, methods=("none", "tf"
     labels = {kind: method_label(kind, cfg.rule.kind) for kind, cfg in configs.items()}
     verdicts = compare_verdicts({labels[kind]: run.rows for kind, run in zip(configs, runs)},
                                 winner=labels["ef"], selection=selection) if "ef" in labels else []
-    figure = None
-    if config.out:
-        from ..plotting import compare_figure
-
-        curves = {b["label"]: [r for run in runs for r in _parsed(run.rows)
-                               if r["forcing"] == b["forcing"] and r["alpha"] == b["alpha"]] for b in best}
-        task = build_task(config)
-        title = f"{config.task.name} (T = {task.n_steps}), {config.seeds} seeds, {config.epochs} epochs"
-        figure = compare_figure(best, curves, Path(config.out) / "compare.png", title=title,
-                                threshold=config.threshold or type(task).threshold)[0]
     structure = _dynamics(config, runs, best) if dynamics else None
-    return CompareResult(best, settings, runs, figure, verdicts, structure)
+    return CompareResult(best, settings, runs, None, verdicts, structure)
 
 
 def _dynamics(config: TrainConfig, runs: list[TrainResult], best: list[dict[str, Any]]) -> dict[str, Any]:
-    import json
-
-    from ..plotting import dynamics_comparison_figure
     from ._dynamics import compare_dynamics
 
     arms = [{"label": b["label"], "run_id": run.run_id, "alpha": b["alpha"], "lr": b.get("lr")}
             for run, b in zip(runs, best)]
-    result = compare_dynamics(config.out, arms)
-    out = Path(config.out)
-    title = (f"{config.task.name}, delay {config.task.delay}: fixed points under the delay input, "
-             f"every member of each method's best α")
-    result["figure"] = str(dynamics_comparison_figure(result["summaries"], out / "compare-dynamics.png", title=title,
-                                                      forcings=result["forcings"])[0])
-    result["json"] = str(out / "compare-dynamics.json")
-    (out / "compare-dynamics.json").write_text(json.dumps(result, indent=1))
-    return result
+    return compare_dynamics(config.out, arms)
 
 
-def _parsed(rows):
+def save_dynamics(result: CompareResult, out) -> Path:
+    """Write `result.dynamics` (with its figure's path, once drawn) to OUT/compare-dynamics.json."""
     import json
 
-    return [r | {"curves": json.loads(r["curves"])} for r in rows]
+    path = Path(out) / "compare-dynamics.json"
+    result.dynamics["json"] = str(path)
+    path.write_text(json.dumps(result.dynamics, indent=1))
+    return path

@@ -14,7 +14,7 @@ import numpy as np
 from ..analysis import (PCA, FixedPoints, condition_average, condition_labels, find_fixed_points, linearise,
                         pca, sample_states, unforced_states)
 from ..tasks import sample_batch
-from ._compare import method_label
+from ._summary import method_label
 from ._load import LoadedRun, StoredRunError
 
 INPUTS = ("delay", "zeros", "mean")

@@ -9,6 +9,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ._registry import METHOD_PREFIX  # each forcing's entry carries its label prefix
+
+
+def method_label(forcing: str, rule: str) -> str:
+    """A method's name in tables and figures: forcing prefix + rule, e.g. EF-BPTT, TF-RFLO, BPTT."""
+    return METHOD_PREFIX.get(forcing, forcing + "-") + rule.upper()
+
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (95 % by default)."""

@@ -4,6 +4,7 @@ from ._figures import compare_figure, learning_curves, trial_figure
 from ._dynamics import dynamics_comparison_figure, fixed_points_figure, pca_figure
 from ._lyapunov import spectrum_figure
 from ._report import Report, write_report
+from ._compare import compare_figures
 
 __all__ = ["compare_figure", "learning_curves", "trial_figure", "spectrum_figure", "fixed_points_figure", "pca_figure",
-           "dynamics_comparison_figure", "Report", "write_report"]
+           "dynamics_comparison_figure", "Report", "write_report", "compare_figures"]

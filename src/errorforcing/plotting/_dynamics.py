@@ -158,7 +158,7 @@ def report_dynamics(directory: str | Path, rows: list[dict[str, Any]], fig_dir: 
     `fig_dir`. Paths in the entries are relative to `root`. A method whose run has no stored
     parameters gets an entry saying so."""
     from ..experiments import StoredRunError, load_run
-    from ..experiments._dynamics import member_dynamics
+    from ..experiments import member_dynamics
 
     entries = []
     loaded: dict[str, Any] = {}

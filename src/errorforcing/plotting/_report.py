@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..experiments._compare import method_label
-from ..experiments._status import sweep_status
-from ..experiments._summary import best_setting, summarize
+from ..experiments import best_setting, method_label, summarize, sweep_status
 from ..store import RunStore, member_table
 from . import _report_figures as F
 from ._dynamics import report_dynamics

@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..experiments._stats import (INCONCLUSIVE, LEVEL, NOT_REPRODUCED, REPRODUCED, Outcomes, compare_fractions,
-                                  directional_verdict, mann_whitney_less, wilcoxon_less, wilson_interval)
+from ..experiments import (INCONCLUSIVE, LEVEL, NOT_REPRODUCED, REPRODUCED, Outcomes, compare_fractions,
+                           directional_verdict, mann_whitney_less, wilcoxon_less, wilson_interval)
 
 MIN_SAMPLES = 3  # fewer values on a side: the rank tests cannot reject at 0.05, say so instead
 

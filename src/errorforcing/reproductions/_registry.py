@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from ..experiments._sweep import SweepSpec
+from ..experiments import SweepSpec
 from . import ef, kaleb, liu, marschall, williams_zipser
 from ._claims import Claim
 

@@ -1,5 +1,6 @@
-"""`reproduce(NAME)`: run a reproduction into a directory, evaluate its claims, write
-DIR/claims.json and the report; `evaluate_claims(DIR)`: re-evaluate on any store."""
+"""`reproduce(NAME)`: run a reproduction into a directory, evaluate its claims and write
+DIR/claims.json (the report is drawn by `errorforcing.plotting.write_report`);
+`evaluate_claims(DIR)`: re-evaluate on any store."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from ..experiments._driver import SweepOutcome, run_sweep
-from ..experiments._executors import Executor
-from ..experiments._sweep import expand
+from ..experiments import Executor, SweepOutcome, expand, run_sweep
 from ..store import RunStore, member_table
 from ._claims import Evidence, claims_table
 from ._registry import NAMES, REPRODUCTIONS, Reproduction
@@ -23,18 +22,22 @@ class ReproductionResult:
     name: str
     outcomes: list[SweepOutcome]
     skipped: list[str]
-    report: Path | None
+    report: Path | None  # DIR/report/report.html once written (`errorforcing.plotting.write_report`)
     claims: list[dict[str, Any]]
+
+    @property
+    def has_results(self) -> bool:
+        """Whether a sweep reproduction has finished jobs to report (a workflow writes its own figures)."""
+        return any(o.already_done + o.finished for o in self.outcomes)
 
 
 def reproduce(name: str, out: str | Path, *, quick: bool = False, executor: Executor | None = None,
               progress: bool = True, echo: Callable[[str], None] = print,
               specs: list | None = None) -> ReproductionResult:
     """Run reproduction `name` into `out` (sweeps resume; a workflow reruns), then evaluate its
-    claims into `out/claims.json`, print the claims table and write the report. `specs`
-    replaces the reproduction's own sweep specs (e.g. a tiny setting for a test)."""
-    from ..plotting import write_report
-
+    claims into `out/claims.json` and print the claims table. `specs` replaces the
+    reproduction's own sweep specs (e.g. a tiny setting for a test). It draws nothing: the
+    report of a sweep reproduction is `errorforcing.plotting.write_report(out)`."""
     if name not in REPRODUCTIONS:
         raise KeyError(f"unknown reproduction {name!r}; choose one of: {', '.join(NAMES)}")
     repro = REPRODUCTIONS[name]
@@ -53,13 +56,7 @@ def reproduce(name: str, out: str | Path, *, quick: bool = False, executor: Exec
                 outcomes.append(run_sweep(plan, out, executor=executor, progress=progress))
     claims = evaluate_claims(out, names=[name])
     echo(f"claims of {name} ({repro.paper}):\n{claims_table(claims)}")
-    report = None
-    if repro.workflow is None:
-        finished = sum(o.already_done + o.finished for o in outcomes)
-        report = write_report(out).html if finished else None
-        if report is None:
-            echo(f"note: nothing of {name} could run yet, so no report was written")
-    return ReproductionResult(name, outcomes, skipped, report, claims)
+    return ReproductionResult(name, outcomes, skipped, None, claims)
 
 
 def present(directory: str | Path) -> list[str]:

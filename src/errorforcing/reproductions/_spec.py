@@ -6,7 +6,7 @@ from typing import Any
 
 import tomli_w
 
-from ..experiments._sweep import SweepSpec, parse_spec
+from ..experiments import SweepSpec, parse_spec
 
 
 def spec(name: str, *, base: dict[str, Any], grid: dict[str, list] | None = None,

@@ -4,7 +4,7 @@ vs EF-RFLO, EF through a fixed or a learned random matrix F). SPEC §5."""
 
 from __future__ import annotations
 
-from ..experiments._config import ALPHA_GRID
+from ..experiments import ALPHA_GRID
 from ._claims import AllOf, Arm, CurveRises, FewerEpochs, FractionLearned
 from ._spec import quick_note, spec
 

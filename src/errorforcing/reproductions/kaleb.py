@@ -54,7 +54,7 @@ import optax
 
 from .._types import Array, Float
 from ..analysis import local_alignment, update_efficiency
-from ..experiments._stats import directional_verdict, wilcoxon_less
+from ..experiments import directional_verdict, wilcoxon_less
 from ..forcing import AbstractForcing, ClosedLoop, ControlledCell, FeedbackControl, NoForcing, rollout, simulate
 from ..models import LeakyRNN
 from ..rules import Objective, OnlineBPTT, masked_mse

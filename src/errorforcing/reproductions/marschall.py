@@ -107,8 +107,7 @@ def seconds_per_step(config_data: dict[str, Any], repeats: int) -> tuple[float, 
     import jax
 
     from ..experiments import TrainConfig
-    from ..experiments._registry import FORCINGS, MODELS, RULES as RULE_ENTRIES
-    from ..experiments._train import build_task
+    from ..experiments import FORCINGS, MODELS, RULES as RULE_ENTRIES, build_task
     from ..rules import Objective
     from ..tasks import sample_batch
 
@@ -183,8 +182,7 @@ def reproduce_marschall_alignment(*, quick: bool, out: Path, progress: bool = Tr
                                   setting: Setting | None = None, executor=None) -> dict[str, Any]:
     """Run the sweep into `out` (resumes), time every arm, and write `out/marschall-alignment.json`,
     `out/marschall-alignment.png` and the sweep's report. Returns the summary."""
-    from ..experiments._driver import run_sweep
-    from ..experiments._sweep import expand
+    from ..experiments import expand, run_sweep
     from ..plotting import write_report
     from ..plotting._marschall import alignment_cost_figure
     from ..store import RunStore, member_table

@@ -14,8 +14,8 @@ from ._snap import SnAp
 from ._uoro import UORO
 from ._kfrtrl import KFRTRL
 from ._loss import Objective, masked_mse, sign_correct, trial_weights
-from ._step import trainable_spec
+from ._step import StepLoss, trainable_spec
 
 __all__ = ["AbstractLearningRule", "AbstractStepwiseRule", "AbstractOnlineRule", "BPTT", "Objective", "masked_mse", "sign_correct",
            "trial_weights", "TruncatedBPTT", "OnlineBPTT", "RTRL", "AbstractTraceRule", "EProp", "RFLO", "gradient_alignment",
-           "feedback_alignment", "trainable_spec", "AbstractInfluenceRule", "SnAp", "UORO", "KFRTRL"]
+           "feedback_alignment", "StepLoss", "trainable_spec", "AbstractInfluenceRule", "SnAp", "UORO", "KFRTRL"]

@@ -38,7 +38,7 @@ from ..analysis import cosine, local_alignment, update_efficiency
 from ..forcing import AbstractAdditiveForcing, AbstractForcing, AbstractTeacherForcing, alignment, rollout
 from ..models import AbstractCell, AbstractLinearReadoutCell
 from ..rules import AbstractLearningRule, AbstractStepwiseRule, Objective
-from ..rules._step import StepLoss
+from ..rules import StepLoss
 from ..tasks import Trials
 from ._dynamics import sampled_jacobian_norms
 
