@@ -7,11 +7,11 @@ from ._dynamics import (Analysis, Flossing, adapt_alpha, analysis_key, evaluatio
                         forced_jacobian_norms, lyapunov_key, sampled_jacobian_norms, task_lyapunov)
 from ._ensemble import EnsembleResult, EnsembleTrainer, Member, Schedule, held_out_loss, member_keys
 from ._online import ContinualSchedule, ContinualTrainer
-from ._shards import THREADS_ENV, Shards, default_shards, threads_from_env, usable_cores
+from ._shards import COMPACT_ENV, THREADS_ENV, Shards, default_shards, threads_from_env, usable_cores
 
 __all__ = ["ConvergenceTracker", "EnsembleResult", "EnsembleTrainer", "Member", "Schedule", "member_keys",
            "held_out_loss", "evaluation_key",
            "ContinualSchedule", "ContinualTrainer",
            "Analysis", "Flossing", "adapt_alpha", "analysis_key", "floss_cell", "forced_jacobian_norms", "lyapunov_key",
-           "sampled_jacobian_norms", "THREADS_ENV", "Shards", "default_shards", "threads_from_env", "usable_cores",
+           "sampled_jacobian_norms", "COMPACT_ENV", "THREADS_ENV", "Shards", "default_shards", "threads_from_env", "usable_cores",
            "task_lyapunov", "dynamics_diagnostics", "exact_step_gradients", "forcing_gain", "update_diagnostics"]

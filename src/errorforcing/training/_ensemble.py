@@ -20,7 +20,7 @@ from ._convergence import ConvergenceTracker
 from ._diagnostics import dynamics_diagnostics
 from ._dynamics import (INTER_FLOSS, LYAPUNOV, PRE_FLOSS, TEST_LOSS, Analysis, Flossing, adapt_alpha, analysis_key,
                         floss_cell, task_lyapunov)
-from ._shards import Shards, default_shards
+from ._shards import Shards, compact_from_env, compact_layout, default_shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +105,7 @@ class EnsembleResult:
     lyap_max_after: np.ndarray | None = None  # [M] λ_max after training
     rules: AbstractLearningRule | None = None  # batched over members (each member's own random feedback B)
     test_loss: np.ndarray | None = None  # [M] held_out_loss after training (NaN for a diverged member)
+    layouts: list[tuple[int, int, int]] | None = None  # (first epoch, shards, members per shard) of the epoch programs
 
 
 def _tree_where(flag, new, old):
@@ -139,13 +140,19 @@ class EnsembleTrainer:
 
     `shards` (default: one per CPU core) splits the members into that many equal programs run
     in parallel threads (see `_shards`); results do not depend on it beyond float rounding.
+    `compact` (default: on, unless `ERRORFORCING_COMPACT=0`) stops computing frozen members:
+    once enough have converged or diverged, the active ones are re-sharded into smaller
+    programs of a few fixed sizes (`_shards.compact_layout`), with the same numbers as without
+    (each member keeps its own keys; frozen members keep their state as it was when they froze).
+    The layouts that ran are in `EnsembleResult.layouts`.
     """
 
     def __init__(self, task: AbstractTask, make_cell: Callable[..., AbstractCell],
                  make_forcing: Callable[..., AbstractForcing], rule: AbstractLearningRule,
                  optimizer: Callable[..., optax.GradientTransformation], members: list[Member],
                  schedule: Schedule, objective: Objective = Objective(), *, flossing: Flossing | None = None,
-                 adaptive_alpha: bool = False, analysis: Analysis = Analysis(), shards: int | None = None):
+                 adaptive_alpha: bool = False, analysis: Analysis = Analysis(), shards: int | None = None,
+                 compact: bool | None = None):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         if rule.learns_online and schedule.clip_norm is not None:
@@ -154,6 +161,7 @@ class EnsembleTrainer:
         self.flossing = flossing if flossing is not None and flossing.enabled else None
         self.adaptive_alpha, self.analysis = adaptive_alpha, analysis
         self.shards = default_shards() if shards is None else shards
+        self.compact = compact_from_env() if compact is None else compact
         self.members = members
         self.make_cell, self.make_forcing = make_cell, make_forcing
         self.optimizer = optax.inject_hyperparams(optimizer)(learning_rate=members[0].lr)
@@ -304,25 +312,41 @@ class EnsembleTrainer:
         s, fl = self.schedule, self.flossing
         start = time.perf_counter()
         M = len(self.members)
-        with Shards(M, self.shards) as shards:
-            cells, forcings, opt_states, fixed, rules = zip(*shards.split(self.init() if state is None else state))
-            data_keys, noise_keys = shards.split(self.data_keys), shards.split(self.noise_keys)
+        with Shards(M, self.shards) as everyone:
+            # the whole ensemble, member axis first: (cells, forcings, opt_states, fixed, rules)
+            whole = self.init() if state is None else state
             if fl is not None and fl.pre:
-                cells = shards.map(self._floss, cells, shards.split_mask(np.ones(M, bool)),
-                                   shards.split(self._streams(PRE_FLOSS)), [fl.pre] * shards.count)
-            lyap_before = self._lyapunov_all(shards, cells)
+                flossed = everyone.map(self._floss, everyone.split(whole[0]), everyone.split_mask(np.ones(M, bool)),
+                                       everyone.split(self._streams(PRE_FLOSS)), [fl.pre] * everyone.count)
+                whole = (everyone.join(flossed),) + tuple(whole[1:])
+            lyap_before = self._lyapunov_all(everyone, whole[0])
             tracker = ConvergenceTracker(M, s.threshold, s.patience, s.divergence)
             train_curves, val_curves, acc_curves = [], [], []
             extra_curves: dict[str, list[np.ndarray]] = {}
+            layouts: list[tuple[int, int, int]] = []
+            shards = everyone
+            parts = shards.split(whole)  # per shard: (cells, forcings, opt_states, fixed, rules)
+            # the fixed data sets never change and live only in the shards (no second copy in memory)
+            whole = tuple(whole[:3]) + (None,) + tuple(whole[4:])
+            data_keys, noise_keys = shards.split(self.data_keys), shards.split(self.noise_keys)
             epoch = 0
             for epoch in range(1, s.epochs + 1):
+                smaller = self._compacted(everyone, shards, tracker.active) if self.compact else None
+                if smaller is not None:  # frozen members leave the programs, their state stays in `whole`
+                    whole = shards.scatter(whole, [p[:3] + (None,) + p[4:] for p in parts])
+                    fixed = shards.regroup([p[3] for p in parts], smaller)
+                    shards = smaller
+                    parts = [p[:3] + (f,) + p[4:] for p, f in zip(shards.split(whole), fixed)]
+                    data_keys, noise_keys = shards.split(self.data_keys), shards.split(self.noise_keys)
+                if not layouts or layouts[-1][1:] != (shards.count, shards.size):
+                    layouts.append((epoch, shards.count, shards.size))
                 epochs = jnp.asarray(epoch) if self.adaptive_alpha else jnp.full(shards.size, epoch)
+                cells, forcings, opt_states, fixed, rules = zip(*parts)
                 outputs = shards.map(self._epoch, cells, opt_states, forcings, rules, shards.split_mask(tracker.active),
                                      data_keys, noise_keys, [epochs] * shards.count, fixed)
-                cells, opt_states, forcings = ([out[i] for out in outputs] for i in range(3))
-                train_loss, val_loss, acc, extras = (
-                    jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), tree)
-                    for tree in shards.join([out[3:] for out in outputs]))
+                parts = [(out[0], out[2], out[1]) + tuple(part[3:]) for out, part in zip(outputs, parts)]
+                # over the whole ensemble, NaN for members not in the programs (all frozen)
+                train_loss, val_loss, acc, extras = shards.join_numpy([out[3:] for out in outputs])
                 was_active = tracker.active
                 tracker.update(epoch, val_loss, train_loss)
                 nan = np.full_like(val_loss, np.nan)
@@ -331,28 +355,39 @@ class EnsembleTrainer:
                 acc_curves.append(np.where(was_active, acc, nan))
                 for name, value in extras.items():
                     extra_curves.setdefault(name, []).append(np.where(was_active, value, nan))
-                if on_epoch is not None:
-                    on_epoch(epoch, tracker, val_loss)
+                if on_epoch is not None:  # a member frozen before this epoch has no value (NaN)
+                    on_epoch(epoch, tracker, val_curves[-1])
                 if not tracker.active.any():
                     break
                 if fl is not None and fl.every and epoch % fl.every == 0 and epoch < s.epochs:
-                    cells = shards.map(self._floss, cells, shards.split_mask(tracker.active),
-                                       shards.split(self._streams(INTER_FLOSS, epoch)), [fl.steps] * shards.count)
-            lyap_after = self._lyapunov_all(shards, cells)
-            test_loss = shards.join(shards.map(self._test_loss, cells, shards.split(self._streams(TEST_LOSS))))
+                    flossed = shards.map(self._floss, [p[0] for p in parts], shards.split_mask(tracker.active),
+                                         shards.split(self._streams(INTER_FLOSS, epoch)), [fl.steps] * shards.count)
+                    parts = [(c,) + tuple(p[1:]) for c, p in zip(flossed, parts)]
+            whole = shards.scatter(whole, [p[:3] + (None,) + p[4:] for p in parts])
+            cells, forcings, rules = whole[0], whole[1], whole[4]
+            lyap_after = self._lyapunov_all(everyone, cells)
+            test_loss = everyone.join(everyone.map(self._test_loss, everyone.split(cells),
+                                                   everyone.split(self._streams(TEST_LOSS))))
             # a diverged member has no test loss (its weights may be NaN)
             test_loss = np.where(tracker.diverged, np.nan, np.asarray(test_loss, np.float64))
-            cells, forcings, rules = shards.join(cells), shards.join(forcings), shards.join(rules)
         seconds = time.perf_counter() - start
         stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
         return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),
                               stack(acc_curves), {k: stack(v) for k, v in extra_curves.items()}, epoch,
-                              seconds, forcings, lyap_before, lyap_after, rules, test_loss)
+                              seconds, forcings, lyap_before, lyap_after, rules, test_loss, layouts)
 
-    def _lyapunov_all(self, shards: Shards, cells: list) -> np.ndarray | None:
+    def _compacted(self, everyone: Shards, current: Shards, active: np.ndarray) -> Shards | None:
+        """A smaller layout holding only the `active` members, or None when it would not be smaller
+        (in members per shard, then in member slots) than the `current` one."""
+        count, size = compact_layout(int(active.sum()), everyone.count, everyone.size)
+        if (size, count * size) >= (current.size, current.count * current.size):
+            return None
+        return everyone.compact(np.flatnonzero(active), size)
+
+    def _lyapunov_all(self, shards: Shards, cells: AbstractCell) -> np.ndarray | None:
         if not self.analysis.lyapunov:
             return None
-        exponents = shards.map(self._lyapunov, cells, shards.split(self._streams(LYAPUNOV)))
+        exponents = shards.map(self._lyapunov, shards.split(cells), shards.split(self._streams(LYAPUNOV)))
         return np.asarray(shards.join(exponents), np.float64)
 
 

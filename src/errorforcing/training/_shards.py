@@ -12,6 +12,15 @@ pool thread while waiting for the other's work, and never finish (seen with adap
 eigensolver and teacher forcing's solve). So a program that contains a LAPACK call runs its
 shards one after another; the trainer's common programs contain none (`forcing.spd_solve`).
 `ERRORFORCING_THREADS=1` runs one program, as before sharding.
+
+Compaction: members that converged or diverged are frozen, and computing them is waste. Once
+enough have frozen the trainer re-shards the active ones into smaller programs whose sizes come
+from a short list (`bucket_sizes`: the full shard size halved, rounded up, down to 2), so at
+most log2(size) + 1 programs are ever compiled (jit caches one per size). The numbers do not
+change: a member's step depends only on its own state and keys, and XLA's CPU kernels give
+every member of a vmapped program the same bits at any batch size of 2 or more (a batch of 1
+is simplified into other kernels and may differ in the last bit, so 1 is not a bucket unless
+the ensemble started with shards of 1). `ERRORFORCING_COMPACT=0` turns compaction off.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 THREADS_ENV = "ERRORFORCING_THREADS"
+COMPACT_ENV = "ERRORFORCING_COMPACT"
 
 
 def threads_from_env() -> int | None:
@@ -37,6 +47,39 @@ def threads_from_env() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def compact_from_env() -> bool:
+    """$ERRORFORCING_COMPACT as a flag: on unless it is 0 (or false/no/off)."""
+    value = os.environ.get(COMPACT_ENV, "").strip().lower()
+    if value in ("", "1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{COMPACT_ENV} must be 0 or 1, got {value!r}")
+
+
+def bucket_sizes(full: int) -> list[int]:
+    """The shard sizes a compacted ensemble may use: `full`, then halved (rounded up) down to 2."""
+    sizes = [full]
+    while sizes[-1] > 2:
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
+
+
+def compact_layout(active: int, count: int, full: int) -> tuple[int, int]:
+    """(shards, size) for `active` members with at most `count` shards of at most `full`, sizes
+    from `bucket_sizes(full)`: the smallest size (the wall time of shards run in parallel), then
+    the fewest member slots (the CPU time)."""
+    buckets = bucket_sizes(full)
+    options = []
+    for c in range(1, count + 1):
+        fitting = [b for b in buckets if b * c >= active]
+        if fitting:
+            size = min(fitting)
+            options.append((size, c * size, c))
+    size, _, c = min(options)
+    return math.ceil(active / size), size
 
 
 def usable_cores() -> int:
@@ -54,16 +97,42 @@ def default_shards() -> int:
 
 
 class Shards:
-    """`members` ensemble members as `count` shards of `size` members each (padding ≤ size - 1)."""
+    """`members` ensemble members as `count` shards of `size` members each (padding ≤ size - 1).
+
+    A compacted layout (`compact`) holds only some of the members (`held`, indices into the
+    ensemble), in shards of a chosen size; trees are still split from, and `scatter`ed back
+    into, trees over the whole ensemble.
+    """
 
     def __init__(self, members: int, shards: int):
         self.members = members
-        self.size = math.ceil(members / max(1, min(shards, members)))
-        self.count = math.ceil(members / self.size)
-        padded = np.minimum(np.arange(self.count * self.size), members - 1)
-        self._index = [padded[k * self.size:(k + 1) * self.size] for k in range(self.count)]
+        size = math.ceil(members / max(1, min(shards, members)))
+        self._layout(np.arange(members), size)
         self._pool = ThreadPoolExecutor(self.count) if self.count > 1 else None
         self._lapack: dict[int, bool] = {}
+
+    def _layout(self, held: np.ndarray, size: int) -> None:
+        self.held, self.size = np.asarray(held, np.int64), size
+        self.count = math.ceil(len(self.held) / size)
+        padded = self.held[np.minimum(np.arange(self.count * size), len(self.held) - 1)]
+        self._index = [padded[k * size:(k + 1) * size] for k in range(self.count)]
+
+    def compact(self, held: np.ndarray, size: int) -> "Shards":
+        """The members `held` only, in shards of `size` (at most as many shards as this layout
+        has; the thread pool and the LAPACK verdicts are shared)."""
+        layout = object.__new__(Shards)
+        layout.members, layout._pool, layout._lapack = self.members, self._pool, self._lapack
+        layout._layout(held, size)
+        if layout.count > self.count:
+            raise ValueError(f"{len(held)} members in shards of {size} need more than {self.count} shards")
+        return layout
+
+    def regroup(self, trees: list, layout: "Shards") -> list:
+        """Shard trees of this layout → those of `layout`, whose members this one holds."""
+        position = {m: i for i, m in enumerate(self.held.tolist())}
+        joined = self.join(trees)
+        return [jax.tree_util.tree_map(lambda x: x[np.array([position[m] for m in idx])] if eqx.is_array(x) else x,
+                                       joined) for idx in layout._index]
 
     def split(self, tree) -> list:
         """A tree whose array leaves lead with the member axis → one tree per shard."""
@@ -72,13 +141,29 @@ class Shards:
     def split_mask(self, flags: np.ndarray) -> list[jax.Array]:
         """Per-member booleans → per shard, False for the padding (padded members never update)."""
         padded = np.zeros(self.count * self.size, bool)
-        padded[: self.members] = flags
+        padded[: len(self.held)] = np.asarray(flags, bool)[self.held]
         return [jnp.asarray(padded[k * self.size:(k + 1) * self.size]) for k in range(self.count)]
 
     def join(self, trees: list):
-        """The inverse of `split`: one tree over all members, the padding dropped."""
+        """The inverse of `split`: one tree over the held members (in `held` order), the padding dropped."""
+        n = len(self.held)
         return jax.tree_util.tree_map(
-            lambda *xs: jnp.concatenate(xs)[: self.members] if eqx.is_array(xs[0]) else xs[0], *trees)
+            lambda *xs: jnp.concatenate(xs)[:n] if eqx.is_array(xs[0]) else xs[0], *trees)
+
+    def join_numpy(self, trees: list, fill=np.nan):
+        """`join` over the whole ensemble as float64 numpy arrays, `fill` for members not held."""
+        def full(x):
+            x = np.asarray(x, np.float64)
+            out = np.full((self.members,) + x.shape[1:], fill, np.float64)
+            out[self.held] = x
+            return out
+        return jax.tree_util.tree_map(full, self.join(trees))
+
+    def scatter(self, whole, trees: list):
+        """`whole` (a tree over the ensemble) with the held members replaced by theirs in `trees`."""
+        held = jnp.asarray(self.held)
+        return jax.tree_util.tree_map(lambda w, x: w.at[held].set(x) if eqx.is_array(w) else w,
+                                      whole, self.join(trees))
 
     def map(self, fn: Callable[..., Any], *shard_args: list) -> list:
         """fn(*args of shard k) for every shard, in parallel threads unless fn calls LAPACK; waits for all.
@@ -86,7 +171,7 @@ class Shards:
         `fn` is a jitted function (`eqx.filter_jit`), lowered once to look for LAPACK calls."""
         call = lambda args: jax.block_until_ready(fn(*args))
         per_shard = list(zip(*shard_args))
-        if self._pool is None or self.calls_lapack(fn, per_shard[0]):
+        if self._pool is None or self.count == 1 or self.calls_lapack(fn, per_shard[0]):
             return [call(args) for args in per_shard]
         return list(self._pool.map(call, per_shard))
 

@@ -1,0 +1,91 @@
+"""Compaction (frozen members leave the epoch programs) changes cost, never numbers: an ensemble
+whose members converge and diverge at different epochs gives, bit for bit, the same parameters,
+curves, converged epochs and store rows with compaction as without, and compaction really ran."""
+
+import jax
+import numpy as np
+import pytest
+
+import errorforcing as ef
+from errorforcing.training import COMPACT_ENV
+from errorforcing.training._shards import bucket_sizes, compact_layout
+
+# 8 members on 2 shards of 4; at threshold 0.8 (patience 1) and divergence 1.45 they freeze at
+# epochs 1 (seed 2), 3 (seeds 3 diverged, 5), 4 (1), 6 (7 diverged), 7 (4, 6) and 8 (0), so the
+# compacted run goes 2×4 → 2×2 (epoch 5) → 1×2 (epoch 8, one member plus a padding copy).
+CONFIG = dict(task={"name": "delayed-xor", "delay": 4}, model={"hidden": 8}, forcing={"kind": "ef", "alpha": [0.5]},
+              seeds=8, epochs=10, batch=16, train_trials=32, val_trials=16, test_trials=16, threshold=0.8,
+              patience=1, divergence=1.45, optim={"lr": [3e-2]})
+
+
+def _train(monkeypatch, compact: bool, **changes):
+    monkeypatch.setenv(COMPACT_ENV, "1" if compact else "0")
+    monkeypatch.setenv("ERRORFORCING_THREADS", "2")
+    return ef.train(ef.TrainConfig(**(CONFIG | changes)), progress=False)
+
+
+def _assert_identical(compact, plain):
+    c, p = compact.ensemble, plain.ensemble
+    np.testing.assert_array_equal(c.tracker.converged_epoch, p.tracker.converged_epoch)
+    np.testing.assert_array_equal(c.tracker.diverged, p.tracker.diverged)
+    np.testing.assert_array_equal(c.tracker.epochs_run, p.tracker.epochs_run)
+    assert c.epochs_done == p.epochs_done
+    for name in ("train_curves", "val_curves", "val_accuracy", "test_loss", "lyap_max_before", "lyap_max_after"):
+        np.testing.assert_array_equal(getattr(c, name), getattr(p, name), err_msg=name)
+    assert c.extra_curves.keys() == p.extra_curves.keys()
+    for name in p.extra_curves:
+        np.testing.assert_array_equal(c.extra_curves[name], p.extra_curves[name], err_msg=name)
+    for tree in ("cells", "forcings", "rules"):
+        for a, b in zip(jax.tree_util.tree_leaves(getattr(c, tree)), jax.tree_util.tree_leaves(getattr(p, tree))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=tree)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "run_id"} for r in rows]  # noqa: E731
+    assert strip(compact.rows) == strip(plain.rows)
+
+
+def test_compacted_ensemble_equals_the_uncompacted_one_bit_for_bit(monkeypatch):
+    plain, compact = _train(monkeypatch, False), _train(monkeypatch, True)
+    p, c = plain.ensemble, compact.ensemble
+    assert jax.tree_util.tree_leaves(p.cells)[0].dtype == np.float64
+    # the setting really freezes members at different epochs (and stops when all froze)
+    assert sorted(p.tracker.converged_epoch.tolist()) == [-1, -1, 1, 3, 4, 7, 7, 8]
+    assert p.tracker.diverged.sum() == 2 and p.epochs_done == 8
+    # compaction ran: smaller programs, a padded one among them; without it, one layout throughout
+    assert p.layouts == [(1, 2, 4)]
+    assert c.layouts == [(1, 2, 4), (5, 2, 2), (8, 1, 2)]
+    _assert_identical(compact, plain)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("changes", [
+    # flossing between epochs, Lyapunov exponents, per-epoch diagnostics and gradient alignment
+    dict(floss={"pre": 2, "every": 2, "steps": 2, "trials": 4}, analysis={"lyapunov": True, "lyapunov_trials": 4,
+         "diagnostics": True}, rule={"kind": "rflo", "log_alignment": True}),
+    # adaptive α (a LAPACK eigensolver: shards run one after another) inside the epoch program
+    dict(forcing={"kind": "tf", "alpha": [0.5], "adaptive": True}),
+    # one fixed data set per member, regrouped into the smaller programs
+    dict(data="fixed", train_trials=None, val_trials=None, dataset_size=48),
+], ids=["floss-lyapunov-diagnostics-alignment", "adaptive-alpha", "fixed-data"])
+def test_compaction_leaves_every_measurement_unchanged(monkeypatch, changes):
+    plain, compact = _train(monkeypatch, False, **changes), _train(monkeypatch, True, **changes)
+    assert plain.ensemble.layouts == [(1, 2, 4)]
+    assert len(compact.ensemble.layouts) > 1 and compact.ensemble.layouts[-1][2] < 4
+    _assert_identical(compact, plain)
+
+
+def test_bucket_sizes_halve_down_to_two():
+    assert bucket_sizes(12) == [12, 6, 3, 2]
+    assert bucket_sizes(4) == [4, 2]
+    assert bucket_sizes(1) == [1]
+
+
+@pytest.mark.parametrize("active, count, full, layout", [
+    (24, 2, 12, (2, 12)),  # nothing frozen: the full layout
+    (12, 2, 12, (2, 6)),
+    (7, 2, 12, (2, 6)),    # 7 of 12 slots: the next bucket (3) would need 3 shards
+    (5, 2, 12, (2, 3)),    # one padding copy
+    (2, 2, 12, (1, 2)),    # 2 slots on one core rather than 4 on two (same wall time)
+    (1, 2, 12, (1, 2)),    # never a batch of 1: XLA compiles it to other kernels (last-bit changes)
+    (1, 2, 1, (1, 1)),     # ... unless the ensemble ran in batches of 1 from the start
+])
+def test_compact_layout_picks_the_smallest_bucket_then_the_fewest_slots(active, count, full, layout):
+    assert compact_layout(active, count, full) == layout
