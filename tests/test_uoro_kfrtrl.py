@@ -73,10 +73,11 @@ def test_kfrtrl_readout_rows_are_exact():
 
 @pytest.mark.parametrize("forcing, readout, density", [
     (NoForcing(), "state", 0.5), (ErrorForcing(alpha=0.5), "rate", 1.0)], ids=["none-sparse", "ef-rate"])
-def test_kfrtrl_closed_form_is_the_generic_estimate(monkeypatch, forcing, readout, density):
-    """On the leaky RNN under no/stopped additive forcing KF-RTRL runs in closed form for the
-    batch; with the same key (same signs, same noise) it is the generic autodiff estimate in
-    float64, and it is the path that runs (the generic loop is made to fail)."""
+@pytest.mark.parametrize("make", [KFRTRL, UORO], ids=["kf-rtrl", "uoro"])
+def test_closed_form_is_the_generic_estimate(monkeypatch, make, forcing, readout, density):
+    """On the leaky RNN under no/stopped additive forcing KF-RTRL and UORO run in closed form
+    for the batch; with the same key (same signs, same noise) each is the generic autodiff
+    estimate in float64, and it is the path that runs (the generic loop is made to fail)."""
     from errorforcing.rules import _influence
 
     k_cell, k_x, k_y, k_m = jax.random.split(jax.random.key(5), 4)
@@ -86,15 +87,15 @@ def test_kfrtrl_closed_form_is_the_generic_estimate(monkeypatch, forcing, readou
                     jax.random.bernoulli(k_m, 0.6, (3, 7, 2)).astype(jnp.float64), {})
     objective = Objective(rate_reg=1e-2, readout_reg=1e-2, noise_std=0.05)
     key = jax.random.key(11)
-    loss_ref, ref, _ = eqx.filter_jit(KFRTRL(fast=False).value_and_grad)(cell, forcing, trials, key=key,
+    loss_ref, ref, _ = eqx.filter_jit(make(fast=False).value_and_grad)(cell, forcing, trials, key=key,
                                                                          objective=objective)
-    assert KFRTRL().uses_closed_form(cell, forcing, trials)
+    assert make().uses_closed_form(cell, forcing, trials)
 
     def fail(*args, **kwargs):
         raise AssertionError("the generic influence loop ran")
 
     monkeypatch.setattr(_influence, "influence_run", fail)
-    fast = eqx.filter_jit(KFRTRL().value_and_grad)
+    fast = eqx.filter_jit(make().value_and_grad)
     loss, g, _ = fast(cell, forcing, trials, key=key, objective=objective)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
     for f in ALL:
@@ -102,8 +103,8 @@ def test_kfrtrl_closed_form_is_the_generic_estimate(monkeypatch, forcing, readou
     # a different key is a different estimate (the signs are used)
     _, other, _ = fast(cell, forcing, trials, key=jax.random.key(12), objective=objective)
     assert not np.allclose(other.W_rec, g.W_rec, rtol=1e-3)
-    for rule, f in ((KFRTRL(online=True, lr=0.1), forcing), (KFRTRL(), TeacherForcing(alpha=0.5)),
-                    (KFRTRL(fast=False), forcing), (KFRTRL(), ErrorForcing(alpha=0.5, causal=True))):
+    for rule, f in ((make(online=True, lr=0.1), forcing), (make(), TeacherForcing(alpha=0.5)),
+                    (make(fast=False), forcing), (make(), ErrorForcing(alpha=0.5, causal=True))):
         assert not rule.uses_closed_form(cell, f, trials)
 
 

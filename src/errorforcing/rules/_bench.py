@@ -139,11 +139,10 @@ def zoo_products(N: int, B: int, n_in: int, n_out: int) -> dict[str, list[tuple[
     - bptt: forward W φ(h̃), backward δ W, weight gradient δᵀ φ(h̃);
     - eprop: forward, and the learning signal against the traces Σ_b L_bi e_bij;
     - rtrl: J M over all B · P columns (the fast path's product);
-    - snap1, as implemented (M stored densely, `SnAp`): J M, the unforced state's ∂h/∂s M and the
-      projection's correction, each over all P columns;
+    - snap1: e-prop's (on the leaky RNN without forcing `SnAp(order=1)` runs as e-prop's trace);
     - uoro: forward, J s̃, the two vjps (νᵀ ∂̄s/∂θ and ∂̄ℓ/∂θ through W), the rank-1 outer products;
-    - kf-rtrl: J A, D = ∂s/∂b by N jvps, the exact readout rows' vjps (S + 1 of them) and
-      tangents (n_out (N + 1) columns).
+    - kf-rtrl (closed form, `leaky_kfrtrl`): forward, W (φ' ⊙ A) over all B · N columns, δᵀ J A,
+      and the two rank-1 terms of the weight gradient, Σ_b (A ᵀδ) uᵀ and Σ_b δ zᵀ.
     """
     P = N * N + N * n_in + N
     mat = (1, B, N, N)
@@ -151,9 +150,9 @@ def zoo_products(N: int, B: int, n_in: int, n_out: int) -> dict[str, list[tuple[
         "bptt": [mat] * 3,
         "eprop": [mat, (N, 1, B, N)],
         "rtrl": [(1, N, N, B * P)],
-        "snap1": [(1, N, N, B * P)] * 3,
+        "snap1": [mat, (N, 1, B, N)],
         "uoro": [mat] * 4 + [(B, N, 1, N)] * 2,
-        "kfrtrl": [(B, N, N, N)] * 3 + [(B, N, N, n_out * (N + 1))],
+        "kfrtrl": [mat, (1, N, N, B * N), (B, 1, N, N)] + [(1, N, B, N + n_in + 1)] * 2,
     }
 
 
