@@ -179,6 +179,13 @@ def test_every_model_declares_its_readout():
                 F.TeacherForcing().init(cell)
         elif linear:
             F.TeacherForcing().init(cell)
+        # a controlled cell is a linear-readout cell exactly when the cell it wraps is one
+        control = F.FeedbackControl(jnp.zeros((cell.n_rec, TASK.n_out)))
+        if linear:
+            assert isinstance(F.ControlledCell(cell, control), M.AbstractLinearReadoutCell)
+        else:
+            with pytest.raises(TypeError, match="linear readout"):
+                F.ControlledCell(cell, control)
 
 
 def test_every_forcing_entry_declares_what_it_builds():
