@@ -1,6 +1,7 @@
-"""The options the commands share, defined once, each in its help panel with the default it
-stands for. A training flag's value is None unless it is given, so the TOML file, a command's
-own defaults and the chosen variant decide; --help shows the value that then applies."""
+"""The options the commands share, defined once, each in its help panel with its default.
+
+A training flag's value is None unless it is given, so the TOML file, a command's own
+defaults and the chosen variant decide; --help shows the value that then applies."""
 
 from __future__ import annotations
 
