@@ -38,7 +38,10 @@ def _help(*command: str) -> str:
 
 
 def _line(text: str, flag: str) -> str:
-    return next(line for line in text.splitlines() if f" {flag} " in line)
+    """The flag's row and the next one (the default may wrap onto its own row)."""
+    lines = text.splitlines()
+    i = next(i for i, line in enumerate(lines) if f" {flag} " in line)
+    return " ".join(lines[i:i + 2])
 
 
 def test_train_help_groups_options_in_panels_with_their_defaults():

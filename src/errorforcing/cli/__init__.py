@@ -23,7 +23,7 @@ from ._training import COMPARE_DEFAULTS, compare, train
 __all__ = ["app", "main", "entry", "build_config", "BadInput", "fail", "dumps", "DEFAULT_OUT", "COMPARE_DEFAULTS"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode="rich", help="Train RNNs with error forcing, teacher forcing and "
+                  rich_markup_mode="markdown", help="Train RNNs with error forcing, teacher forcing and "
                   "local learning rules, in seed × α ensembles.")
 app.command()(train)
 app.command()(compare)

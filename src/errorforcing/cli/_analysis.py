@@ -12,7 +12,7 @@ from ._errors import fail
 from ._options import JsonOpt
 from ._output import dumps
 
-analyze_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+analyze_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                           pretty_exceptions_enable=False, help="Analyse the trained networks of a stored run.")
 
 

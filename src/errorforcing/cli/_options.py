@@ -133,7 +133,8 @@ DiagnosticsOpt = option("analysis.diagnostics", "--diagnostics/--no-diagnostics"
 # Input and output
 OutOpt = option("out", "--out", "results directory", OUTPUT, shown=f"./{DEFAULT_OUT}")
 ConfigOpt = option(None, "--config", "TOML config file; flags override it", OUTPUT, shown="none")
-JsonOpt = typer.Option(False, "--json", help="print a machine-readable summary on stdout", rich_help_panel=OUTPUT)
+JsonOpt = typer.Option(False, "--json", help="print a machine-readable summary on stdout")
+OutputJsonOpt = typer.Option(False, "--json", help="print a machine-readable summary on stdout", rich_help_panel=OUTPUT)
 
 # Commands that run sweeps: where they run.
 ExecutorOpt = typer.Option("local", "--executor", help="local (this machine) or ray (a Ray cluster)", show_default=True)

@@ -12,7 +12,7 @@ from ._errors import fail
 from ._options import ConfigOpt, DelayOpt, JsonOpt
 from ._output import dumps
 
-tasks_app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False,
+tasks_app = typer.Typer(add_completion=False, rich_markup_mode="markdown", pretty_exceptions_enable=False,
                         help="List the tasks (inputs, outputs, length, source); `tasks show NAME` draws a trial.")
 
 

@@ -14,8 +14,8 @@ from ._options import (
     FORCING, SCHEDULE, TASK, ActOpt, AdaptiveOpt, AlignOpt, AlphaOpt, BatchOpt, CausalOpt, CkptOpt, ClipOpt, ConfigOpt,
     ContinualOpt, DaleOpt, DataOpt, DelayOpt, DiagnosticsOpt, EpochsOpt, EstimatorOpt, FeedbackOpt, FlossEveryOpt,
     FlossKOpt, FlossLocalOpt, FlossLrOpt, FlossPreOpt, FlossStepsOpt, ForcingOpt, GainOpt, HiddenOpt, IntervalOpt,
-    JsonOpt, LearnFeedbackOpt, LrOpt, LyapunovOpt, ModelOpt, NoiseOpt, ObsNoiseOpt, OnlineLrOpt, OnlineOpt,
-    OnlineOptimOpt, OutOpt, ProcessNoiseOpt, ReadoutOpt, RuleOpt, SeedOpt, SeedsOpt, ShiftOpt, StepsOpt, TaskOpt,
+    LearnFeedbackOpt, LrOpt, LyapunovOpt, ModelOpt, NoiseOpt, ObsNoiseOpt, OnlineLrOpt, OnlineOpt, OnlineOptimOpt,
+    OutOpt, OutputJsonOpt, ProcessNoiseOpt, ReadoutOpt, RuleOpt, SeedOpt, SeedsOpt, ShiftOpt, StepsOpt, TaskOpt,
     ThrOpt, TruncOpt, UnitsOpt, ValEveryOpt, ValStepsOpt, option,
 )
 from ._output import dumps, print_settings, setting_keys
@@ -53,7 +53,7 @@ def train(
     floss_steps: Optional[int] = FlossStepsOpt, floss_k: Optional[int] = FlossKOpt,
     floss_lr: Optional[float] = FlossLrOpt, floss_local: Optional[bool] = FlossLocalOpt,
     lyapunov: Optional[bool] = LyapunovOpt, diagnostics: Optional[bool] = DiagnosticsOpt,
-    out: Optional[str] = OutOpt, config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
+    out: Optional[str] = OutOpt, config: Optional[Path] = ConfigOpt, json_out: bool = OutputJsonOpt,
 ):
     """Train one ensemble (seeds × α × lr) and record it in OUT/runs.sqlite."""
     overrides = common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, hidden, gain,
@@ -115,7 +115,7 @@ def compare(
     dynamics: bool = typer.Option(False, "--dynamics", help="also compare the fixed points of each method's "
                                   "best networks under the delay input (table, OUT/compare-dynamics.png)",
                                   rich_help_panel="Comparison", show_default=True),
-    out: Optional[str] = OutOpt, config: Optional[Path] = ConfigOpt, json_out: bool = JsonOpt,
+    out: Optional[str] = OutOpt, config: Optional[Path] = ConfigOpt, json_out: bool = OutputJsonOpt,
 ):
     """No forcing vs teacher forcing vs error forcing on one task (best α per method), ending
     with the verdicts "EF beats TF" and "EF beats BPTT" (one-sided Fisher exact, α = 0.05).
