@@ -178,8 +178,6 @@ def test_rtrl_equals_bptt_under_selective_forcing(getkey, name):
 def test_eprop_forcing_gain_is_the_teacher_jacobian_diagonal(getkey):
     """e-prop scales its traces by κ_t = diag(∂h̃_t/∂h_t) = 1 - c_t p, which must follow the
     interval gate and the unit selection step by step."""
-    from errorforcing.rules._eprop import _forcing_gain
-
     cell = _cell(getkey)
     forcing = TeacherForcing(alpha=0.6, interval=3, units=(0, 2, 5))
     target, mask = jnp.array([0.5, -0.4]), jnp.array([1.0, 0.0])
@@ -187,7 +185,7 @@ def test_eprop_forcing_gain_is_the_teacher_jacobian_diagonal(getkey):
     for t in range(6):
         h = jax.random.normal(getkey(), (N,))
         jac = jax.jacfwd(lambda hh: forcing(hh, cell.readout(hh), target, mask, cell, carry)[0])(h)
-        kappa = _forcing_gain(cell, forcing, h, target, mask, carry)
+        kappa = forcing.state_jacobian_diagonal(h, target, mask, cell, carry)
         np.testing.assert_allclose(np.asarray(kappa), np.diag(np.asarray(jac)), rtol=1e-12)
         want = np.where(np.isin(np.arange(N), (0, 2, 5)) & (t % 3 == 0), 0.4, 1.0)
         np.testing.assert_allclose(np.asarray(kappa), want, rtol=1e-12)

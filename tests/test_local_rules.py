@@ -116,9 +116,8 @@ def test_trace_rules_match_numpy_loops(case):
 
 
 def test_forcing_gain_shortcuts_equal_the_jacobian_diagonal(getkey):
-    """κ = diag(∂h̃/∂h): the closed forms the trace rules use = the forcing's Jacobian."""
-    from errorforcing.rules._eprop import _forcing_gain
-
+    """κ = diag(∂h̃/∂h): the closed forms the trace rules use (each forcing family's
+    `state_jacobian_diagonal`) = the forcing's Jacobian."""
     cell = make_cell(getkey())
     h, target = jax.random.normal(getkey(), (N,)), jax.random.normal(getkey(), (N_OUT,))
     mask = jnp.array([1.0, 0.0])
@@ -129,7 +128,7 @@ def test_forcing_gain_shortcuts_equal_the_jacobian_diagonal(getkey):
     for forcing in forcings:
         carry = forcing.init(cell)
         forced = lambda hh: forcing(hh, cell.readout(hh), target, mask, cell, carry)[0]
-        np.testing.assert_allclose(_forcing_gain(cell, forcing, h, target, mask, carry),
+        np.testing.assert_allclose(forcing.state_jacobian_diagonal(h, target, mask, cell, carry),
                                    jnp.diagonal(jax.jacfwd(forced)(h)), rtol=1e-12, err_msg=repr(forcing))
 
 
