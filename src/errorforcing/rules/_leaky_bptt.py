@@ -3,11 +3,22 @@ EF, feedback EF, their causal variants) and teacher forcing (gradient through W�
 the configurations of the Error Forcing paper — with or without sparse (`interval`) and
 partial (`units`) forcing.
 
-Why: `jax.grad` of the `lax.scan` accumulates the weight gradients inside the reverse scan,
-one small outer product per step. Here the reverse scan carries only the state adjoint
-(one [B,N]×[N,N] matmul per step) and the weight gradients are computed afterwards as single
-large matmuls over all steps and trials, which run near the BLAS peak. Same gradient as
-autodiff (tests compare them in float64); `BPTT(fast=False)` forces the autodiff path.
+Why: `jax.grad` of the `lax.scan` stores and differentiates every intermediate of the step.
+Here the forward pass stores only h̃ and r = φ(h̃), and the reverse scan carries the state
+adjoint (one [B,N]×[N,N] matmul per step) and the weight sums. Same gradient as autodiff
+(tests compare them in float64); `BPTT(fast=False)` forces the autodiff path.
+
+The weight sums Σ_t δ_t r_{t-1}ᵀ (and Σ_t δ_t x_tᵀ) are accumulated inside the reverse scan,
+one small [N,B]·[B,N] product per step (`weight_sums="scan"`, the default). The alternative,
+`weight_sums="gemm"`, stores δ_t for all steps and forms each sum as one [N,T·B]·[T·B,N]
+product after the scan. Measured back to back at the reference size (N = 50, batch 128,
+T = 1045, EF, 10 members vmapped as in one training shard; `benchmarks/bench_weight_sums.py`;
+load ≈ 12 on 2 cores) the in-scan sums are faster on the CPU: 238 vs 277 µs CPU per
+member-step (1 member: 205 vs 260), although the GEMM alone runs 1.7× faster than the T small
+products. Storing δ writes and re-reads a [T,B,N] array (with members vmapped it is also
+transposed to put the member axis first), which costs more than the GEMM saves; done in time
+chunks of 64 or 220 steps it was slower still (323, 329 µs). The GEMM form also needs one more
+[T,B,N] array. (An accelerator may rank them the other way; measure there.)
 """
 
 from __future__ import annotations
@@ -40,8 +51,11 @@ def supports_fast_path(cell, forcing: AbstractForcing) -> bool:
 
 
 def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objective: Objective,
-               noise=None):
+               noise=None, *, weight_sums: str = "scan"):
     """(loss, grads) of `objective` for the forced rollout; grads shaped like `cell`.
+
+    `weight_sums`: "scan" accumulates the weight sums in the reverse scan, "gemm" stores δ and
+    forms them as single products after it (same gradient; see the module docstring).
 
     With g̃_t = ∂L/∂h̃_t and δ_t = ∂L/∂h_t (both total derivatives):
         g̃_t = ∂ℓ_reg/∂h̃_t + (1 - a) δ_{t+1} + a φ'(h̃_t) ⊙ W_recᵀ δ_{t+1}
@@ -138,7 +152,10 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     # ----- reverse scan: the state adjoint, accumulating the recurrent-weight gradients -----
     # At step t the carry holds δ_{t+1}, which pairs with r_t and x_{t+1}:
     # Σ_t δ_t r_{t-1}ᵀ = Σ_t δ_{t+1} r_tᵀ + δ_0 r_{-1}ᵀ. Accumulating in the scan keeps memory
-    # at the two stored [T,B,N] arrays (h̃, r) and costs the same as one large matmul afterwards.
+    # at the two stored [T,B,N] arrays (h̃, r).
+    if weight_sums not in ("scan", "gemm"):
+        raise ValueError(f"weight_sums must be 'scan' or 'gemm', got {weight_sums!r}")
+    in_scan = weight_sums == "scan"
     wt = w[:, None]
     learn_in = "W_in" in cell.trainable
     X_next = jnp.concatenate([X[1:], jnp.zeros_like(X[:1])]) if learn_in else X[:, :, :0]
@@ -146,9 +163,10 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     def backward(carry, xs):
         dh_next, gW, gWin, dWV = carry
         h_forced, r, x_next, dy, dh_y, c, v = xs
-        gW = gW + dh_next.T @ r
-        if learn_in:
-            gWin = gWin + dh_next.T @ x_next
+        if in_scan:
+            gW = gW + dh_next.T @ r
+            if learn_in:
+                gWin = gWin + dh_next.T @ x_next
         g = (1 - a) * dh_next + a * dphi(r) * (dh_next @ W)  # g̃_t
         if objective.rate_reg:
             g = g + reg_scale * wt * h_forced
@@ -159,7 +177,7 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
             cg = c * g
             dWV = dWV + v.T @ cg
             dv = cg @ W_out.T
-        return (dh, gW, gWin, dWV), (jnp.sum(dh_next, axis=0), dv)
+        return (dh, gW, gWin, dWV), (jnp.sum(dh_next, axis=0) if in_scan else dh_next, dv)
 
     n_out = W_out.shape[0]
     zeros = lambda *shape: jnp.zeros(shape, dtype)
@@ -168,6 +186,11 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         backward, carry_b, (H_forced, R, X_next, dY, dH_from_y, C, V), reverse=True)
 
     flat = lambda Z: Z.reshape(-1, Z.shape[-1])
+    if not in_scan:  # db_next[t] = δ_{t+1} [B,N]: the sums as single [N,T·B]·[T·B,·] products
+        gW = flat(db_next).T @ flat(R)
+        if learn_in:
+            gWin = flat(db_next).T @ flat(X_next)
+        db_next = jnp.sum(db_next, axis=1)
     gW_rec = a * (gW + dh_0.T @ carry0[1])
     gb = a * (jnp.sum(db_next, axis=0) + jnp.sum(dh_0, axis=0))
     # W_in frozen (the default): its gradient would be discarded anyway
