@@ -8,7 +8,7 @@ import pytest
 
 import errorforcing as ef
 from errorforcing.training import COMPACT_ENV
-from errorforcing.training._shards import bucket_sizes, compact_layout
+from errorforcing.training._shards import bucket_sizes, compact_layout, compact_mode, worth_compiling
 
 # 8 members on 2 shards of 4; at threshold 0.8 (patience 1) and divergence 1.45 they freeze at
 # epochs 1 (seed 2), 3 (seeds 3 diverged, 5), 4 (1), 6 (7 diverged), 7 (4, 6) and 8 (0), so the
@@ -19,7 +19,7 @@ CONFIG = dict(task={"name": "delayed-xor", "delay": 4}, model={"hidden": 8}, for
 
 
 def _train(monkeypatch, compact: bool, **changes):
-    monkeypatch.setenv(COMPACT_ENV, "1" if compact else "0")
+    monkeypatch.setenv(COMPACT_ENV, "always" if compact else "off")  # "always": layouts not timing-dependent
     monkeypatch.setenv("ERRORFORCING_THREADS", "2")
     return ef.train(ef.TrainConfig(**(CONFIG | changes)), progress=False)
 
@@ -89,3 +89,22 @@ def test_bucket_sizes_halve_down_to_two():
 ])
 def test_compact_layout_picks_the_smallest_bucket_then_the_fewest_slots(active, count, full, layout):
     assert compact_layout(active, count, full) == layout
+
+
+def test_auto_compacts_into_a_new_size_only_when_the_saved_time_exceeds_a_compilation():
+    # 1 s epochs, 12 → 6 saves 0.5 s an epoch: worth a 10 s compilation with 30 epochs left, not with 10
+    assert worth_compiling(1.0, 10.0, 12, 6, remaining=30)
+    assert not worth_compiling(1.0, 10.0, 12, 6, remaining=10)
+    assert not worth_compiling(None, 10.0, 12, 6, remaining=100)  # nothing measured yet
+    assert not worth_compiling(1.0, None, 12, 6, remaining=100)
+
+
+def test_compaction_mode_from_the_argument_or_the_environment(monkeypatch):
+    monkeypatch.delenv(COMPACT_ENV, raising=False)
+    assert compact_mode(None) == "auto" and compact_mode(False) == "off" and compact_mode("always") == "always"
+    for value, mode in [("0", "off"), ("1", "auto"), ("always", "always"), ("off", "off")]:
+        monkeypatch.setenv(COMPACT_ENV, value)
+        assert compact_mode(None) == mode
+    monkeypatch.setenv(COMPACT_ENV, "sometimes")
+    with pytest.raises(ValueError, match=COMPACT_ENV):
+        compact_mode(None)

@@ -20,7 +20,7 @@ from ._convergence import ConvergenceTracker
 from ._diagnostics import dynamics_diagnostics
 from ._dynamics import (INTER_FLOSS, LYAPUNOV, PRE_FLOSS, TEST_LOSS, Analysis, Flossing, adapt_alpha, analysis_key,
                         floss_cell, task_lyapunov)
-from ._shards import Shards, compact_from_env, compact_layout, default_shards
+from ._shards import Shards, compact_layout, compact_mode, default_shards, worth_compiling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +140,12 @@ class EnsembleTrainer:
 
     `shards` (default: one per CPU core) splits the members into that many equal programs run
     in parallel threads (see `_shards`); results do not depend on it beyond float rounding.
-    `compact` (default: on, unless `ERRORFORCING_COMPACT=0`) stops computing frozen members:
-    once enough have converged or diverged, the active ones are re-sharded into smaller
-    programs of a few fixed sizes (`_shards.compact_layout`), with the same numbers as without
-    (each member keeps its own keys; frozen members keep their state as it was when they froze).
-    The layouts that ran are in `EnsembleResult.layouts`.
+    `compact` ("auto", "always" or "off"; default $ERRORFORCING_COMPACT, else "auto") stops
+    computing frozen members: once enough have converged or diverged, the active ones are
+    re-sharded into smaller programs of a few fixed sizes (`_shards.compact_layout`; "auto"
+    only when the time saved outweighs a new size's compilation), with the same numbers as
+    without (each member keeps its own keys; frozen members keep their state as it was when
+    they froze). The layouts that ran are in `EnsembleResult.layouts`.
     """
 
     def __init__(self, task: AbstractTask, make_cell: Callable[..., AbstractCell],
@@ -152,7 +153,7 @@ class EnsembleTrainer:
                  optimizer: Callable[..., optax.GradientTransformation], members: list[Member],
                  schedule: Schedule, objective: Objective = Objective(), *, flossing: Flossing | None = None,
                  adaptive_alpha: bool = False, analysis: Analysis = Analysis(), shards: int | None = None,
-                 compact: bool | None = None):
+                 compact: str | bool | None = None):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         if rule.learns_online and schedule.clip_norm is not None:
@@ -161,7 +162,7 @@ class EnsembleTrainer:
         self.flossing = flossing if flossing is not None and flossing.enabled else None
         self.adaptive_alpha, self.analysis = adaptive_alpha, analysis
         self.shards = default_shards() if shards is None else shards
-        self.compact = compact_from_env() if compact is None else compact
+        self.compact = compact_mode(compact)
         self.members = members
         self.make_cell, self.make_forcing = make_cell, make_forcing
         self.optimizer = optax.inject_hyperparams(optimizer)(learning_rate=members[0].lr)
@@ -329,21 +330,37 @@ class EnsembleTrainer:
             # the fixed data sets never change and live only in the shards (no second copy in memory)
             whole = tuple(whole[:3]) + (None,) + tuple(whole[4:])
             data_keys, noise_keys = shards.split(self.data_keys), shards.split(self.noise_keys)
+            compiled: set[int] = set()  # shard sizes whose epoch program ran already
+            epoch_seconds = compile_seconds = first_seconds = None  # measured on the current layout
             epoch = 0
             for epoch in range(1, s.epochs + 1):
-                smaller = self._compacted(everyone, shards, tracker.active) if self.compact else None
+                smaller = self._compacted(everyone, shards, tracker.active) if self.compact != "off" else None
+                if (smaller is not None and self.compact == "auto" and smaller.size not in compiled
+                        and not worth_compiling(epoch_seconds, compile_seconds, shards.size, smaller.size,
+                                                s.epochs - epoch + 1)):
+                    smaller = None
                 if smaller is not None:  # frozen members leave the programs, their state stays in `whole`
                     whole = shards.scatter(whole, [p[:3] + (None,) + p[4:] for p in parts])
                     fixed = shards.regroup([p[3] for p in parts], smaller)
                     shards = smaller
                     parts = [p[:3] + (f,) + p[4:] for p, f in zip(shards.split(whole), fixed)]
                     data_keys, noise_keys = shards.split(self.data_keys), shards.split(self.noise_keys)
+                    epoch_seconds = None
                 if not layouts or layouts[-1][1:] != (shards.count, shards.size):
                     layouts.append((epoch, shards.count, shards.size))
                 epochs = jnp.asarray(epoch) if self.adaptive_alpha else jnp.full(shards.size, epoch)
                 cells, forcings, opt_states, fixed, rules = zip(*parts)
+                began, compiling = time.perf_counter(), shards.size not in compiled
                 outputs = shards.map(self._epoch, cells, opt_states, forcings, rules, shards.split_mask(tracker.active),
                                      data_keys, noise_keys, [epochs] * shards.count, fixed)
+                took = time.perf_counter() - began
+                compiled.add(shards.size)
+                if compiling:
+                    first_seconds = took
+                else:
+                    epoch_seconds = took
+                    if compile_seconds is None and first_seconds is not None:
+                        compile_seconds = max(first_seconds - took, 0.0)
                 parts = [(out[0], out[2], out[1]) + tuple(part[3:]) for out, part in zip(outputs, parts)]
                 # over the whole ensemble, NaN for members not in the programs (all frozen)
                 train_loss, val_loss, acc, extras = shards.join_numpy([out[3:] for out in outputs])

@@ -20,7 +20,12 @@ most log2(size) + 1 programs are ever compiled (jit caches one per size). The nu
 change: a member's step depends only on its own state and keys, and XLA's CPU kernels give
 every member of a vmapped program the same bits at any batch size of 2 or more (a batch of 1
 is simplified into other kernels and may differ in the last bit, so 1 is not a bucket unless
-the ensemble started with shards of 1). `ERRORFORCING_COMPACT=0` turns compaction off.
+the ensemble started with shards of 1). A new size costs a compilation, so by default
+("auto") the trainer compacts into a size it has not compiled yet only when the epoch time
+that saves over the remaining epochs exceeds the compilation time it measured on the first
+layout (`worth_compiling`); "always" compacts at every smaller bucket (deterministic layouts,
+for tests), "off" never. `ERRORFORCING_COMPACT` (auto, always, off; 1 = auto, 0 = off) sets
+the trainer's default.
 """
 
 from __future__ import annotations
@@ -49,14 +54,29 @@ def threads_from_env() -> int | None:
     return int(value)
 
 
-def compact_from_env() -> bool:
-    """$ERRORFORCING_COMPACT as a flag: on unless it is 0 (or false/no/off)."""
-    value = os.environ.get(COMPACT_ENV, "").strip().lower()
-    if value in ("", "1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
+COMPACT_MODES = ("auto", "always", "off")
+
+
+def compact_mode(value: str | bool | None) -> str:
+    """A compaction mode from `value` (True = auto, False = off), else from $ERRORFORCING_COMPACT (default auto)."""
+    if value is None:
+        value = os.environ.get(COMPACT_ENV, "").strip().lower() or "auto"
+        value = {"1": "auto", "0": "off"}.get(value, value)
+    if isinstance(value, bool):
+        value = "auto" if value else "off"
+    if value not in COMPACT_MODES:
+        raise ValueError(f"compaction ({COMPACT_ENV}) must be one of {', '.join(COMPACT_MODES)} (or 1/0), got {value!r}")
+    return value
+
+
+def worth_compiling(epoch_seconds: float | None, compile_seconds: float | None, size: int, new_size: int,
+                    remaining: int) -> bool:
+    """Whether shards of `new_size` instead of `size` save more wall time over `remaining`
+    epochs than a compilation costs (wall time taken proportional to the shard size); False
+    until both times have been measured."""
+    if epoch_seconds is None or compile_seconds is None:
         return False
-    raise ValueError(f"{COMPACT_ENV} must be 0 or 1, got {value!r}")
+    return epoch_seconds * (1 - new_size / size) * remaining > compile_seconds
 
 
 def bucket_sizes(full: int) -> list[int]:
