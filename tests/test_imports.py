@@ -155,3 +155,10 @@ def test_imports_flow_down_the_layers():
     upward = [f"{src} imports {dst}" for src, dsts in _package_graph().items() if src in RANK
               for dst in sorted(dsts) if RANK[dst] >= RANK[src]]
     assert not upward, "\n".join(upward)
+
+
+def test_summary_statistics_are_a_leaf():
+    # Wilson intervals, best setting and the tests on them import nothing that trains or draws,
+    # so plotting, reproductions and the cli can all use them (method labels read the registry)
+    assert set(GRAPH["errorforcing.experiments._summary"]) <= {"errorforcing.experiments._registry"}
+    assert GRAPH["errorforcing.experiments._stats"] == ["errorforcing.experiments._summary"]
