@@ -166,6 +166,24 @@ def _has_class_attribute(obj, name):
     return any(name in vars(k) or name in getattr(k, "__annotations__", {}) for k in type(obj).__mro__)
 
 
+def test_capability_classes_add_no_fields():
+    """A capability class must not add dataclass fields: a base-class field comes first in every
+    subclass's field order, which is its pytree leaf order, the order of stored checkpoints
+    (`eqx.tree_serialise_leaves`) and of RTRL's flattened θ."""
+    import dataclasses
+
+    names = lambda cls: [f.name for f in dataclasses.fields(cls)]  # noqa: E731
+    assert names(M.AbstractLinearReadoutCell) == names(M.AbstractCell) == ["trainable"]
+    assert names(F.AbstractTeacherForcing) == names(F.AbstractSelectiveForcing) == ["alpha", "interval", "units"]
+    # the additive family's fields are those its private predecessor had, in the same order
+    assert names(F.AbstractAdditiveForcing) == ["alpha", "interval", "units", "stop_gradient", "causal"]
+    assert names(M.LeakyRNN) == ["trainable", "W_rec", "W_in", "b", "W_out", "b_out", "rec_mask", "dale_sign",
+                                 "leak", "activation", "readout_mode"]
+    assert names(M.LSTM) == ["trainable", "W_x", "W_h", "bias", "W_out_h", "b_out"]  # W_out is a property
+    assert names(F.TeacherForcing) == ["alpha", "interval", "units", "eps", "stop_gradient"]
+    assert names(F.ControlledCell) == ["trainable", "cell", "control", "learn_feedback"]
+
+
 def test_every_model_declares_its_readout():
     for kind, cell in _cells().items():
         linear = isinstance(cell, M.AbstractLinearReadoutCell)

@@ -148,8 +148,8 @@ class AbstractTeacherForcing(AbstractSelectiveForcing):
     supervision (teacher state = G (y* - b_out)).
     """
 
-    alpha: eqx.AbstractVar[float | jax.Array]
-    stop_gradient: eqx.AbstractVar[bool]
+    # `alpha` is AbstractSelectiveForcing's; a subclass also has the field `stop_gradient` (not
+    # declared here as an AbstractVar, which would move it in the subclass's field order)
 
     @abc.abstractmethod
     def teacher_coefficients(self, W_out: Float[Array, "n_out N"], b_out: Float[Array, " n_out"],

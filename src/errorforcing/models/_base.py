@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._types import Array, Float, Input, Output, State
+from .._types import Input, Output, State
 
 
 class AbstractCell(eqx.Module):
@@ -56,13 +56,16 @@ class AbstractLinearReadoutCell(AbstractCell):
 
         y_t = W_out r_t + b_out,   r_t = h_t (or φ(h_t) for a rate readout)
 
-    `W_out` [n_out, N] and `b_out` [n_out] are what the readout-based forcings (teacher, error,
-    Kalman and feedback forcing: W⁺ = W_outᵀ (W_out W_outᵀ + ε I)⁻¹) and the readout penalty
-    use. A field or a property (e.g. the LSTM's W_out on its whole state [h; c]) satisfies them.
-    """
+    A subclass provides `W_out` [n_out, N] and `b_out` [n_out], as fields or properties (e.g. the
+    LSTM's W_out on its whole state [h; c]): what the readout-based forcings (teacher, error,
+    Kalman and feedback forcing: W⁺ = W_outᵀ (W_out W_outᵀ + ε I)⁻¹) and the readout penalty use.
 
-    W_out: eqx.AbstractVar[Float[Array, "n_out N"]]
-    b_out: eqx.AbstractVar[Float[Array, " n_out"]]
+    They are deliberately not declared here as `eqx.AbstractVar`s: a base-class annotation
+    becomes a dataclass field and moves W_out, b_out to the front of every subclass's field
+    order, i.e. its pytree leaf order, which is the order of stored checkpoints
+    (`tree_serialise_leaves`) and of RTRL's flattened θ (and it would make a property a field).
+    `tests/test_architecture.py` checks that every registered linear-readout cell has both.
+    """
 
 
 def frozen_grads(grads: AbstractCell, cell: AbstractCell) -> AbstractCell:
