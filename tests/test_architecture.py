@@ -305,8 +305,10 @@ def test_a_new_additive_forcing_gets_the_fast_paths(getkey, forcing, monkeypatch
     h = jnp.ones(cell.n_rec)
     assert jnp.array_equal(forcing.state_jacobian_diagonal(h, trials.targets[0, 0], trials.mask[0, 0], cell,
                                                            forcing.init(cell)), jnp.ones(cell.n_rec))
-    from errorforcing.training._diagnostics import forcing_gain
-    assert jnp.array_equal(forcing_gain(forcing, cell), 3.0 * cell.W_out.T)
+    from errorforcing.training import forcing_gain
+
+    p = jnp.ones(cell.n_rec) if forcing.units is None else jnp.zeros(cell.n_rec).at[jnp.array(forcing.units)].set(1.0)
+    assert jnp.array_equal(forcing_gain(forcing, cell), p[:, None] * (3.0 * cell.W_out.T))  # P G, as applied
 
 
 def test_a_new_additive_forcing_with_flowing_gradient_takes_autodiff(getkey):
