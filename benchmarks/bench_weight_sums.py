@@ -4,7 +4,7 @@ the stored δ after the scan. EF-BPTT gradient at the reference size (N = 50, ba
 T = 1045), `--members` members vmapped as in one training shard; interleaved repeats, best of
 each; wall and process-CPU µs per member-step.
 
-    python benchmarks/bench_weight_sums.py [--members 10] [--repeats 5]
+    python benchmarks/bench_weight_sums.py [--members 10] [--repeats 5] [--delay 1000]
 """
 
 import argparse
@@ -54,6 +54,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--delay", type=int, default=1000, help="delayed XOR delay (T = delay + 45)")
     args = parser.parse_args()
-    for row in main(args.members, args.repeats):
+    for row in main(args.members, args.repeats, delay=args.delay):
         print(json.dumps(row))
