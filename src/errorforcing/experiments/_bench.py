@@ -94,7 +94,8 @@ def measure_training(members: int, epochs: int, checkpoint: bool, hidden: int = 
                 seconds_per_epoch=per_epoch,
                 seconds_per_member_epoch=per_epoch / members, compile_and_first_epoch=times[0],
                 gflops=flops / per_epoch / 1e9,
-                peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+                peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                load=os.getloadavg()[0])  # the machine's 1-minute load when the run ended
 
 
 def epoch_program_memory(members: int, hidden: int = REFERENCE["hidden"], delay: int = REFERENCE["delay"],
