@@ -116,7 +116,7 @@ def test_auto_compacts_into_a_new_size_only_when_the_saved_time_exceeds_a_compil
 
 def test_compaction_mode_from_the_argument_or_the_environment(monkeypatch):
     monkeypatch.delenv(COMPACT_ENV, raising=False)
-    assert compact_mode(None) == "auto" and compact_mode(False) == "off" and compact_mode("always") == "always"
+    assert compact_mode(None) == "off" and compact_mode(True) == "auto" and compact_mode("always") == "always"
     for value, mode in [("0", "off"), ("1", "auto"), ("always", "always"), ("off", "off")]:
         monkeypatch.setenv(COMPACT_ENV, value)
         assert compact_mode(None) == mode

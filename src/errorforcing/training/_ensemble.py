@@ -140,12 +140,13 @@ class EnsembleTrainer:
 
     `shards` (default: one per CPU core) splits the members into that many equal programs run
     in parallel threads (see `_shards`); results do not depend on it beyond float rounding.
-    `compact` ("auto", "always" or "off"; default $ERRORFORCING_COMPACT, else "auto") stops
+    `compact` ("auto", "always" or "off"; default $ERRORFORCING_COMPACT, else "off") stops
     computing frozen members: once enough have converged or diverged, the active ones are
     re-sharded into smaller programs of a few fixed sizes (`_shards.compact_layout`; "auto"
     only when the time saved outweighs a new size's compilation), with the same numbers as
     without (each member keeps its own keys; frozen members keep their state as it was when
-    they froze). The layouts that ran are in `EnsembleResult.layouts`.
+    they froze; in float32 at the reference size only to rounding, see `_shards`, which is why
+    it is opt-in). The layouts that ran are in `EnsembleResult.layouts`.
     """
 
     def __init__(self, task: AbstractTask, make_cell: Callable[..., AbstractCell],
