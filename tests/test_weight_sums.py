@@ -49,3 +49,21 @@ def test_weight_sums_refuses_an_unknown_form(getkey):
     trials = ef.tasks.sample_batch(task, 2, key=getkey())
     with pytest.raises(ValueError, match="weight_sums"):
         leaky_bptt(cell, NoForcing(), trials, Objective(), weight_sums="chunked")
+
+
+@pytest.mark.parametrize("forcing", [ErrorForcing(alpha=0.5, causal=True), TeacherForcing(alpha=0.6)],
+                         ids=lambda f: type(f).__name__)
+def test_fast_bptt_without_rate_penalty_equals_autodiff(getkey, forcing):
+    """Without the rate penalty the forward pass stores no h̃ and sums the readout gradient
+    itself: the gradient is still autodiff's."""
+    task = ef.tasks.DelayedXOR(delay=3, pulse=2)
+    cell = ef.models.LeakyRNN(task.n_in, 6, task.n_out, key=getkey(), tau=2.0, trainable=FIELDS)
+    cell = eqx.tree_at(lambda c: c.W_out, cell, cell.W_out * 20)
+    trials = ef.tasks.sample_batch(task, 3, key=getkey())
+    key = getkey()
+    assert BPTT().uses_fast_path(cell, forcing)
+    loss_ad, want, _ = BPTT(fast=False).value_and_grad(cell, forcing, trials, key=key, objective=Objective())
+    loss, got = leaky_bptt(cell, forcing, trials, Objective())
+    np.testing.assert_allclose(loss, loss_ad, rtol=1e-12)
+    for field in FIELDS:
+        np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-8, atol=1e-12, err_msg=field)

@@ -21,6 +21,8 @@ def plot_scaling(results: dict, path: str) -> None:
                      if all(r[o] == base[o] for o in others))
         xs, ts, mem = zip(*pts)
         ax.loglog(xs, ts, "o-", color="C0")
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_xlabel({"hidden": "N (hidden units)", "members": "members", "T": "T (steps)"}[axis])
         ax.set_ylabel("s per member-epoch", color="C0")
         twin = ax.twinx()
