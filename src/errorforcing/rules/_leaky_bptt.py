@@ -4,8 +4,9 @@ the configurations of the Error Forcing paper — with or without sparse (`inter
 partial (`units`) forcing.
 
 Why: `jax.grad` of the `lax.scan` stores and differentiates every intermediate of the step.
-Here the forward pass stores only h̃ and r = φ(h̃), and the reverse scan carries the state
-adjoint (one [B,N]×[N,N] matmul per step) and the weight sums. Same gradient as autodiff
+Here the forward pass stores r = φ(h̃) (and h̃ for the rate penalty) and sums the readout
+gradient, and the reverse scan carries the state adjoint (one [B,N]×[N,N] matmul per step) and
+the weight sums. Same gradient as autodiff
 (tests compare them in float64); `BPTT(fast=False)` forces the autodiff path.
 
 The weight sums Σ_t δ_t r_{t-1}ᵀ (and Σ_t δ_t x_tᵀ) are accumulated inside the reverse scan,
