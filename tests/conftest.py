@@ -30,3 +30,11 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Each xdist worker runs dozens of modules in one process; without this, every program
+    they compiled stays cached (a worker reached 5 GiB), though no module reuses another's."""
+    yield
+    jax.clear_caches()
