@@ -20,7 +20,10 @@ import numpy as np
 from ._summary import wilson_interval
 
 LEVEL = 0.05
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+# one assignment each: the API reference (griffe) does not see names bound by tuple unpacking
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive"
 SELECTIONS = ("split", "bonferroni")
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
 
