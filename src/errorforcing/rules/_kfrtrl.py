@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
@@ -123,41 +123,21 @@ def leaky_kfrtrl(cell, forcing, trials, key, objective: Objective, *, eps: float
     """(loss, Σ_t g_t shaped like `cell`): `KFRTRL`'s estimate for the leaky RNN under no forcing
     or a stopped additive correction (h̃_t - h_t stopped, so ∂h̃_t/∂h_t = I), the whole batch
     per step: the same recursion, keys and noise as the generic path."""
-    noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
-    losses = StepLoss(objective, trials, cell.n_rec)
-    B, T, n_in = trials.inputs.shape
-    N, dtype = cell.n_rec, cell.W_rec.dtype
-    a = cell.leak
-    W = cell.recurrent_weights()
-    dphi_from_rate = _DERIVATIVE_FROM_RATE[cell.activation]
-    kron = [f for f in _KRONECKER_FIELDS if f in cell.trainable]
-    n_z = sum({"W_rec": N, "W_in": n_in, "b": 1}[f] for f in kron)
+    run = LeakyKroneckerRun.start(cell, forcing, trials, key, objective)
+    B, T, N, dtype, a, W, n_z = run.B, run.T, run.N, run.dtype, run.a, run.W, run.n_z
+    dphi_from_rate = run.dphi_from_rate
     norm_D = a * jnp.sqrt(jnp.asarray(N, dtype))  # ‖D_t‖ = ‖a I‖ (Frobenius)
     eye = jnp.eye(N, dtype=dtype)
     _, step_keys = influence_keys(key, B, T)
-    step_forced = jax.vmap(lambda h, fc, x, y, m, xi: forced_step(cell, forcing, h, fc, x, y, m, xi),
-                           in_axes=(0, 0, 0, 0, 0, 0 if noise is not None else None))
-    penalty, penalty_grad = jax.value_and_grad(
-        lambda V: losses.penalty(eqx.tree_at(lambda c: c.W_out, cell, V)))(cell.W_out)
 
     def scan_step(state, xs):
         h_prev, fcarry, u, A, g_w, g_out, g_bout, loss_sum = state
         x, target, m, xi, k = xs
-        r_prev = cell.phi(h_prev)
-        h, y, h_forced, fcarry = step_forced(h_prev, fcarry, x, target, m, xi)
+        r_prev, h_forced, fcarry, delta, z, (g_out, g_bout, loss_sum) = run.step(
+            h_prev, fcarry, (x, target, m, xi), (g_out, g_bout, loss_sum))
         JA = (1 - a) * A + a * jnp.einsum("ij,bjk->bik", W, dphi_from_rate(r_prev)[:, :, None] * A)
-        dy = losses.output_grad(y, target, m)  # [B, n_out]
-        r = cell.phi(h) if cell.readout_mode == "rate" else h
-        delta = dy @ cell.W_out  # ∂ℓ_t/∂h_t [B, N]
-        if cell.readout_mode == "rate":
-            delta = delta * dphi_from_rate(r)
-        delta = delta + 2.0 * losses.rate_scale[:, None] * h_forced
-        parts = {"W_rec": r_prev, "W_in": x, "b": jnp.ones((B, 1), dtype)}
-        z = jnp.concatenate([parts[f] for f in kron], axis=1)  # [B, n_z]
         dloss_A = jnp.einsum("bi,bij->bj", delta, JA)
         g_w = g_w + jnp.einsum("bi,bk->ik", dloss_A, u) + a * jnp.einsum("bi,bk->ik", delta, z)
-        g_out, g_bout = g_out + dy.T @ r, g_bout + jnp.sum(dy, axis=0)
-        loss_sum = loss_sum + jnp.sum(jax.vmap(losses.term)(y, h_forced, target, m, losses.rate_scale))
         c = jax.vmap(lambda kk: jax.random.rademacher(kk, (2,), dtype))(k)  # [B, 2]
         c1, c2 = c[:, 0], c[:, 1]
         rho0 = jnp.sqrt((jnp.linalg.norm(JA, axis=(1, 2)) + eps) / (jnp.linalg.norm(u, axis=1) + eps))
@@ -170,14 +150,90 @@ def leaky_kfrtrl(cell, forcing, trials, key, objective: Objective, *, eps: float
     init = (bcast(cell.init_state()), jax.tree.map(bcast, forcing.init(cell)), jnp.zeros((B, n_z), dtype),
             jnp.zeros((B, N, N), dtype), jnp.zeros((N, n_z), dtype), jnp.zeros_like(cell.W_out),
             jnp.zeros_like(cell.b_out), jnp.zeros((), dtype))
-    x, target, m, xi = time_major(trials, noise)
+    x, target, m, xi = time_major(trials, run.noise)
     (_, _, _, _, g_w, g_out, g_bout, loss), _ = jax.lax.scan(scan_step, init, (x, target, m, xi, step_keys))
-    grads = _kron_grads(cell, kron, g_w, n_in)
-    readout = {"W_out": g_out + penalty_grad * T * B / losses.n_terms, "b_out": g_bout}
-    names = [f for f in ("W_out", "b_out") if f in cell.trainable]
-    if names:
-        grads = eqx.tree_at(lambda g: [getattr(g, f) for f in names], grads, [readout[f] for f in names])
-    return loss + penalty * T * B / losses.n_terms, grads
+    return run.finish(g_w, g_out, g_bout, loss)
+
+
+class LeakyKroneckerRun(eqx.Module):
+    """What the closed forms of KF-RTRL and UORO share on the leaky RNN: the set-up, the
+    forward step with its learning signal δ_t = ∂ℓ_t/∂h_t and Kronecker input z_t = [φ(h̃_{t-1}) | x_t | 1],
+    the readout's gradient and loss sums, and the cell-shaped result."""
+
+    cell: Any
+    losses: StepLoss
+    noise: Any
+    step_forced: Callable
+    penalty: Any
+    penalty_grad: Any
+    kron: tuple[str, ...] = eqx.field(static=True)
+    B: int = eqx.field(static=True)
+    T: int = eqx.field(static=True)
+    n_in: int = eqx.field(static=True)
+    n_z: int = eqx.field(static=True)
+
+    @classmethod
+    def start(cls, cell, forcing, trials, key, objective: Objective) -> "LeakyKroneckerRun":
+        noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
+        losses = StepLoss(objective, trials, cell.n_rec)
+        B, T, n_in = trials.inputs.shape
+        kron = tuple(f for f in _KRONECKER_FIELDS if f in cell.trainable)
+        n_z = sum({"W_rec": cell.n_rec, "W_in": n_in, "b": 1}[f] for f in kron)
+        step_forced = jax.vmap(lambda h, fc, x, y, m, xi: forced_step(cell, forcing, h, fc, x, y, m, xi),
+                               in_axes=(0, 0, 0, 0, 0, 0 if noise is not None else None))
+        penalty, penalty_grad = jax.value_and_grad(
+            lambda V: losses.penalty(eqx.tree_at(lambda c: c.W_out, cell, V)))(cell.W_out)
+        return cls(cell, losses, noise, step_forced, penalty, penalty_grad, kron, B, T, n_in, n_z)
+
+    @property
+    def N(self) -> int:
+        return self.cell.n_rec
+
+    @property
+    def dtype(self):
+        return self.cell.W_rec.dtype
+
+    @property
+    def a(self):
+        return self.cell.leak
+
+    @property
+    def W(self):
+        return self.cell.recurrent_weights()
+
+    @property
+    def dphi_from_rate(self) -> Callable:
+        return _DERIVATIVE_FROM_RATE[self.cell.activation]
+
+    def step(self, h_prev, fcarry, xs, sums):
+        """One step for the batch: (φ(h̃_{t-1}), h̃_t, forcing carry, δ_t [B, N], z_t [B, n_z],
+        the readout gradient and loss sums with step t added)."""
+        cell, losses, dphi_from_rate = self.cell, self.losses, self.dphi_from_rate
+        x, target, m, xi = xs
+        g_out, g_bout, loss_sum = sums
+        r_prev = cell.phi(h_prev)
+        h, y, h_forced, fcarry = self.step_forced(h_prev, fcarry, x, target, m, xi)
+        dy = losses.output_grad(y, target, m)  # [B, n_out]
+        r = cell.phi(h) if cell.readout_mode == "rate" else h
+        delta = dy @ cell.W_out  # ∂ℓ_t/∂h_t [B, N]
+        if cell.readout_mode == "rate":
+            delta = delta * dphi_from_rate(r)
+        delta = delta + 2.0 * losses.rate_scale[:, None] * h_forced
+        parts = {"W_rec": r_prev, "W_in": x, "b": jnp.ones((self.B, 1), self.dtype)}
+        z = jnp.concatenate([parts[f] for f in self.kron], axis=1)  # [B, n_z]
+        g_out, g_bout = g_out + dy.T @ r, g_bout + jnp.sum(dy, axis=0)
+        loss_sum = loss_sum + jnp.sum(jax.vmap(losses.term)(y, h_forced, target, m, losses.rate_scale))
+        return r_prev, h_forced, fcarry, delta, z, (g_out, g_bout, loss_sum)
+
+    def finish(self, g_w, g_out, g_bout, loss):
+        """(loss, cell-shaped gradient) from ∂ℓ/∂[W_rec | W_in | b] and the readout sums."""
+        cell, T, B, n_terms = self.cell, self.T, self.B, self.losses.n_terms
+        grads = _kron_grads(cell, self.kron, g_w, self.n_in)
+        readout = {"W_out": g_out + self.penalty_grad * T * B / n_terms, "b_out": g_bout}
+        names = [f for f in ("W_out", "b_out") if f in cell.trainable]
+        if names:
+            grads = eqx.tree_at(lambda g: [getattr(g, f) for f in names], grads, [readout[f] for f in names])
+        return loss + self.penalty * T * B / n_terms, grads
 
 
 def _kron_grads(cell, kron, g_w, n_in):

@@ -9,14 +9,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..forcing import forced_step, process_noise
 from ._influence import AbstractInfluenceRule, influence_keys
-from ._kfrtrl import _KRONECKER_FIELDS, _kron_grads
-from ._leaky_bptt import _DERIVATIVE_FROM_RATE
+from ._kfrtrl import _KRONECKER_FIELDS, LeakyKroneckerRun
 from ._leaky_rtrl import supports_fast_rtrl
 from ._loss import Objective
 from ._rtrl import _CarryLayout
-from ._step import StepLoss, time_major
+from ._step import time_major
 
 
 class UORO(AbstractInfluenceRule):
@@ -82,40 +80,20 @@ def leaky_uoro(cell, forcing, trials, key, objective: Objective, *, eps: float):
     """(loss, Σ_t g_t shaped like `cell`): `UORO`'s estimate for the leaky RNN under no forcing
     or a stopped additive correction (∂h̃_t/∂h_t = I, h_0 = 0 so M_0 = 0), the whole batch per
     step: the same recursion, keys and noise as the generic path."""
-    noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
-    losses = StepLoss(objective, trials, cell.n_rec)
-    B, T, n_in = trials.inputs.shape
-    N, dtype = cell.n_rec, cell.W_rec.dtype
-    a = cell.leak
-    W = cell.recurrent_weights()
-    dphi_from_rate = _DERIVATIVE_FROM_RATE[cell.activation]
-    kron = [f for f in _KRONECKER_FIELDS if f in cell.trainable]
-    n_z = sum({"W_rec": N, "W_in": n_in, "b": 1}[f] for f in kron)
+    run = LeakyKroneckerRun.start(cell, forcing, trials, key, objective)
+    B, T, N, dtype, a, W, n_z = run.B, run.T, run.N, run.dtype, run.a, run.W, run.n_z
+    dphi_from_rate = run.dphi_from_rate
     init_keys, step_keys = influence_keys(key, B, T)
     signs = jax.vmap(lambda k: jax.random.rademacher(k, (N,), dtype))
-    step_forced = jax.vmap(lambda h, fc, x, y, m, xi: forced_step(cell, forcing, h, fc, x, y, m, xi),
-                           in_axes=(0, 0, 0, 0, 0, 0 if noise is not None else None))
-    penalty, penalty_grad = jax.value_and_grad(
-        lambda V: losses.penalty(eqx.tree_at(lambda c: c.W_out, cell, V)))(cell.W_out)
 
     def scan_step(state, xs):
         h_prev, fcarry, s_tilde, Theta, g_w, g_out, g_bout, loss_sum = state
         x, target, m, xi, k = xs
-        r_prev = cell.phi(h_prev)
-        h, y, h_forced, fcarry = step_forced(h_prev, fcarry, x, target, m, xi)
+        r_prev, h_forced, fcarry, delta, z, (g_out, g_bout, loss_sum) = run.step(
+            h_prev, fcarry, (x, target, m, xi), (g_out, g_bout, loss_sum))
         J_s = (1 - a) * s_tilde + a * (dphi_from_rate(r_prev) * s_tilde) @ W.T
-        dy = losses.output_grad(y, target, m)  # [B, n_out]
-        r = cell.phi(h) if cell.readout_mode == "rate" else h
-        delta = dy @ cell.W_out  # ∂ℓ_t/∂h_t [B, N]
-        if cell.readout_mode == "rate":
-            delta = delta * dphi_from_rate(r)
-        delta = delta + 2.0 * losses.rate_scale[:, None] * h_forced
-        parts = {"W_rec": r_prev, "W_in": x, "b": jnp.ones((B, 1), dtype)}
-        z = jnp.concatenate([parts[f] for f in kron], axis=1)  # [B, n_z]
         dloss_s = jnp.sum(delta * J_s, axis=1)  # (∂ℓ_t/∂s_{t-1}) s̃_{t-1} [B]
         g_w = g_w + jnp.einsum("b,bik->ik", dloss_s, Theta) + a * delta.T @ z
-        g_out, g_bout = g_out + dy.T @ r, g_bout + jnp.sum(dy, axis=0)
-        loss_sum = loss_sum + jnp.sum(jax.vmap(losses.term)(y, h_forced, target, m, losses.rate_scale))
         nu = signs(k)  # [B, N]
         rho0 = jnp.sqrt((jnp.linalg.norm(Theta, axis=(1, 2)) + eps) / (jnp.linalg.norm(J_s, axis=1) + eps))
         norm_nu = jnp.linalg.norm(nu, axis=1)
@@ -128,11 +106,6 @@ def leaky_uoro(cell, forcing, trials, key, objective: Objective, *, eps: float):
     init = (bcast(cell.init_state()), jax.tree.map(bcast, forcing.init(cell)), signs(init_keys),
             jnp.zeros((B, N, n_z), dtype), jnp.zeros((N, n_z), dtype), jnp.zeros_like(cell.W_out),
             jnp.zeros_like(cell.b_out), jnp.zeros((), dtype))
-    x, target, m, xi = time_major(trials, noise)
+    x, target, m, xi = time_major(trials, run.noise)
     (*_, g_w, g_out, g_bout, loss), _ = jax.lax.scan(scan_step, init, (x, target, m, xi, step_keys))
-    grads = _kron_grads(cell, kron, g_w, n_in)
-    readout = {"W_out": g_out + penalty_grad * T * B / losses.n_terms, "b_out": g_bout}
-    names = [f for f in ("W_out", "b_out") if f in cell.trainable]
-    if names:
-        grads = eqx.tree_at(lambda g: [getattr(g, f) for f in names], grads, [readout[f] for f in names])
-    return loss + penalty * T * B / losses.n_terms, grads
+    return run.finish(g_w, g_out, g_bout, loss)
