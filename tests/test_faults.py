@@ -113,6 +113,35 @@ def test_read_only_store_does_not_migrate(finished, tmp_path):
     assert snapshot(out) == before
 
 
+def test_a_reader_during_creation_never_sees_half_a_schema(tmp_path, monkeypatch):
+    """A reader that opens the store between the writer's CREATE TABLE statements sees either no
+    tables (being created) or all of them, never `runs` without `members` (CI failed on this race:
+    `executescript` committed each statement by itself). The reader is run at the start of every
+    statement the creating connection executes, so the interleaving is forced, not hoped for."""
+    out = tmp_path / "new"
+    real_connect = sqlite3.connect
+    seen: list[str] = []
+
+    def read_now(statement: str) -> None:
+        if statement.lstrip().upper().startswith("CREATE TABLE"):
+            try:
+                RunStore(out, create=False)
+                seen.append("ok")
+            except StoreError as e:
+                seen.append(str(e))
+
+    def connect(*args, **kwargs):
+        db = real_connect(*args, **kwargs)
+        if not kwargs.get("uri"):  # the writer's connection, not the reader's read-only one
+            db.set_trace_callback(read_now)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    RunStore(out)
+    monkeypatch.undo()
+    assert len(seen) == 4 and seen == ["ok"] * 4, seen
+
+
 # ----- killed runs and concurrent drivers (subprocesses: a real SIGKILL, real processes) -----
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory):

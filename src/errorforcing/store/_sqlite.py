@@ -111,7 +111,9 @@ class RunStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            # One transaction: `executescript` alone commits each CREATE TABLE by itself, and a
+            # reader arriving between two of them would see `runs` without `members` (damaged).
+            db.executescript("BEGIN IMMEDIATE;" + SCHEMA)
             _migrate(db)
 
     def _damaged(self, why: str) -> StoreError:
