@@ -33,7 +33,8 @@ def all_rules(cell, trials, key, names):
         make = FORCINGS[name]
         forcing = make(cell)
         out[name] = {rule_name: rule.value_and_grad(cell, forcing, trials, key=key, objective=OBJECTIVE)[:2]
-                     for rule_name, rule in (("snap1", SnAp(order=1, fast=False)), ("snap2", SnAp(order=2)),
+                     for rule_name, rule in (("snap1", SnAp(order=1, fast=False)),
+                                             ("snap2", SnAp(order=2, fast=False)),
                                              ("eprop", EProp(feedback="symmetric")), ("rtrl", RTRL(fast=False)))}
     return out
 
@@ -133,6 +134,35 @@ def test_snap1_fast_path_is_the_generic_masked_recursion(getkey, monkeypatch, fo
         assert not rule.uses_trace(cell, f)
     with pytest.raises(AssertionError, match="generic influence loop"):
         SnAp(order=1).value_and_grad(cell, TeacherForcing(alpha=0.6), trials, key=key, objective=OBJECTIVE)
+
+
+@pytest.mark.parametrize("forcing", [NoForcing(), ErrorForcing(alpha=0.6)], ids=["none", "ef"])
+def test_snap2_fast_path_on_a_dense_net_is_the_generic_masked_recursion(getkey, monkeypatch, forcing):
+    """SnAp-2 offline on a dense leaky RNN under no/stopped additive forcing runs as RTRL's
+    closed form; it equals the generic dense-and-masked recursion in float64, and it is the path
+    that runs (the generic loop is made to fail)."""
+    from errorforcing.rules import _influence
+
+    cell, trials, key = make_cell(getkey()), make_trials(getkey()), getkey()
+    generic = eqx.filter_jit(SnAp(order=2, fast=False).value_and_grad)(cell, forcing, trials, key=key,
+                                                                       objective=OBJECTIVE)
+    assert SnAp(order=2).uses_rtrl(cell, forcing) and not SnAp(order=2).uses_trace(cell, forcing)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the generic influence loop ran")
+
+    monkeypatch.setattr(_influence, "influence_run", fail)
+    fast = eqx.filter_jit(SnAp(order=2).value_and_grad)(cell, forcing, trials, key=key, objective=OBJECTIVE)
+    np.testing.assert_allclose(fast[0], generic[0], rtol=1e-12)
+    assert_trees_close(fast[1], generic[1], rtol=1e-9)
+    # where it does not apply (a sparse net, online, teacher forcing's flowing W⁺, SnAp-1), the generic path runs
+    sparse = make_cell(getkey(), density=0.4)
+    for rule, c, f in ((SnAp(order=2), sparse, forcing), (SnAp(order=2, online=True, lr=0.1), cell, forcing),
+                       (SnAp(order=2), cell, TeacherForcing(alpha=0.6)), (SnAp(order=1), cell, forcing),
+                       (SnAp(order=2, fast=False), cell, forcing)):
+        assert not rule.uses_rtrl(c, f)
+    with pytest.raises(AssertionError, match="generic influence loop"):
+        SnAp(order=2).value_and_grad(sparse, forcing, trials, key=key, objective=OBJECTIVE)
 
 
 def test_snap_order_is_checked():

@@ -12,6 +12,7 @@ import optax
 from ._eprop import EProp
 from ._influence import AbstractInfluenceRule
 from ._leaky_rtrl import supports_fast_rtrl
+from ._rtrl import RTRL
 from ._loss import Objective
 
 
@@ -45,7 +46,13 @@ class SnAp(AbstractInfluenceRule):
     (offline) on the leaky RNN without forcing or with a stopped additive correction (where
     `RTRL` takes its fast path too) is computed as `EProp(feedback="symmetric")`, whose trace is
     the same recursion at O(N²) per step and trial (its backward-filtered form); `fast=False`
-    forces the generic path (tests compare the two in float64).
+    forces the generic path (tests compare the two in float64). Likewise SnAp-2 (offline) on a
+    dense leaky RNN (no `rec_mask`) under no forcing or a stopped additive correction is
+    computed by `RTRL`'s closed form (`_leaky_rtrl`, O(N⁴) per step and trial but without the
+    generic path's per-column autodiff): there Π_2 is full, so SnAp-2 is exact RTRL. "Dense" is
+    the structure: a W_rec without a mask trains every entry, so an entry that happens to be
+    exactly 0 still counts as a connection (the generic path, reading nz(W_rec) at the probe,
+    would drop it).
 
     `online=True` is real-time SnAp: θ is changed after every step by the per-step optimizer
     (`AbstractInfluenceRule`), the pattern Π_n fixed (the absent connections stay absent: the
@@ -66,9 +73,16 @@ class SnAp(AbstractInfluenceRule):
         """Whether `value_and_grad` computes this SnAp-1 as e-prop's trace (see the class docstring)."""
         return self.fast and self.order == 1 and not self.online and supports_fast_rtrl(cell, forcing)
 
+    def uses_rtrl(self, cell, forcing) -> bool:
+        """Whether `value_and_grad` computes this SnAp-2 as RTRL's closed form (see the class docstring)."""
+        return (self.fast and self.order == 2 and not self.online and supports_fast_rtrl(cell, forcing)
+                and cell.rec_mask is None)
+
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
         if self.uses_trace(cell, forcing):
             return EProp(feedback="symmetric").value_and_grad(cell, forcing, trials, key=key, objective=objective)
+        if self.uses_rtrl(cell, forcing):
+            return RTRL().value_and_grad(cell, forcing, trials, key=key, objective=objective)
         return super().value_and_grad(cell, forcing, trials, key=key, objective=objective)
 
     def prepare(self, ctx):
