@@ -6,7 +6,7 @@ a plain scipy.optimize.minimize loop over the same states, measured in the same 
 
 import json
 
-from errorforcing.analysis._bench import bench_fixed_points
+from errorforcing.bench import bench_fixed_points
 
 if __name__ == "__main__":
     r = bench_fixed_points()

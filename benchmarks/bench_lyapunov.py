@@ -5,7 +5,7 @@
 
 import json
 
-from errorforcing.analysis import bench_lyapunov
+from errorforcing.bench import bench_lyapunov
 
 if __name__ == "__main__":
     result = bench_lyapunov()

@@ -9,7 +9,7 @@ matmul floors of the same shapes measured in the same run. Same as `errorforcing
 import json
 import sys
 
-from errorforcing.experiments._bench import run_benchmarks
+from errorforcing.bench import run_benchmarks
 
 if __name__ == "__main__":
     results = run_benchmarks(quick="--quick" in sys.argv)

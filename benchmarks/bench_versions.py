@@ -15,7 +15,12 @@ import time
 
 
 def main(trees: list[tuple[str, str]], repeats: int, members: int, epochs: int) -> None:
-    code = ("import json, resource; from errorforcing.experiments._bench import measure_training as m; "
+    # trees from before the benchmarks moved to `errorforcing.bench` have them in experiments._bench
+    code = ("import json, resource\n"
+            "try:\n    from errorforcing.bench import measure_training as m\n"
+            "except ModuleNotFoundError as e:\n"
+            "    if e.name != 'errorforcing.bench':\n        raise\n"
+            "    from errorforcing.experiments._bench import measure_training as m\n"
             f"r = m(members={members}, epochs={epochs}, checkpoint=False); "
             "u = resource.getrusage(resource.RUSAGE_SELF); r['cpu_s'] = u.ru_utime + u.ru_stime; print(json.dumps(r))")
     for rep in range(repeats):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 import errorforcing as ef
-from errorforcing.experiments._bench import numpy_matmul_gflops
+from errorforcing.bench import numpy_matmul_gflops
 from errorforcing.rules import BPTT, Objective
 
 N, B, DELAY = 50, 128, 1000

@@ -1,5 +1,6 @@
 """`errorforcing bench`: the device it reports, the scaling grid (one axis at a time), XLA's
-memory plan of the epoch program, the scaling figure, and refused options."""
+memory plan of the epoch program, the scaling figure, refused options, and its sections (every
+one runs; one that raises fails the command, naming it)."""
 
 import subprocess
 import sys
@@ -7,7 +8,8 @@ import sys
 import jax
 import pytest
 
-from errorforcing.experiments import _bench
+from errorforcing import bench as _bench
+from errorforcing.bench import _training
 
 
 def test_device_info_names_the_backend_jax_runs_on():
@@ -15,7 +17,7 @@ def test_device_info_names_the_backend_jax_runs_on():
     assert info["platform"] == jax.default_backend()
     assert info["device_kind"] == jax.devices()[0].device_kind
     assert info["device_count"] == jax.device_count() >= 1
-    line = _bench._device_line(info)
+    line = _training._device_line(info)
     assert info["platform"] in line and ("host CPU" in line) == (info["platform"] != "cpu")
 
 
@@ -63,3 +65,48 @@ def test_bench_refuses_plot_options_that_do_not_apply(tmp_path, args, field):
     assert out.returncode == 2
     assert field in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sections_are_the_rules_and_analysis_benchmarks_in_order():
+    assert list(_bench.SECTIONS) == ["lyapunov", "fixed_points", "rules"]
+
+
+def test_sections_run_in_order_and_a_raising_one_is_an_error_naming_it():
+    calls = []
+
+    def ok(quick):
+        calls.append(("ok", quick))
+        return {"quick": quick}
+
+    def broken(quick):
+        import errorforcing_no_such_module  # noqa: F401  (the ImportError the old bench swallowed)
+
+    assert _bench.run_sections(True, {"a": ok, "b": ok}) == {"a": {"quick": True}, "b": {"quick": True}}
+    calls.clear()
+    with pytest.raises(_bench.BenchSectionFailed, match="bench section 'b' failed: ModuleNotFoundError: "
+                                                        "No module named 'errorforcing_no_such_module'") as info:
+        _bench.run_sections(False, {"a": ok, "b": broken, "c": ok})
+    assert calls == [("ok", False)]  # stopped at the broken section
+    assert isinstance(info.value.__cause__, ImportError)
+
+
+_BROKEN_SECTION = """
+import sys
+import errorforcing.bench as bench
+from errorforcing.cli import entry
+
+bench.run_training = lambda quick: {"training": [], "quick": quick}  # the slow part, not under test here
+def boom(quick):
+    import errorforcing_no_such_bench  # the ImportError the old bench swallowed
+bench.SECTIONS["lyapunov"] = boom
+sys.argv = ["errorforcing", "bench", "--quick", "--json"]
+entry()
+"""
+
+
+def test_bench_exits_non_zero_naming_the_section_that_raised(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _BROKEN_SECTION], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode != 0
+    assert ("BenchSectionFailed: bench section 'lyapunov' failed: ModuleNotFoundError: No module named "
+            "'errorforcing_no_such_bench'" in out.stderr.strip().splitlines()[-1])
+    assert out.stdout == ""  # no partial results printed

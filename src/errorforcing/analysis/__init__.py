@@ -4,7 +4,6 @@ points and PCA.
 Pure functions of cells and arrays; nothing here depends on the training loop.
 """
 
-from ._bench import bench_lyapunov
 from ._diagnostics import cosine, global_alignment, local_alignment, update_efficiency
 from ._fixed_points import FixedPoints, find_fixed_points, linearise, sample_states, speed, unforced_states
 from ._flossing import floss, flossing_loss
@@ -21,7 +20,6 @@ __all__ = [
     "ALPHA_ESTIMATORS", "DEFAULT_ALPHA_ESTIMATOR", "jacobians", "spectral_norm", "growth_estimate",
     "jacobian_upper_bound", "alpha_from_growth",
     "update_efficiency", "cosine", "local_alignment", "global_alignment",
-    "bench_lyapunov",
     "FixedPoints", "find_fixed_points", "linearise", "sample_states", "speed", "unforced_states",
     "PCA", "pca", "condition_average", "condition_labels",
 ]

@@ -16,7 +16,7 @@ def bench(json_out: bool = JsonOpt, quick: bool = typer.Option(False, "--quick",
                                        "members and T grow (with --quick: the N and members axes at T = 145)"),
           plot: Path | None = typer.Option(None, "--plot", help="with --scaling: save the scaling plot (.png/.svg)")):
     """Performance figures of the reference configuration (see benchmarks/)."""
-    from ..experiments._bench import run_benchmarks, run_scaling
+    from ..bench import run_benchmarks, run_scaling
 
     if plot is not None and not scaling:
         fail("--plot: only with --scaling")

@@ -1,5 +1,6 @@
-"""Benchmarks of the analysis functions: the Lyapunov spectrum (k = 50 exponents, N = 50,
-T = 1000, batch 32) and the fixed-point finder (N = 50, 1,024 initial states) next to scipy."""
+"""Benchmarks of the analysis functions (`errorforcing bench` shows them under "lyapunov" and
+"fixed_points"): the Lyapunov spectrum (k = 50 exponents, N = 50, T = 1000, batch 32) and the
+fixed-point finder (N = 50, 1,024 initial states) next to scipy."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..analysis import find_fixed_points, lyapunov_spectrum, sample_states
 from ..models import LeakyRNN
-from ._lyapunov import lyapunov_spectrum
 
 
 def bench_lyapunov(*, n_rec: int = 50, k: int = 50, n_steps: int = 1000, batch: int = 32,
@@ -63,7 +64,6 @@ def bench_fixed_points(*, n_rec: int = 50, n_initial: int = 1024, n_in: int = 3,
     (`scipy_seconds_all_states`), and the speed-up against that.
     """
     from ..tasks import DelayedXOR, sample_batch
-    from ._fixed_points import find_fixed_points, sample_states
 
     key = jax.random.key(seed)
     k_cell, k_trials, k_states = jax.random.split(key, 3)
@@ -99,8 +99,6 @@ def _scipy_baseline(cell: LeakyRNN, x: np.ndarray, h0: np.ndarray, tol: float) -
     cell, written out in numpy; then the same merging and numpy Jacobians and eigenvalues."""
     from scipy.optimize import minimize
 
-    from ._fixed_points import _deduplicate
-
     a = cell.leak
     W, drive = np.asarray(cell.W_rec, np.float64), np.asarray(cell.W_in @ x + cell.b, np.float64)
     N = W.shape[0]
@@ -120,8 +118,7 @@ def _scipy_baseline(cell: LeakyRNN, x: np.ndarray, h0: np.ndarray, tol: float) -
         nit += res.nit
     found, speeds = np.asarray(found), np.asarray(speeds)
     ok = speeds < tol
-    unique, _ = _deduplicate(found[ok], speeds[ok], 1e-3)
-    points = found[ok][unique]
+    points = _distinct(found[ok], speeds[ok], 1e-3)
     t = np.tanh(points)
     jacobians = (1 - a) * np.eye(N) + a * W[None] * (1 - t ** 2)[:, None, :]
     eigenvalues = np.linalg.eigvals(jacobians) if len(points) else np.zeros((0, N))
@@ -130,3 +127,13 @@ def _scipy_baseline(cell: LeakyRNN, x: np.ndarray, h0: np.ndarray, tol: float) -
             "scipy_n_fixed_points": len(points),
             "scipy_n_stable": int(np.sum(np.all(np.abs(eigenvalues) < 1, axis=1))) if len(points) else 0,
             "scipy_mean_iterations": nit / len(h0)}
+
+
+def _distinct(points: np.ndarray, speeds: np.ndarray, tol: float) -> np.ndarray:
+    """The baseline's own merge, by the rule `find_fixed_points` uses: slowest first, a point
+    within `tol` of a point already kept joins it."""
+    kept: list[int] = []
+    for i in np.argsort(speeds, kind="stable"):
+        if not kept or np.min(np.linalg.norm(points[kept] - points[i], axis=1)) > tol:
+            kept.append(int(i))
+    return points[kept]

@@ -1,4 +1,5 @@
-"""Benchmarks of the learning rules (`errorforcing bench` shows them under "rules").
+"""Benchmarks of the learning rules (`errorforcing bench` shows them under "rules";
+`python -m errorforcing.bench._rules [--zoo] [--quick]` runs them alone).
 
 - RTRL: one gradient for N = 32, batch 32, T = 500 (delayed XOR, delay 455), every leaky-RNN
   parameter tracked. FLOPs counted as the influence update alone, 2 · N · N · P per step and
@@ -90,7 +91,7 @@ def numpy_matmul_seconds(m: int, k: int, n: int, repeats: int) -> float:
 
 def bench_rtrl(quick: bool = False) -> dict[str, Any]:
     from ..forcing import NoForcing
-    from . import RTRL
+    from ..rules import RTRL
 
     N, B, T = RTRL_SIZE["hidden"], RTRL_SIZE["batch"], RTRL_SIZE["T"]
     task, cell, trials = _rtrl_size_problem()
@@ -113,7 +114,7 @@ def bench_local_rules(quick: bool = False) -> dict[str, Any]:
     from ..forcing import ErrorForcing
     from ..models import LeakyRNN
     from ..tasks import DelayedXOR, sample_batch
-    from . import BPTT, RFLO, EProp
+    from ..rules import BPTT, RFLO, EProp
 
     N, B, delay = LOCAL_SIZE["hidden"], LOCAL_SIZE["batch"], LOCAL_SIZE["delay"]
     task = DelayedXOR(delay=delay)
@@ -176,7 +177,7 @@ def numpy_products_seconds(products: list[tuple[int, int, int, int]], repeats: i
 def bench_zoo(quick: bool = False) -> dict[str, Any]:
     """Per-step time and GFLOP/s of UORO, KF-RTRL, SnAp-1, RTRL, e-prop and BPTT (module docstring)."""
     from ..forcing import NoForcing
-    from . import BPTT, KFRTRL, RTRL, UORO, EProp, SnAp
+    from ..rules import BPTT, KFRTRL, RTRL, UORO, EProp, SnAp
 
     N, B, T = RTRL_SIZE["hidden"], RTRL_SIZE["batch"], RTRL_SIZE["T"]
     task, cell, trials = _rtrl_size_problem()

@@ -1,6 +1,7 @@
-"""`errorforcing bench`: seconds per member-epoch of the reference configuration, peak memory,
-and achieved GFLOP/s next to a numpy matmul floor of the same shapes measured in the same run;
-`--scaling`: the same per member-epoch cost and peak memory as N, members and T grow.
+"""The training benchmarks of `errorforcing bench`: seconds per member-epoch of the reference
+configuration, peak memory, and achieved GFLOP/s next to a numpy matmul floor of the same shapes
+measured in the same run; `--scaling`: the same per member-epoch cost and peak memory as N,
+members and T grow.
 
 Each measurement runs in a fresh subprocess so that its peak memory is its own."""
 
@@ -60,7 +61,7 @@ def device_info() -> dict:
 
 
 def _reference_config(members: int, epochs: int, checkpoint: bool, hidden: int, delay: int):
-    from . import TrainConfig
+    from ..experiments import TrainConfig
 
     return TrainConfig(task={"name": "delayed-xor", "delay": delay},
                        model={"hidden": hidden}, forcing={"kind": "ef", "alpha": [0.5]},
@@ -74,7 +75,7 @@ def measure_training(members: int, epochs: int, checkpoint: bool, hidden: int = 
     `hidden`/`delay` say otherwise): the best of `epochs` epochs after the compiling first one."""
     import resource
 
-    from . import build_trainer
+    from ..experiments import build_trainer
 
     cfg = _reference_config(members, epochs, checkpoint, hidden, delay)
     trainer = build_trainer(cfg)
@@ -106,7 +107,7 @@ def epoch_program_memory(members: int, hidden: int = REFERENCE["hidden"], delay:
     import jax
 
     from ..training import Shards
-    from . import build_trainer
+    from ..experiments import build_trainer
 
     trainer = build_trainer(_reference_config(members, 1, checkpoint, hidden, delay))
     with Shards(members, trainer.shards) as shards:
@@ -125,14 +126,18 @@ def epoch_program_memory(members: int, hidden: int = REFERENCE["hidden"], delay:
 
 
 def _in_subprocess(kind: str, env: dict[str, str] | None = None, **kwargs):
-    code = (f"import json; from errorforcing.experiments._bench import {kind}; "
+    code = (f"import json; from errorforcing.bench._training import {kind}; "
             f"print(json.dumps({kind}(**{kwargs!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=None if env is None else os.environ | env)
+    if out.returncode:  # the child's own error, not just its exit status
+        raise RuntimeError(f"{kind}({kwargs}) failed (exit {out.returncode}): {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_benchmarks(quick: bool = False, *, show: bool = True) -> dict:
+def run_training(quick: bool = False) -> dict:
+    """The reference configuration with 1 and 20 members, the device and the numpy floors (the
+    results of `errorforcing bench` but its "extra" sections)."""
     epochs = 2 if quick else 3
     results: dict = {"reference": REFERENCE | {"T": REFERENCE["delay"] + 45}}
     results["device"] = _in_subprocess("device_info")
@@ -159,37 +164,11 @@ def run_benchmarks(quick: bool = False, *, show: bool = True) -> dict:
     results["target"] = dict(seconds_per_member_epoch=TARGET_SECONDS_PER_MEMBER_EPOCH,
                              measured=ref["seconds_per_member_epoch"],
                              met=ref["seconds_per_member_epoch"] <= TARGET_SECONDS_PER_MEMBER_EPOCH)
-    results["extra"] = _extra_benchmarks(quick)
-    if show:
-        _show(results)
     return results
 
 
-def _extra_benchmarks(quick: bool) -> dict:
-    """Benchmarks contributed by other subsystems (rules, analysis), when present."""
-    extra = {}
-    try:
-        from ..analysis._bench import bench_lyapunov
-    except ImportError:
-        bench_lyapunov = None
-    if bench_lyapunov is not None:
-        extra["lyapunov"] = bench_lyapunov()
-    try:
-        from ..analysis._bench import bench_fixed_points
-    except ImportError:
-        bench_fixed_points = None
-    if bench_fixed_points is not None:
-        extra["fixed_points"] = bench_fixed_points(baseline_states=16 if quick else 64)
-    try:
-        from ..rules._bench import bench_rules
-    except ImportError:
-        bench_rules = None
-    if bench_rules is not None:
-        extra["rules"] = bench_rules(quick=quick)
-    return extra
-
-
-def _show(results: dict) -> None:
+def show_benchmarks(results: dict) -> None:
+    """The reference table, the target line and each extra section's result (on stderr)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -214,7 +193,7 @@ def _show(results: dict) -> None:
     console.print(f"reference ({REFERENCE['members']} members): {t['measured']:.3f} s per member-epoch, target "
                   f"≤ {t['seconds_per_member_epoch']} s: {'met' if t['met'] else 'missed'}; "
                   f"{ref_ratio(results):.2f}× the all-cores numpy floor's time")
-    for name, value in results["extra"].items():
+    for name, value in results.get("extra", {}).items():
         console.print(f"{name}: {json.dumps(value)}")
 
 
