@@ -110,3 +110,10 @@ def test_bench_exits_non_zero_naming_the_section_that_raised(tmp_path):
     assert ("BenchSectionFailed: bench section 'lyapunov' failed: ModuleNotFoundError: No module named "
             "'errorforcing_no_such_bench'" in out.stderr.strip().splitlines()[-1])
     assert out.stdout == ""  # no partial results printed
+
+
+def test_one_section_alone_refuses_an_unknown_name():
+    out = subprocess.run([sys.executable, "-m", "errorforcing.bench", "no-such-section"], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "invalid choice: 'no-such-section'" in out.stderr
+    assert "lyapunov" in out.stderr and "zoo" in out.stderr and out.stdout == ""

@@ -1,5 +1,5 @@
 """Benchmarks of the learning rules (`errorforcing bench` shows them under "rules";
-`python -m errorforcing.bench._rules [--zoo] [--quick]` runs them alone).
+`python -m errorforcing.bench rules [--quick]` runs them alone, `… zoo` the zoo's rows alone).
 
 - RTRL: one gradient for N = 32, batch 32, T = 500 (delayed XOR, delay 455), every leaky-RNN
   parameter tracked. FLOPs counted as the influence update alone, 2 · N · N · P per step and
@@ -206,11 +206,3 @@ def bench_rules(quick: bool = False) -> dict[str, Any]:
     """{"rtrl": …, "local": …, "zoo": …} (see the module docstring)."""
     return {"rtrl": bench_rtrl(quick), "local": bench_local_rules(quick), "zoo": bench_zoo(quick)}
 
-
-if __name__ == "__main__":
-    import json
-    import sys
-
-    quick = "--quick" in sys.argv
-    # `--zoo`: the zoo's rows alone (`errorforcing bench` runs them all)
-    print(json.dumps(bench_zoo(quick) if "--zoo" in sys.argv else bench_rules(quick), indent=2))
