@@ -61,11 +61,9 @@ def _owner(module: str) -> str:
 # Known edges against the layering, each with the reason it is still here. Remove an entry when
 # its import goes; the tests below check the graph without these edges.
 ALLOWED = {
-    # reproductions draw their own figures (kaleb's and marschall's workflows), so reproductions ->
+    # reproductions draw their own figures (kaleb's workflows), so reproductions ->
     # plotting -> (report) -> reproductions; the drawing moves to the cli like compare's did.
     ("errorforcing.reproductions.kaleb", "errorforcing.plotting._kaleb"): "kaleb workflows draw their figures",
-    ("errorforcing.reproductions.marschall", "errorforcing.plotting"): "the marschall workflow writes its report",
-    ("errorforcing.reproductions.marschall", "errorforcing.plotting._marschall"): "the marschall workflow draws",
 }
 
 GRAPH = {name: sorted({t for t in _imports(name) if t in MODULES and t != name and (name, t) not in ALLOWED})

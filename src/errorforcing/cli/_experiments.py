@@ -151,7 +151,7 @@ def reproduce(
 ):
     """Reproduce a paper's figure: its sweeps, then its claims (DIR/claims.json) and the report
     (rerun to resume)."""
-    from ..reproductions import NAMES, REPRODUCTIONS, claims_table, reproduce as run_reproduction
+    from ..reproductions import NAMES, REPRODUCTIONS, claims_table, marschall, reproduce as run_reproduction
 
     if name not in NAMES:
         fail(f"NAME: unknown reproduction {name!r}; choose one of: {', '.join(NAMES)}")
@@ -164,6 +164,10 @@ def reproduce(
     runner = executor_for(executor, workers, address)
     result = run_reproduction(name, out_dir, quick=quick, executor=runner, progress=True,
                               echo=lambda line: print(line, file=sys.stderr))
+    if name == marschall.NAME:  # the workflow returns data; its figure and report are drawn here
+        from ..plotting import marschall_figures
+
+        result.report = marschall_figures(out_dir).html
     if REPRODUCTIONS[name].workflow is None:
         if result.has_results:
             from ..plotting import write_report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..reproductions import marschall  # noqa: E402
 from ._figures import _save  # noqa: E402
+from ._report import Report, write_report  # noqa: E402
+
+
+def marschall_figures(out: str | Path) -> Report:
+    """Draw `out/marschall-alignment.png` (`alignment_cost_figure`) from the summary that
+    `reproductions.marschall.reproduce_marschall_alignment` wrote into `out`, and write the
+    sweep's standard report (`out/report/report.html`, its note the setting's)."""
+    out = Path(out)
+    summary = json.loads((out / marschall.SUMMARY_FILE).read_text())
+    alignment_cost_figure(summary, out / f"{marschall.NAME}.png")
+    return write_report(out, note=summary["setting"].get("note") or None, dynamics=False)
 
 
 def alignment_cost_figure(summary: dict[str, Any], path: str | Path) -> list[Path]:
