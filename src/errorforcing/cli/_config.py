@@ -48,7 +48,7 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any], default
     validated once. A flag given for a variant that ignores it is refused."""
     from pydantic import ValidationError
 
-    from ..experiments import APPLIES, FLOSS_STEP_FIELDS, TrainConfig, inapplicable, is_read
+    from ..experiments import FLOSS_STEP_FIELDS, TrainConfig, inapplicable, is_read
 
     data: dict[str, Any] = {}
     if config_file is not None:
@@ -73,12 +73,10 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any], default
         fail(msg if msg.startswith(field + ".") else f"{field}: {msg}")
     for dotted in given:  # flags equal to a default still ask for something the variant ignores
         section, _, field = dotted.partition(".")
-        why = inapplicable(section, getattr(cfg, section), field) if field in APPLIES.get(section, {}) else None
+        why = inapplicable(section, getattr(cfg, section), field) if field else None
         if section == "floss" and field in FLOSS_STEP_FIELDS and not cfg.floss.enabled:
             why = f"floss.{field} applies only when flossing is on (--floss-pre or --floss-every > 0)"
-        if dotted == "forcing.adaptive" and cfg.forcing.kind == "none":
-            why = "forcing.adaptive applies only to a forcing; forcing.kind 'none' ignores it"
-        if dotted == "forcing.alpha_estimator" and not (cfg.forcing.adaptive and cfg.forcing.kind != "none"):
+        if dotted == "forcing.alpha_estimator" and not why and not cfg.forcing.adaptive:
             why = "forcing.alpha_estimator applies only to adaptive α (--adaptive-alpha) with a forcing"
         if why:
             fail(why)

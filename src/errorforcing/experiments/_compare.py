@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ._config import APPLIES, ForcingConfig, TrainConfig, inapplicable
+from ._config import ForcingConfig, TrainConfig, config_class
 from ._preflight import preflight
 from ._stats import SELECTIONS, Outcomes, compare_fractions
 from ._summary import best_setting, method_label, summarize
@@ -31,17 +31,13 @@ class CompareResult:
 
 
 def method_forcing(forcing: ForcingConfig, kind: str, alphas) -> ForcingConfig:
-    """`forcing` as method `kind` uses it: its α grid, and only the fields that kind reads
-    (no forcing takes no α; teacher forcing has no causal form)."""
-    data = forcing.model_dump(exclude_unset=True) | {"kind": kind}
-    if kind == "none":
-        data = {"kind": "none"}
-    else:
+    """`forcing` as method `kind` uses it: its α grid (if it takes one), and only the fields
+    that kind's config declares (no forcing takes no α; teacher forcing has no causal form)."""
+    own = config_class("forcing", kind).model_fields
+    data = {k: v for k, v in forcing.model_dump(exclude_unset=True).items() if k in own} | {"kind": kind}
+    if "alpha" in own:
         data["alpha"] = list(alphas)
-        for name in APPLIES["forcing"]:
-            if inapplicable("forcing", ForcingConfig(kind=kind), name):
-                data.pop(name, None)
-    return ForcingConfig.model_validate(data)
+    return ForcingConfig.validate_section(data)
 
 
 def compare_verdicts(rows_by_method: dict[str, list[dict[str, Any]]], *, winner: str,

@@ -255,8 +255,9 @@ def point_config(spec: SweepSpec, point: dict[str, Any]) -> TrainConfig:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "config"
         msg = err["msg"].removeprefix("Value error, ")
-        if msg.startswith(field + "."):  # the message names the field itself
+        if msg.startswith(field + "."):  # the message names the field itself ("rule.kind: ..." too)
             field, msg = msg.split(" ", 1)
+            field = field.removesuffix(":")
         at = ", ".join(f"{k}={v!r}" for k, v in point.items())
         raise SpecError(field, msg + (f" (at {at})" if at else "")) from None
 

@@ -43,14 +43,13 @@ def build_task(config: TrainConfig):
 
 
 def build_schedule(config: TrainConfig, task) -> Schedule:
-    """The config's data sizes and stopping rule, the task's reference values where unset."""
-    return Schedule(
-        epochs=config.epochs, batch_size=config.batch, data=config.data,
-        train_trials=config.train_trials, val_trials=config.val_trials,
-        dataset_size=config.dataset_size or type(task).dataset_size, val_fraction=config.val_fraction,
-        test_trials=config.test_trials, threshold=config.threshold or type(task).threshold,
-        patience=config.patience, divergence=config.divergence, clip_norm=config.optim.clip_norm,
-        log_alignment=config.rule.log_alignment)
+    """The config's data sizes and stopping rule, the task's reference values where unset.
+    Fields the schedule shares with the config by name are copied as they are."""
+    same = {f.name: getattr(config, f.name) for f in dataclasses.fields(Schedule) if f.name in TrainConfig.model_fields}
+    return Schedule(**same | dict(
+        batch_size=config.batch, dataset_size=config.dataset_size or type(task).dataset_size,
+        threshold=config.threshold or type(task).threshold, clip_norm=config.optim.clip_norm,
+        log_alignment=config.rule.log_alignment))
 
 
 def build_trainer(config: TrainConfig) -> EnsembleTrainer | ContinualTrainer:
@@ -60,7 +59,7 @@ def build_trainer(config: TrainConfig) -> EnsembleTrainer | ContinualTrainer:
     # (rule.for_member); this key only makes the job-level rule well-formed
     rule_key = jax.random.fold_in(jax.random.key(config.seed), 10_000)
     rule = RULES[config.rule.kind].build(config.rule, rule_key)
-    lrs = [config.rule.online_lr] if config.rule.online else config.optim.lr  # online: the per-step rate
+    lrs = [config.rule.online_lr] if config.rule.learns_online else config.optim.lr  # online: the per-step rate
     members = [Member(seed=config.seed + s, alpha=a, lr=lr)
                for lr in lrs for a in config.forcing.alpha for s in range(config.seeds)]
     make_cell = lambda key: model_entry.build(config.model, task, key)  # noqa: E731
@@ -73,16 +72,21 @@ def build_trainer(config: TrainConfig) -> EnsembleTrainer | ContinualTrainer:
         return ContinualTrainer(task, make_cell, make_forcing, rule, members, schedule, objective)
     schedule = build_schedule(config, task)
     optimizer = _optimizer(config.optim)
-    fl = config.floss
-    flossing = Flossing(pre=fl.pre, every=fl.every, steps=fl.steps, k=fl.k, lr=fl.lr, local=fl.local,
-                        target=fl.target, trials=fl.trials) if fl.enabled else None
-    analysis = Analysis(lyapunov=config.analysis.lyapunov, lyapunov_trials=config.analysis.lyapunov_trials,
-                        diagnostics=config.analysis.diagnostics)
+    flossing = copied(Flossing, config.floss) if config.floss.enabled else None
+    adaptive = "adaptive" in type(config.forcing).model_fields and config.forcing.adaptive
     return EnsembleTrainer(task, make_cell, make_forcing, rule, optimizer, members, schedule, objective,
-                           flossing=flossing,
-                           adaptive_alpha=(config.forcing.alpha_estimator
-                                           if config.forcing.adaptive and config.forcing.kind != "none" else False),
-                           analysis=analysis)
+                           flossing=flossing, adaptive_alpha=config.forcing.alpha_estimator if adaptive else False,
+                           analysis=copied(Analysis, config.analysis))
+
+
+def copied(dataclass: type, section) -> Any:
+    """The training layer's `dataclass` (which cannot import the config) from the config
+    `section` declaring the same fields; a field missing from either side is an error."""
+    names = [f.name for f in dataclasses.fields(dataclass)]
+    missing = set(names) ^ set(type(section).model_fields)
+    if missing:
+        raise TypeError(f"{dataclass.__name__} and {type(section).__name__} differ in {sorted(missing)}")
+    return dataclass(**{n: getattr(section, n) for n in names})
 
 
 def _optimizer(cfg) -> Callable[..., optax.GradientTransformation]:
