@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ._config import TrainConfig, is_read
+from ._config import SECTIONS, TrainConfig, config_class, is_read, registry
 from ._registry import FORCINGS, MODELS, RULES, TASKS
 
 SPEC_KEYS = ("name", "note", "seeds", "base", "grid", "zip")
@@ -192,10 +192,11 @@ def _field_annotation(dotted: str):
     model: type[BaseModel] = TrainConfig
     parts = dotted.split(".")
     for i, part in enumerate(parts):
-        field = model.model_fields.get(part)
+        fields = _fields(model)
+        field = fields.get(part)
         if field is None:
             where = ".".join(parts[:i]) or "the config"
-            raise SpecError(dotted, f"unknown config field; {where} has: {', '.join(model.model_fields)}")
+            raise SpecError(dotted, f"unknown config field; {where} has: {', '.join(fields)}")
         ann = field.annotation
         origin = typing.get_origin(ann) or ann
         if origin is dict:
@@ -203,12 +204,22 @@ def _field_annotation(dotted: str):
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
             if i == len(parts) - 1:
-                raise SpecError(dotted, f"is a section; name one of its fields: {', '.join(ann.model_fields)}")
+                raise SpecError(dotted, f"is a section; name one of its fields: {', '.join(_fields(ann))}")
             continue
         if i != len(parts) - 1:
             raise SpecError(dotted, f"unknown config field; {'.'.join(parts[: i + 1])} has no sub-fields")
         return ann
     return None
+
+
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields; a variant section's: those of every registered variant (each point's
+    kind then decides which it reads)."""
+    section = getattr(model, "section", None)
+    if section in SECTIONS and model is SECTIONS[section].base:
+        return {name: info for kind in registry(section)
+                for name, info in config_class(section, kind).model_fields.items()}
+    return model.model_fields
 
 
 def check_field(dotted: str, *, where: str) -> None:
