@@ -288,3 +288,9 @@ def test_sweep_dotted_fields_reach_each_variant():
     assert rules == [("bptt", 50), ("tbptt", 5), ("tbptt", 10)]  # bptt ignores the truncation axis
     assert sorted({(j.config.forcing.kind, tuple(j.config.forcing.alpha)) for j in jobs}) == [("ef", (0.2,)),
                                                                                               ("none", (0.0,))]
+
+
+def test_feedback_forcing_options_are_checked():
+    assert TrainConfig(forcing={"kind": "feedback", "options": {"feedback_lr": 0.1}}).forcing.options == {"feedback_lr": 0.1}
+    with pytest.raises(ValidationError, match="feedback forcing takes options.feedback_lr only, got feedbak_lr"):
+        TrainConfig(forcing={"kind": "feedback", "options": {"feedbak_lr": 0.1}})

@@ -219,7 +219,17 @@ class FeedbackForcingConfig(_AdaptiveAlpha, _Causal):
     local rule (its rate: options.feedback_lr)."""
 
     learn_feedback: bool = False
-    options: dict = Field(default_factory=dict)
+    options: dict = Field(default_factory=dict)  # feedback_lr: F's learning rate (default FeedbackForcing's)
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, v):
+        unknown = sorted(set(v) - {"feedback_lr"})
+        if unknown:
+            raise ValueError(f"feedback forcing takes options.feedback_lr only, got {', '.join(unknown)}")
+        if "feedback_lr" in v and not (isinstance(v["feedback_lr"], (int, float)) and v["feedback_lr"] > 0):
+            raise ValueError(f"options.feedback_lr must be a number > 0, got {v['feedback_lr']!r}")
+        return v
 
 
 class WilliamsZipserForcingConfig(ForcedConfig):
