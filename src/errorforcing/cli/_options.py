@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 
-from ..experiments import TrainConfig
+from ..experiments import APPLIES, FORCINGS, MODELS, RULES, TrainConfig
+from ..experiments._registry import ONLINE_RULES
 
 DEFAULT_OUT = "errorforcing-runs"
 
@@ -17,6 +18,11 @@ TASK, MODEL, FORCING, RULE = "Task", "Model", "Forcing", "Learning rule"
 SCHEDULE, DYNAMICS, OUTPUT = "Schedule", "Dynamics", "Input and output"
 
 _TRAIN_DEFAULTS = TrainConfig().model_dump()
+
+
+def _kinds(section: str, field: str, sep: str = "/") -> str:
+    """The kinds whose config reads `section.field` (the help names the variants from the registry)."""
+    return sep.join(APPLIES[section][field])
 
 
 def _default(dotted: str, defaults: dict[str, Any]) -> Any:
@@ -55,47 +61,54 @@ DelayOpt = option("task.delay", "--delay", "delay in steps (delayed-xor, evidenc
 ShiftOpt = option("task.shift", "--shift", "period shift (sine)", TASK)
 
 # Model
-ModelOpt = option("model.kind", "--model", "leaky, gru, lstm, williams-zipser", MODEL)
+ModelOpt = option("model.kind", "--model", ", ".join(MODELS), MODEL)
 HiddenOpt = option("model.hidden", "--hidden", "number of recurrent units N", MODEL)
 GainOpt = option("model.gain", "--gain", "recurrent gain g", MODEL)
-DaleOpt = option("model.excitatory", "--dale", "Dale's law: fraction of excitatory units, e.g. 0.8 (leaky model)",
+DaleOpt = option("model.excitatory", "--dale",
+                 f"Dale's law: fraction of excitatory units, e.g. 0.8 ({_kinds('model', 'excitatory')} model)",
                  MODEL, shown="off")
 NoiseOpt = option("model.noise_std", "--noise", "process noise σ during training", MODEL)
 ReadoutOpt = option("model.readout", "--readout", "state or rate", MODEL)
 ActOpt = option("model.activation", "--activation", "tanh, relu, softplus, identity, logistic", MODEL)
 
 # Forcing
-ForcingOpt = option("forcing.kind", "--forcing", "none, tf, ef, kalman, feedback, wz-tf", FORCING)
+ForcingOpt = option("forcing.kind", "--forcing", ", ".join(FORCINGS), FORCING)
 AlphaOpt = option("forcing.alpha", "--alpha", "forcing strength(s), comma-separated", FORCING)
 CausalOpt = option("forcing.causal", "--causal/--no-causal", "forcing uses e_{t-1}", FORCING)
 ProcessNoiseOpt = option("forcing.process_noise", "--process-noise",
-                         "--forcing kalman: process noise σ it trains with (required, > 0)", FORCING, shown="none")
+                         f"--forcing {_kinds('forcing', 'process_noise')}: process noise σ it trains with "
+                         "(required, > 0)", FORCING, shown="none")
 ObsNoiseOpt = option("forcing.obs_noise", "--obs-noise",
-                     "--forcing kalman: observation noise σ_o; gain ratio σ_o²/σ²", FORCING, shown="σ")
+                     f"--forcing {_kinds('forcing', 'obs_noise')}: observation noise σ_o; gain ratio σ_o²/σ²", FORCING,
+                     shown="σ")
 LearnFeedbackOpt = option("forcing.learn_feedback", "--learn-feedback/--fixed-feedback",
-                          "--forcing feedback: learn F with its local rule", FORCING)
+                          f"--forcing {_kinds('forcing', 'learn_feedback')}: learn F with its local rule", FORCING)
 AdaptiveOpt = option("forcing.adaptive", "--adaptive-alpha/--fixed-alpha",
                      "adapt α during training (Hess et al.); --alpha is then the start (default 1)", FORCING)
 EstimatorOpt = option("forcing.alpha_estimator", "--alpha-estimator",
                       "adaptive α's estimate of ‖J‖ (implies --adaptive-alpha): product-upper-bound, "
                       "batch-maximum, arithmetic-mean, explog-approx, jacobian-upper-bound", FORCING)
 IntervalOpt = option("forcing.interval", "--forcing-interval",
-                     "tf/ef/kalman: force only the steps t with t mod k == 0 (GTF's sparse forcing)", FORCING)
-UnitsOpt = option("forcing.units", "--forcing-units", "tf/ef/kalman: force only the first M units (partial forcing)",
+                     f"{_kinds('forcing', 'interval')}: force only the steps t with t mod k == 0 (GTF's sparse forcing)",
+                     FORCING)
+UnitsOpt = option("forcing.units", "--forcing-units",
+                  f"{_kinds('forcing', 'units')}: force only the first M units (partial forcing)",
                   FORCING, shown="all")
 
 # Learning rule
-RuleOpt = option("rule.kind", "--rule", "learning rule: bptt, tbptt, rtrl, eprop, rflo, uoro, kf-rtrl, snap1, snap2",
-                 RULE)
-FeedbackOpt = option("rule.feedback", "--feedback", "e-prop/RFLO learning signal: symmetric (W_outᵀ) or random", RULE)
+RuleOpt = option("rule.kind", "--rule", "learning rule: " + ", ".join(RULES), RULE)
+FeedbackOpt = option("rule.feedback", "--feedback",
+                     f"{_kinds('rule', 'feedback')} learning signal: symmetric (W_outᵀ) or random", RULE)
 OnlineOpt = option("rule.online", "--online/--offline",
-                   "apply updates at every step (RTRL, e-prop, RFLO, UORO, KF-RTRL, SnAp)", RULE)
+                   f"apply updates at every step ({', '.join(ONLINE_RULES)})", RULE)
 OnlineLrOpt = option("rule.online_lr", "--online-lr", "per-step learning rate of --online rules", RULE,
                      shown="--lr")
 OnlineOptimOpt = option("rule.online_optimizer", "--online-optimizer",
                         "per-step optax optimizer of --online rules, e.g. adam", RULE, shown="sgd")
-TruncOpt = option("rule.truncation", "--truncation", "k of truncated BPTT (--rule tbptt)", RULE)
-CkptOpt = option("rule.checkpoint", "--checkpoint/--no-checkpoint", "rematerialise steps in the backward pass", RULE)
+TruncOpt = option("rule.truncation", "--truncation", f"k of truncated BPTT (--rule {_kinds('rule', 'truncation')})",
+                  RULE)
+CkptOpt = option("rule.checkpoint", "--checkpoint/--no-checkpoint",
+                 f"rematerialise steps in the backward pass ({_kinds('rule', 'checkpoint')})", RULE)
 AlignOpt = option("rule.log_alignment", "--log-alignment/--no-log-alignment",
                   "record cos(rule gradient, exact BPTT gradient) every epoch", RULE)
 
