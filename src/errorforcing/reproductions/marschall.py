@@ -231,4 +231,4 @@ DIFFERENCES = ("Delayed XOR (pulses of 4 steps, delay 10, T = 28; quick: pulses 
                "mimic-target tasks; leaky tanh RNN, N = 32, trained offline by Adam on batches (the paper's rules run "
                "online with SGD); alignment is with BPTT's gradient of the same (forced) objective, averaged over "
                "epochs; RFLO and e-prop with the symmetric learning signal W_outᵀ; no DNI/KeRNL; EF at α = 0.2 "
-               "fixed in advance; cost per step is a jitted gradient's wall time on this machine, not a FLOP count.")
+               "fixed in advance; cost per step is a jitted gradient's CPU time on this machine, not a FLOP count.")
