@@ -262,7 +262,8 @@ class TrainConfig(_Strict):
                     raise ValueError(f"{name} applies only to continual learning (continual = true)")
             return self
         if not self.rule.learns_online:
-            raise ValueError("continual: needs an online rule (rule.online = true with rtrl, eprop or rflo)")
+            raise ValueError(f"continual: needs an online rule (rule.online = true with "
+                             f"{' or '.join(kinds_reading('rule', 'online'))})")
         if self.steps is None or self.val_every is None:
             raise ValueError("continual: needs steps (the stream's length) and val_every (steps between checks)")
         if self.steps % self.val_every:
