@@ -10,7 +10,6 @@ from typing import Any
 import typer
 
 from ..experiments import APPLIES, FORCINGS, MODELS, RULES, TrainConfig
-from ..experiments._registry import ONLINE_RULES
 
 DEFAULT_OUT = "errorforcing-runs"
 
@@ -100,7 +99,7 @@ RuleOpt = option("rule.kind", "--rule", "learning rule: " + ", ".join(RULES), RU
 FeedbackOpt = option("rule.feedback", "--feedback",
                      f"{_kinds('rule', 'feedback')} learning signal: symmetric (W_outᵀ) or random", RULE)
 OnlineOpt = option("rule.online", "--online/--offline",
-                   f"apply updates at every step ({', '.join(ONLINE_RULES)})", RULE)
+                   f"apply updates at every step ({_kinds('rule', 'online', ', ')})", RULE)
 OnlineLrOpt = option("rule.online_lr", "--online-lr", "per-step learning rate of --online rules", RULE,
                      shown="--lr")
 OnlineOptimOpt = option("rule.online_optimizer", "--online-optimizer",
