@@ -294,3 +294,14 @@ def test_feedback_forcing_options_are_checked():
     assert TrainConfig(forcing={"kind": "feedback", "options": {"feedback_lr": 0.1}}).forcing.options == {"feedback_lr": 0.1}
     with pytest.raises(ValidationError, match="feedback forcing takes options.feedback_lr only, got feedbak_lr"):
         TrainConfig(forcing={"kind": "feedback", "options": {"feedbak_lr": 0.1}})
+
+
+def test_the_example_sweeps_job_ids_are_those_of_before():
+    # captured at 5ab775e: a rerun of examples/sweep.toml resumes the jobs run before the split
+    from pathlib import Path
+
+    from errorforcing.experiments._sweep import load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "examples" / "sweep.toml")
+    assert [j.job_id for j in expand(spec).jobs] == ["jb5cf2a7b9f611f9a", "j7fe4b3e54758ff5c", "ja7b8ea8d34a68518",
+                                                     "j62f6ab7c8640ea71", "j651e16bb8b3f8c74", "jded5f4747e531e84"]
