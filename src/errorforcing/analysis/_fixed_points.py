@@ -18,7 +18,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Bool, Complex, Int
+from jaxtyping import ArrayLike, Bool, Complex, Int
 
 from .._types import Array, Float, Input, Key
 from ..models import AbstractCell
@@ -110,8 +110,8 @@ def find_fixed_points(
                      n_initial=int(h0.shape[0]), n_converged=int(ok.sum()))
 
 
-def linearise(cell: AbstractCell, x: Input, states: Float[Array, "K N"], speeds: Float[Array, " K"] | None = None,
-              counts: Int[Array, " K"] | None = None, *, n_initial: int | None = None,
+def linearise(cell: AbstractCell, x: Input, states: Float[ArrayLike, "K N"], speeds: Float[ArrayLike, " K"] | None = None,
+              counts: Int[ArrayLike, " K"] | None = None, *, n_initial: int | None = None,
               n_converged: int | None = None) -> FixedPoints:
     """Jacobians J = ∂cell(h, x)/∂h at `states` and their eigen-decompositions."""
     states = np.asarray(states)

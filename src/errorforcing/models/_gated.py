@@ -102,7 +102,7 @@ class LSTM(AbstractLinearReadoutCell):
         return 2 * self.hidden
 
     @property
-    def W_out(self) -> Float[Array, "n_out 2H"]:
+    def W_out(self) -> Float[Array, "n_out N"]:  # N = 2H, the state [h; c]
         """The readout as a map of the whole state [h; c] (zeros on c), used by forcing."""
         return jnp.concatenate([self.W_out_h, jnp.zeros_like(self.W_out_h)], axis=1)
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Key as KeyArray  # an array of keys with a shape (`Key` is one key)
 
 from .._types import Array, Float, Key, Scalar
 from ..forcing import process_noise
@@ -95,7 +96,7 @@ class AbstractInfluenceRule(AbstractOnlineRule):
         return loss, end, opt_state, carry
 
 
-def influence_keys(key: Key, B: int, T: int) -> tuple[Key, Key]:
+def influence_keys(key: Key, B: int, T: int) -> tuple[KeyArray[Array, " B"], KeyArray[Array, "T B"]]:
     """The keys of a call's estimates: one per trial for M_0 [B], one per step and trial [T, B]."""
     k_init, k_steps = jax.random.split(jax.random.fold_in(key, 0x1F1), 2)
     return jax.random.split(k_init, B), jax.random.split(k_steps, T * B).reshape(T, B)

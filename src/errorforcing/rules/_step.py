@@ -54,8 +54,9 @@ class StepLoss(eqx.Module):
         """ℓ_{b,t} for one trial and step (without the readout penalty)."""
         return self.mse_scale * jnp.sum(mask * (y - target) ** 2) + rate_scale * jnp.sum(h_forced**2)
 
-    def output_grad(self, y: Output, target: Output, mask: Output) -> Output:
-        """∂ℓ_{b,t}/∂y_t."""
+    def output_grad(self, y: Float[Array, "*B n_out"], target: Float[Array, "*B n_out"],
+                    mask: Float[Array, "*B n_out"]) -> Float[Array, "*B n_out"]:
+        """∂ℓ_{b,t}/∂y_t (of one trial, or of a batch at once)."""
         return 2.0 * self.mse_scale * mask * (y - target)
 
     def penalty(self, cell: AbstractCell) -> Scalar:
