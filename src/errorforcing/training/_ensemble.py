@@ -12,14 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..forcing import AbstractForcing, NoForcing, feedback_update, simulate
+from ..forcing import AbstractForcing, NoForcing, simulate
 from ..models import AbstractCell
-from ..rules import AbstractLearningRule, AbstractTraceRule, Objective, feedback_alignment, sign_correct, trainable_spec
-from ..tasks import AbstractTask, Trials, sample_batch
+from ..rules import AbstractLearningRule, Objective, sign_correct
+from ..tasks import AbstractTask, sample_batch
 from ._convergence import ConvergenceTracker
-from ._diagnostics import dynamics_diagnostics
-from ._dynamics import (INTER_FLOSS, LYAPUNOV, PRE_FLOSS, TEST_LOSS, Analysis, Flossing, adapt_alpha, analysis_key,
-                        floss_cell, task_lyapunov)
+from ._data import batch_keys, epoch_data, fixed_dataset, member_keys
+from ._dynamics import INTER_FLOSS, LYAPUNOV, PRE_FLOSS, TEST_LOSS, Analysis, Flossing, analysis_key, floss_cell, task_lyapunov
+from ._hooks import (AbstractEpochHook, AdaptiveAlpha, DynamicsDiagnostics, FeedbackDiagnostics, GradientAlignment,
+                     epoch_diagnostics)  # noqa: F401  (epoch_diagnostics: re-exported)
+from ._step import MemberState, make_step, trainable_params, tree_where, with_clip
 from ._shards import Shards, compact_layout, compact_mode, default_shards, worth_compiling
 
 
@@ -108,16 +110,7 @@ class EnsembleResult:
     layouts: list[tuple[int, int, int]] | None = None  # (first epoch, shards, members per shard) of the epoch programs
 
 
-def _tree_where(flag, new, old):
-    """`new` where `flag`, else `old`, on array leaves; static leaves (flags, names) stay as they are."""
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(flag, a, b) if eqx.is_array(a) else a, new, old)
-
-
-def member_keys(seed: int):
-    """init, data and noise keys of a member, all derived from its seed alone (so members that
-    differ only in α or lr start from the same network and see the same trials)."""
-    base = jax.random.key(seed)
-    return jax.random.fold_in(base, 0), jax.random.fold_in(base, 1), jax.random.fold_in(base, 2)
+_tree_where = tree_where  # the name ContinualTrainer imports
 
 
 class EnsembleTrainer:
@@ -130,6 +123,11 @@ class EnsembleTrainer:
     step with its own per-step optimizer: each batch then ends at the rule's end-of-trial
     weights, its optimizer state is carried from batch to batch and epoch to epoch, and
     `optimizer` and the members' lr are not used.
+
+    The epoch program scans `make_step` (the pure per-batch step of one member's
+    `MemberState`) over the epoch's batches (`_data.epoch_data`); what it measures or changes
+    besides are `AbstractEpochHook`s (`self.hooks`): the options below add theirs, and
+    `hooks` appends custom ones (called in that order, after the built-in ones).
 
     Optional, all off by default (and then the epoch program is exactly the plain one):
     `flossing` (pre- and inter-flossing, each a separate vmapped program run between epochs),
@@ -154,7 +152,7 @@ class EnsembleTrainer:
                  optimizer: Callable[..., optax.GradientTransformation], members: list[Member],
                  schedule: Schedule, objective: Objective = Objective(), *, flossing: Flossing | None = None,
                  adaptive_alpha: bool = False, analysis: Analysis = Analysis(), shards: int | None = None,
-                 compact: str | bool | None = None):
+                 compact: str | bool | None = None, hooks: tuple[AbstractEpochHook, ...] = ()):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         if rule.learns_online and schedule.clip_norm is not None:
@@ -167,6 +165,9 @@ class EnsembleTrainer:
         self.members = members
         self.make_cell, self.make_forcing = make_cell, make_forcing
         self.optimizer = optax.inject_hyperparams(optimizer)(learning_rate=members[0].lr)
+        # the transformation the step applies: the clip, then the member's own lr
+        self.update_rule = with_clip(self.optimizer, schedule.clip_norm)
+        self.hooks = tuple(self._builtin_hooks()) + tuple(hooks)
         seeds = [m.seed for m in members]
         keys = [member_keys(s) for s in seeds]
         self.init_keys = jnp.stack([k[0] for k in keys])
@@ -184,6 +185,15 @@ class EnsembleTrainer:
         self._lyapunov = eqx.filter_jit(eqx.filter_vmap(self._member_lyapunov))
         self._test_loss = eqx.filter_jit(eqx.filter_vmap(self._member_test_loss))
 
+    def _builtin_hooks(self):
+        if self.schedule.log_alignment:
+            yield GradientAlignment()
+        if self.analysis.diagnostics:
+            yield DynamicsDiagnostics()
+        if self.adaptive_alpha:
+            yield AdaptiveAlpha(self.adaptive_alpha)
+        yield FeedbackDiagnostics()
+
     # ----- building the ensemble -----
     def init(self):
         cells = eqx.filter_vmap(self.make_cell)(self.init_keys)
@@ -192,8 +202,9 @@ class EnsembleTrainer:
         if self.rule.learns_online:
             opt_states = eqx.filter_vmap(self.rule.online_init)(cells)
         else:
-            opt_states = eqx.filter_vmap(self.optimizer.init)(trainable_params(cells))
-            opt_states.hyperparams["learning_rate"] = self.lrs.astype(opt_states.hyperparams["learning_rate"].dtype)
+            opt_states = eqx.filter_vmap(self.update_rule.init)(trainable_params(cells))
+            injected = opt_states if self.schedule.clip_norm is None else opt_states[1]
+            injected.hyperparams["learning_rate"] = self.lrs.astype(injected.hyperparams["learning_rate"].dtype)
         fixed = None
         if self.schedule.data == "fixed":
             fixed = eqx.filter_vmap(self._fixed_dataset)(self.data_keys)
@@ -202,86 +213,41 @@ class EnsembleTrainer:
         rules = eqx.filter_vmap(self.rule.for_member)(rule_keys)
         return cells, forcings, opt_states, fixed, rules
 
-    def _fixed_dataset(self, data_key) -> Trials:
-        """The member's data set: `dataset_size` trials, the first `n_val` (the held-out part)
-        drawn from the task's validation source. For a task that is its own source both draws
-        are one and the same."""
-        size, key = self.schedule.dataset_size, jax.random.fold_in(data_key, 0)  # epochs use 1, 2, ...
-        trials = sample_batch(self.task, size, key=key)
-        held_out = sample_batch(self.task.validation_source(), size, key=key)
-        n_val = self.schedule.n_val
-        return jax.tree_util.tree_map(lambda t, v: t.at[:n_val].set(v[:n_val]), trials, held_out)
-
-    # ----- data for one epoch of one member -----
-    def _epoch_data(self, data_key, epoch, fixed: Trials | None) -> tuple[Trials, Trials]:
-        s = self.schedule
-        k_train, k_val = jax.random.split(jax.random.fold_in(data_key, epoch))
-        if fixed is None:
-            train = sample_batch(self.task, s.n_train, key=k_train)
-            val = sample_batch(self.task.validation_source(), s.n_val, key=k_val)
-        else:
-            val = jax.tree_util.tree_map(lambda x: x[: s.n_val], fixed)
-            order = jax.random.permutation(k_train, s.n_train) + s.n_val
-            train = jax.tree_util.tree_map(lambda x: x[order], fixed)
-        return _pad_into_batches(train, s.n_batches, s.batch_size), val
+    def _fixed_dataset(self, data_key):
+        return fixed_dataset(self.task, self.schedule, data_key)
 
     # ----- one epoch of one member (vmapped over members, then jitted) -----
     def _member_epoch(self, cell, opt_state, forcing, rule, active, data_key, noise_key, epoch, fixed):
-        batches, val = self._epoch_data(data_key, epoch, fixed)
-        batch_keys = jax.random.split(jax.random.fold_in(noise_key, epoch), self.schedule.n_batches)
-        extras = {}
-        if self.schedule.log_alignment:
-            first = jax.tree_util.tree_map(lambda x: x[0], batches)
-            extras |= self._gradient_alignment(cell, forcing, rule, first, batch_keys[0])
-        if self.analysis.diagnostics:
-            trial = jax.tree_util.tree_map(lambda x: x[0, 0], batches)
-            extras |= dynamics_diagnostics(cell, forcing, rule, trial, key=batch_keys[0], objective=self.objective)
         n_batches = self.schedule.n_batches
+        batches, val = epoch_data(self.task, self.schedule, data_key, epoch, fixed)
+        keys = batch_keys(noise_key, epoch, n_batches)
+        state = MemberState(cell, opt_state, forcing, active)
+        extras = {}
+        for hook in self.hooks:
+            extras |= hook.before_epoch(state, rule, batches, keys, self.objective)
+        step = make_step(rule, self.update_rule, self.objective, self.hooks)
 
         # only the forcing's arrays travel through the scan carry (its flags must stay Python values)
         forcing_arrays, forcing_static = eqx.partition(forcing, eqx.is_array)
 
         def batch_step(carry, xs):
             cell, opt_state, forcing_arrays = carry
-            forcing = eqx.combine(forcing_arrays, forcing_static)
-            batch, key = xs[:2]
-            if rule.learns_online:  # θ changed at every step inside the trial: keep where it ended
-                loss, new_cell, new_opt_state, _ = rule.online_run(cell, opt_state, forcing, batch, key=key,
-                                                                   objective=self.objective)
-            else:
-                loss, new_cell, new_opt_state = self._offline_step(rule, cell, opt_state, forcing, batch, key)
-            new_forcing = feedback_update(forcing, cell, batch)  # learned feedback weights, if any
-            if self.adaptive_alpha:  # on the trajectory this batch trained on
-                alpha = adapt_alpha(forcing, cell, batch, (epoch - 1) * n_batches + xs[2], self.adaptive_alpha)
-                new_forcing = eqx.tree_at(lambda f: f.alpha, new_forcing, alpha)
-            cell = _tree_where(active, new_cell, cell)
-            opt_state = _tree_where(active, new_opt_state, opt_state)
-            forcing = _tree_where(active, new_forcing, forcing)
-            return (cell, opt_state, eqx.filter(forcing, eqx.is_array)), (loss, jnp.sum(batch.info["weight"]))
+            batch, key, i = xs
+            state = MemberState(cell, opt_state, eqx.combine(forcing_arrays, forcing_static), active)
+            state, loss = step(state, batch, key, (epoch - 1) * n_batches + i)
+            return (state.cell, state.opt_state, eqx.filter(state.forcing, eqx.is_array)), (
+                loss, jnp.sum(batch.info["weight"]))
 
-        xs = (batches, batch_keys) + ((jnp.arange(n_batches),) if self.adaptive_alpha else ())
         (cell, opt_state, forcing_arrays), (losses, sizes) = jax.lax.scan(
-            batch_step, (cell, opt_state, forcing_arrays), xs)
-        forcing = eqx.combine(forcing_arrays, forcing_static)
-        if self.adaptive_alpha:
-            extras["alpha"] = forcing.alpha
+            batch_step, (cell, opt_state, forcing_arrays), (batches, keys, jnp.arange(n_batches)))
+        state = MemberState(cell, opt_state, eqx.combine(forcing_arrays, forcing_static), active)
         train_loss = jnp.sum(losses * sizes) / jnp.sum(sizes)
         _, outputs = simulate(cell, val, NoForcing())
         val_loss = self.task.held_out_error(outputs, val)
         accuracy = jnp.mean(sign_correct(outputs, val.targets, val.mask))
-        extras |= epoch_diagnostics(cell, forcing, rule)
-        return cell, opt_state, forcing, train_loss, val_loss, accuracy, extras
-
-    def _offline_step(self, rule, cell, opt_state, forcing, batch, key):
-        """The rule's gradient of the batch, applied by the epoch optimizer."""
-        loss, grads, _ = rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
-        grads = cell.mask_grads(grads)
-        if self.schedule.clip_norm is not None:
-            grads = _clip(grads, self.schedule.clip_norm)
-        # the optimizer sees only the trainable leaves: weight decay cannot move W_in or rec_mask
-        spec = trainable_spec(cell)
-        updates, opt_state = self.optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(cell, spec))
-        return loss, eqx.apply_updates(cell, updates), opt_state
+        for hook in self.hooks:
+            extras |= hook.after_epoch(state, rule)
+        return state.cell, state.opt_state, state.forcing, train_loss, val_loss, accuracy, extras
 
     # ----- flossing and Lyapunov exponents of one member (vmapped, jitted; between epochs) -----
     def _member_floss(self, cell, active, key, steps: int):
@@ -297,15 +263,6 @@ class EnsembleTrainer:
     def _streams(self, stream: int, epoch: int | None = None):
         keys = jax.vmap(lambda k: jax.random.fold_in(k, stream))(self.analysis_keys)
         return keys if epoch is None else jax.vmap(lambda k: jax.random.fold_in(k, epoch))(keys)
-
-    def _gradient_alignment(self, cell, forcing, rule, batch, key) -> dict[str, jax.Array]:
-        """cos(this rule's gradient, the exact BPTT gradient) per parameter group."""
-        from ..rules import BPTT, gradient_alignment
-
-        _, g_rule, _ = rule.value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
-        _, g_exact, _ = BPTT().value_and_grad(cell, forcing, batch, key=key, objective=self.objective)
-        aligned = gradient_alignment(cell.mask_grads(g_rule), cell.mask_grads(g_exact))
-        return {f"grad_alignment_{k}": v for k, v in aligned.items() if k in cell.trainable or k == "all"}
 
     def run(self, *, on_epoch: Callable[[int, ConvergenceTracker, np.ndarray], None] | None = None,
             state=None) -> EnsembleResult:
@@ -417,41 +374,3 @@ def held_out_loss(cell: AbstractCell, task: AbstractTask, trials: int, *, key) -
     test = sample_batch(task.validation_source(), trials, key=key)
     _, outputs = simulate(cell, test, NoForcing())
     return task.held_out_error(outputs, test)
-
-
-def epoch_diagnostics(cell, forcing, rule) -> dict[str, jax.Array]:
-    """Cheap per-epoch alignment figures: cos(F, W⁺) and cos(F, W_outᵀ) for feedback forcing
-    (EF paper, bio-plausible EF), cos(B, W_outᵀ) for rules with random feedback."""
-    out = dict(forcing.diagnostics(cell))  # e.g. feedback forcing's cos(F, W⁺), cos(F, W_outᵀ)
-    if isinstance(rule, AbstractTraceRule) and rule.feedback == "random":
-        out["cos_B_Wout"] = feedback_alignment(rule, cell)
-    return out
-
-
-def trainable_params(cell: AbstractCell) -> AbstractCell:
-    """The leaves an optimizer may change (floating-point leaves of `cell.trainable`), None elsewhere."""
-    return eqx.filter(cell, trainable_spec(cell))
-
-
-def _clip(grads, max_norm):
-    norm = optax.global_norm(grads)
-    scale = jnp.minimum(1.0, max_norm / (norm + 1e-12))
-    return jax.tree_util.tree_map(lambda g: g * scale, grads)
-
-
-def _pad_into_batches(trials: Trials, n_batches: int, batch_size: int) -> Trials:
-    """[n, ...] trials → [n_batches, batch_size, ...], padding the last batch with weight-0,
-    mask-0 trials so that every batch has one shape (one compiled step) and the padding
-    neither enters the loss nor the gradient."""
-    n = trials.inputs.shape[0]
-    pad = n_batches * batch_size - n
-    weight = jnp.ones(n, trials.inputs.dtype)
-
-    def pad_leaf(x):
-        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-        return x.reshape((n_batches, batch_size) + x.shape[1:])
-
-    info = dict(trials.info)
-    info["weight"] = weight
-    padded = Trials(trials.inputs, trials.targets, trials.mask, info)
-    return jax.tree_util.tree_map(pad_leaf, padded)
