@@ -54,9 +54,6 @@ ALLOWED = {
                                                                          "no correction to stop",
     ("analysis/_jacobian.py", 'getattr(cell, "activation", None)'): "the bound needs a named activation's "
                                                                     "slope bound; others are refused",
-    ("rules/_leaky_bptt.py", "type(cell) is not LeakyRNN"): "the hand-written reverse pass is LeakyRNN's own "
-                                                            "equations (a subclass may change them)",
-    ("rules/_leaky_rtrl.py", "type(cell) is not LeakyRNN"): "the hand-written RTRL is LeakyRNN's own equations",
 }
 
 

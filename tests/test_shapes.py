@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("beartype")
+import beartype  # noqa: E402,F401  (in the test extras: a missing checker is a failure, not a skip)
 
 SCRIPT = """
 import sys

@@ -27,6 +27,9 @@ class AbstractCell(eqx.Module):
     trainable: eqx.AbstractVar[tuple[str, ...]]
     forcing_geometry: ClassVar[str] = "linear"  # "linear": y = W_out h + b_out (state readout)
     supports_teacher_forcing: ClassVar[bool] = True
+    # the step and readout are exactly LeakyRNN's, so the rules' hand-written leaky-RNN BPTT and
+    # RTRL apply (LeakyRNN sets it; a subclass that overrides its step loses it unless it declares it)
+    leaky_dynamics: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -10,6 +11,10 @@ import jax.numpy as jnp
 
 from .._types import Array, Float, Input, Key, Output, State
 from ._base import ACTIVATIONS, AbstractLinearReadoutCell
+
+# what the rules' hand-written leaky-RNN paths compute in closed form instead of calling
+_FAST_PATH_METHODS = {"__call__", "phi", "readout", "init_state", "recurrent_weights", "recurrent_weights_grad",
+                      "mask_grads", "n_rec"}
 
 DEFAULT_TRAINABLE = ("W_rec", "b", "W_out", "b_out")
 
@@ -72,6 +77,14 @@ class LeakyRNN(AbstractLinearReadoutCell):
     activation: str = eqx.field(static=True)
     readout_mode: str = eqx.field(static=True)
     trainable: tuple[str, ...] = eqx.field(static=True)
+    leaky_dynamics: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        # the hand-written BPTT/RTRL hard-code these methods: a subclass that overrides one has
+        # other dynamics, unless it says otherwise by declaring `leaky_dynamics` itself
+        super().__init_subclass__(**kwargs)
+        if "leaky_dynamics" not in cls.__dict__ and _FAST_PATH_METHODS & set(cls.__dict__):
+            cls.leaky_dynamics = False
 
     def __init__(
         self,

@@ -44,7 +44,7 @@ _DERIVATIVE_FROM_RATE = {
 
 
 def supports_fast_path(cell, forcing: AbstractForcing) -> bool:
-    if type(cell) is not LeakyRNN or cell.dale_sign is not None:  # Dale's law: autodiff through |V| diag(σ)
+    if not cell.leaky_dynamics or cell.dale_sign is not None:  # Dale's law: autodiff through |V| diag(σ)
         return False
     if forcing.is_identity or isinstance(forcing, AbstractTeacherForcing):
         return True

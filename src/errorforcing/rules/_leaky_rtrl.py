@@ -35,7 +35,7 @@ _STATE_PARAMS = ("W_rec", "W_in", "b")
 
 
 def supports_fast_rtrl(cell, forcing: AbstractForcing) -> bool:
-    if type(cell) is not LeakyRNN or cell.dale_sign is not None:  # Dale's law: the generic path, exact in V
+    if not cell.leaky_dynamics or cell.dale_sign is not None:  # Dale's law: the generic path, exact in V
         return False
     if forcing.is_identity:
         return True
