@@ -7,7 +7,9 @@ load 1–2, so not in CI).
 
 The hook runs in a subprocess (it must be installed before errorforcing is first imported) and
 over one dedicated script rather than the whole suite: suite-wide it cost ≈ 13 % more CPU on
-tests/test_forcing.py (60.3 → 68.0 user s) and beartype also checks the non-shape hints of the
+tests/test_forcing.py (60.3 → 68.0 user s) and 10 % on tests/test_gated.py (27.2, 26.5 → 30.1,
+29.2 user s, alternating runs, load ≈ 6.5; `pytest -n 0 --jaxtyping-packages=errorforcing.tasks,
+…,errorforcing.training,beartype.beartype`) and beartype also checks the non-shape hints of the
 upper layers (a `typing.Protocol` parameter in experiments/_executors.py is uncheckable)."""
 
 import os
