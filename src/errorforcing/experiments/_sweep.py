@@ -36,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._config import SECTIONS, TrainConfig, config_class, is_read, registry
 from ._registry import FORCINGS, MODELS, RULES, TASKS
+from ._variants import Variant
 
 SPEC_KEYS = ("name", "note", "seeds", "base", "grid", "zip")
 # Fields that may differ between members of one compiled ensemble.
@@ -215,10 +216,9 @@ def _field_annotation(dotted: str):
 def _fields(model: type[BaseModel]) -> dict[str, Any]:
     """A model's fields; a variant section's: those of every registered variant (each point's
     kind then decides which it reads)."""
-    section = getattr(model, "section", None)
-    if section in SECTIONS and model is SECTIONS[section].base:
-        return {name: info for kind in registry(section)
-                for name, info in config_class(section, kind).model_fields.items()}
+    if issubclass(model, Variant) and model is SECTIONS[model.section].base:
+        return {name: info for kind in registry(model.section)
+                for name, info in config_class(model.section, kind).model_fields.items()}
     return model.model_fields
 
 
