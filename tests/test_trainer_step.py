@@ -10,10 +10,8 @@ import optax
 import pytest
 
 import errorforcing as ef
-from errorforcing.training import EnsembleTrainer, Member, Schedule
-from errorforcing.training._data import batch_keys, epoch_data, member_keys
-from errorforcing.training._hooks import AbstractEpochHook
-from errorforcing.training._step import MemberState, clip_by_global_norm, make_step, with_clip
+from errorforcing.training import (AbstractEpochHook, EnsembleTrainer, Member, MemberState, Schedule, batch_keys,
+                                   clip_by_global_norm, epoch_data, make_step, member_keys, with_clip)
 
 
 # float64 throughout: tests/conftest.py enables jax_enable_x64 for the suite

@@ -5,12 +5,18 @@ from ._convergence import ConvergenceTracker
 from ._diagnostics import dynamics_diagnostics, exact_step_gradients, forcing_gain, update_diagnostics
 from ._dynamics import (Analysis, Flossing, adapt_alpha, analysis_key, evaluation_key, floss_cell,
                         forced_jacobian_norms, lyapunov_key, sampled_jacobian_norms, task_lyapunov)
-from ._ensemble import EnsembleResult, EnsembleTrainer, Member, Schedule, held_out_loss, member_keys
+from ._data import batch_keys, epoch_data, fixed_dataset, member_keys, pad_into_batches
+from ._ensemble import EnsembleResult, EnsembleTrainer, Member, Schedule, held_out_loss
+from ._hooks import AbstractEpochHook, AdaptiveAlpha, DynamicsDiagnostics, FeedbackDiagnostics, GradientAlignment
 from ._online import ContinualSchedule, ContinualTrainer
+from ._step import MemberState, clip_by_global_norm, make_step, with_clip
 from ._shards import COMPACT_ENV, THREADS_ENV, Shards, default_shards, threads_from_env, usable_cores
 
 __all__ = ["ConvergenceTracker", "EnsembleResult", "EnsembleTrainer", "Member", "Schedule", "member_keys",
            "held_out_loss", "evaluation_key",
+           "MemberState", "make_step", "clip_by_global_norm", "with_clip", "batch_keys", "epoch_data", "fixed_dataset",
+           "pad_into_batches", "AbstractEpochHook", "AdaptiveAlpha", "DynamicsDiagnostics", "FeedbackDiagnostics",
+           "GradientAlignment",
            "ContinualSchedule", "ContinualTrainer",
            "Analysis", "Flossing", "adapt_alpha", "analysis_key", "floss_cell", "forced_jacobian_norms", "lyapunov_key",
            "sampled_jacobian_norms", "COMPACT_ENV", "THREADS_ENV", "Shards", "default_shards", "threads_from_env", "usable_cores",

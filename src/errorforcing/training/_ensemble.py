@@ -17,7 +17,7 @@ from ..models import AbstractCell
 from ..rules import AbstractLearningRule, Objective, sign_correct
 from ..tasks import AbstractTask, sample_batch
 from ._convergence import ConvergenceTracker
-from ._data import batch_keys, epoch_data, fixed_dataset, member_keys
+from ._data import batch_keys, epoch_data, fixed_dataset, member_keys, pad_into_batches
 from ._dynamics import INTER_FLOSS, LYAPUNOV, PRE_FLOSS, TEST_LOSS, Analysis, Flossing, analysis_key, floss_cell, task_lyapunov
 from ._hooks import (AbstractEpochHook, AdaptiveAlpha, DynamicsDiagnostics, FeedbackDiagnostics, GradientAlignment,
                      epoch_diagnostics)  # noqa: F401  (epoch_diagnostics: re-exported)
@@ -111,6 +111,7 @@ class EnsembleResult:
 
 
 _tree_where = tree_where  # the name ContinualTrainer imports
+_pad_into_batches = pad_into_batches  # the names tests and benchmarks use
 
 
 class EnsembleTrainer:
@@ -215,6 +216,9 @@ class EnsembleTrainer:
 
     def _fixed_dataset(self, data_key):
         return fixed_dataset(self.task, self.schedule, data_key)
+
+    def _epoch_data(self, data_key, epoch, fixed):
+        return epoch_data(self.task, self.schedule, data_key, epoch, fixed)
 
     # ----- one epoch of one member (vmapped over members, then jitted) -----
     def _member_epoch(self, cell, opt_state, forcing, rule, active, data_key, noise_key, epoch, fixed):
