@@ -9,10 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from errorforcing.forcing import (ErrorForcing, FeedbackForcing, KalmanErrorForcing, NoForcing, TeacherForcing,
-                                  process_noise)
-from errorforcing.rules import (BPTT, KFRTRL, RFLO, RTRL, UORO, AbstractLearningRule, EProp, Objective, SnAp,
-                                TruncatedBPTT, gradient_alignment)
+from errorforcing.experiments import FORCINGS as FORCING_ENTRIES
+from errorforcing.experiments import RULES as RULE_ENTRIES
+from errorforcing.experiments import ForcingConfig, RuleConfig
+from errorforcing.experiments._registry import ONLINE_RULES as ONLINE_RULE_KINDS
+from errorforcing.forcing import NoForcing, TeacherForcing, process_noise
+from errorforcing.rules import BPTT, AbstractLearningRule, Objective, TruncatedBPTT, gradient_alignment
 
 from rule_helpers import ALL, BATCH, N, T, assert_trees_close, make_cell, make_trials
 
@@ -58,35 +60,33 @@ class DetachedBPTT(AbstractLearningRule):
         return value, grads, {}
 
 
+# The table is the registry's (experiments.RULES / FORCINGS, each built by its entry from its
+# config class), so a rule or forcing is tested here the moment it is registered. The options a
+# variant is tested with, where its defaults are not the ones wanted:
+RULE_OPTIONS = {"tbptt": dict(truncation=3), "rflo": dict(feedback="random")}
+ONLINE_OPTIONS = dict(online=True, online_lr=0.05)
+FORCING_OPTIONS = {"kalman": dict(process_noise=1.0, obs_noise=0.5 ** 0.5)}
+# forcing cases beyond one per kind: (kind, options)
+FORCING_EXTRAS = {"ef-causal": ("ef", dict(causal=True))}
+# registered forcings this table cannot run, with the reason (a stale entry fails a test below)
+NOT_IN_TABLE = {"wz-tf": "acts on the Williams-Zipser network only (tests/test_wz_phase.py)"}
+
+
+def _forcing_builder(kind: str, options: dict):
+    config = ForcingConfig(kind=kind, **options)
+    return lambda cell, alpha, key: FORCING_ENTRIES[kind].build(config, alpha, cell, key)
+
+
 # forcings are built per member (α differs between members, as in the ensemble trainer)
-FORCINGS = {
-    "none": lambda cell, alpha, key: NoForcing(),
-    "tf": lambda cell, alpha, key: TeacherForcing(alpha=alpha),
-    "ef": lambda cell, alpha, key: ErrorForcing(alpha=alpha),
-    "ef-causal": lambda cell, alpha, key: ErrorForcing(alpha=alpha, causal=True),
-    "kalman": lambda cell, alpha, key: KalmanErrorForcing(alpha=alpha, process_noise=1.0, obs_noise=0.5 ** 0.5),
-    "feedback": lambda cell, alpha, key: FeedbackForcing.random(cell, key=key, alpha=alpha),
-}
-RULES = {
-    "bptt": BPTT(),
-    "tbptt": TruncatedBPTT(3),
-    "rtrl": RTRL(),
-    "eprop": EProp(),
-    "rflo": RFLO(feedback="random", key=jax.random.key(3)),
-    "oracle": DetachedBPTT(),
-    "snap1": SnAp(order=1),
-    "snap2": SnAp(order=2),
-    "uoro": UORO(),
-    "kf-rtrl": KFRTRL(),
-}
-ONLINE_RULES = {
-    "rtrl-online": RTRL(online=True, lr=0.05),
-    "eprop-online": EProp(feedback="random", key=jax.random.key(4), online=True, lr=0.05),
-    "rflo-online": RFLO(online=True, lr=0.05),
-    "uoro-online": UORO(online=True, lr=0.05),
-    "kf-rtrl-online": KFRTRL(online=True, lr=0.05),
-    "snap1-online": SnAp(order=1, online=True, lr=0.05),
-}
+FORCINGS = {kind: _forcing_builder(kind, FORCING_OPTIONS.get(kind, {}))
+            for kind in FORCING_ENTRIES if kind not in NOT_IN_TABLE}
+FORCINGS |= {name: _forcing_builder(kind, options) for name, (kind, options) in FORCING_EXTRAS.items()}
+RULES = {kind: RULE_ENTRIES[kind].build(RuleConfig(kind=kind, **RULE_OPTIONS.get(kind, {})), jax.random.key(3))
+         for kind in RULE_ENTRIES}
+RULES["oracle"] = DetachedBPTT()
+ONLINE_RULES = {f"{kind}-online": RULE_ENTRIES[kind].build(
+                    RuleConfig(kind=kind, **RULE_OPTIONS.get(kind, {}), **ONLINE_OPTIONS), jax.random.key(4))
+                for kind in ONLINE_RULE_KINDS}
 # rule -> the rule whose gradient it must equal, and for which forcings (the oracle of e-prop
 # is checked where the trace sees a different forcing Jacobian: none, a causal correction, a
 # correction through F; error and Kalman forcing act like feedback forcing, and teacher
@@ -155,6 +155,17 @@ def run_table(pairs: frozenset[tuple[str, str]]):
         return out
 
     return member(cells, alphas, keys)
+
+
+def test_the_table_is_every_registered_variant():
+    """A rule or forcing registered without being run here would be untested: the table's kinds
+    are the registries', and each exclusion names a registered kind."""
+    assert set(RULES) - {"oracle"} == set(RULE_ENTRIES)
+    assert set(ONLINE_RULES) == {f"{k}-online" for k in ONLINE_RULE_KINDS} and ONLINE_RULE_KINDS
+    assert set(FORCING_ENTRIES) == (set(FORCINGS) - set(FORCING_EXTRAS)) | set(NOT_IN_TABLE)
+    assert set(NOT_IN_TABLE) <= set(FORCING_ENTRIES) and not set(NOT_IN_TABLE) & set(FORCINGS)
+    assert {r for r, _ in DEFAULT_CASES} == set(RULES) - {"oracle"} | set(ONLINE_RULES)
+    assert all(type(rule).__name__ != "RFLO" or rule.feedback == "random" for rule in RULES.values())
 
 
 @pytest.mark.parametrize("rule_name, forcing_name", CASES)
