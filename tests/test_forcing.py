@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 import errorforcing as ef
+from errorforcing.experiments import FORCINGS as FORCING_ENTRIES
+from errorforcing.experiments import ForcingConfig
 from errorforcing.forcing import (ErrorForcing, FeedbackForcing, KalmanErrorForcing, NoForcing, TeacherForcing,
                                   WilliamsZipserTeacherForcing, readout_pinv)
 
@@ -82,6 +84,42 @@ def test_unmasked_steps_untouched(getkey, name):
     _, carry = forcing(h0, cell.readout(h0), target, jnp.ones(2), cell, forcing.init(cell))
     out, _ = forcing(h1, cell.readout(h1), target, jnp.zeros(2), cell, carry)
     assert np.array_equal(np.asarray(out), np.asarray(h1))
+
+
+# every registered forcing, built by its entry from its config class's defaults: a forcing is
+# checked here the moment it is registered (those acting on another network, with the reason)
+OTHER_NETWORK = {"wz-tf": "the Williams-Zipser network's own forcing (test below)"}
+REGISTERED = [k for k in FORCING_ENTRIES if k not in OTHER_NETWORK]
+REQUIRED = {"kalman": dict(process_noise=1.0, obs_noise=0.6)}  # options without a default
+
+
+def _registered(kind: str, alpha: float, cell, key):
+    return FORCING_ENTRIES[kind].build(ForcingConfig(kind=kind, **REQUIRED.get(kind, {})), alpha, cell, key)
+
+
+def test_the_registered_table_is_not_stale():
+    assert set(OTHER_NETWORK) <= set(FORCING_ENTRIES) and len(REGISTERED) >= 5
+
+
+@pytest.mark.parametrize("kind", REGISTERED)
+def test_every_registered_forcing_leaves_unsupervised_steps_alone(getkey, kind):
+    cell = _two_output_cell(getkey)
+    forcing = _registered(kind, 0.7, cell, getkey())
+    h0, h1 = jax.random.normal(getkey(), (2, 10))
+    target = jnp.array([1.0, -1.0])
+    forced, carry = forcing(h0, cell.readout(h0), target, jnp.ones(2), cell, forcing.init(cell))
+    out, _ = forcing(h1, cell.readout(h1), target, jnp.zeros(2), cell, carry)
+    assert np.array_equal(np.asarray(out), np.asarray(h1))
+    # and a supervised step is forced, unless the variant is the identity
+    assert forcing.is_identity == np.array_equal(np.asarray(forced), np.asarray(h0))
+
+
+@pytest.mark.parametrize("kind", REGISTERED)
+def test_every_registered_forcing_at_alpha_zero_is_no_forcing(setup, getkey, kind):
+    cell, trials = setup
+    s0, y0 = ef.simulate(cell, trials, NoForcing())
+    s1, y1 = ef.simulate(cell, trials, _registered(kind, 0.0, cell, getkey()))
+    assert np.array_equal(np.asarray(s0), np.asarray(s1)) and np.array_equal(np.asarray(y0), np.asarray(y1))
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.0])
