@@ -129,12 +129,12 @@ def test_converged_members_freeze_and_training_stops():
 
 def test_padding_trials_do_not_change_the_gradient(getkey):
     """The last batch is padded with weight-0 trials: same loss and gradient as the bare batch."""
-    from errorforcing.training._ensemble import _pad_into_batches
+    from errorforcing.training import pad_into_batches
 
     task = ef.tasks.DelayedXOR(delay=3, pulse=2)
     cell = ef.models.LeakyRNN(3, 6, 1, key=getkey())
     trials = ef.tasks.sample_batch(task, 5, key=getkey())
-    padded = jax.tree_util.tree_map(lambda x: x[1], _pad_into_batches(trials, 2, 4))  # 1 real + 3 pad
+    padded = jax.tree_util.tree_map(lambda x: x[1], pad_into_batches(trials, 2, 4))  # 1 real + 3 pad
     bare = jax.tree_util.tree_map(lambda x: x[4:5], trials)
     bare = bare._replace(info=dict(bare.info, weight=jnp.ones(1)))
     f = ef.forcing.ErrorForcing(alpha=0.3)

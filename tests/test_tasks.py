@@ -122,7 +122,7 @@ def _epoch(config):
     from errorforcing.experiments import TrainConfig
     from errorforcing.experiments._train import build_trainer
     from errorforcing.tasks import Trials
-    from errorforcing.training._ensemble import _pad_into_batches
+    from errorforcing.training import pad_into_batches
 
     trainer = build_trainer(TrainConfig.model_validate(config | {"seeds": 1, "model": {"hidden": 2}}))
     s, key = trainer.schedule, trainer.data_keys[0]
@@ -130,7 +130,7 @@ def _epoch(config):
     batches, val = eqx.filter_eval_shape(trainer._epoch_data, key, 1, fixed)
     assert batches.inputs.shape[:2] == (s.n_batches, s.batch_size)
     ones = jnp.ones((s.n_train, 1, 1))
-    weights = _pad_into_batches(Trials(ones, ones, ones, {}), s.n_batches, s.batch_size).info["weight"]
+    weights = pad_into_batches(Trials(ones, ones, ones, {}), s.n_batches, s.batch_size).info["weight"]
     return s, [int(w) for w in np.asarray(weights).sum(axis=1)], val.inputs.shape[0]
 
 

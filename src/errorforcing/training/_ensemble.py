@@ -17,10 +17,9 @@ from ..models import AbstractCell
 from ..rules import AbstractLearningRule, Objective, sign_correct
 from ..tasks import AbstractTask, sample_batch
 from ._convergence import ConvergenceTracker
-from ._data import batch_keys, epoch_data, fixed_dataset, member_keys, pad_into_batches
+from ._data import batch_keys, epoch_data, fixed_dataset, member_keys
 from ._dynamics import INTER_FLOSS, LYAPUNOV, PRE_FLOSS, TEST_LOSS, Analysis, Flossing, analysis_key, floss_cell, task_lyapunov
-from ._hooks import (AbstractEpochHook, AdaptiveAlpha, DynamicsDiagnostics, FeedbackDiagnostics, GradientAlignment,
-                     epoch_diagnostics)  # noqa: F401  (epoch_diagnostics: re-exported)
+from ._hooks import AbstractEpochHook, AdaptiveAlpha, DynamicsDiagnostics, FeedbackDiagnostics, GradientAlignment
 from ._step import MemberState, make_step, trainable_params, tree_where, with_clip
 from ._shards import Shards, compact_layout, compact_mode, default_shards, worth_compiling
 
@@ -110,8 +109,6 @@ class EnsembleResult:
     layouts: list[tuple[int, int, int]] | None = None  # (first epoch, shards, members per shard) of the epoch programs
 
 
-_tree_where = tree_where  # the name ContinualTrainer imports
-_pad_into_batches = pad_into_batches  # the names tests and benchmarks use
 
 
 class EnsembleTrainer:
@@ -256,7 +253,7 @@ class EnsembleTrainer:
     # ----- flossing and Lyapunov exponents of one member (vmapped, jitted; between epochs) -----
     def _member_floss(self, cell, active, key, steps: int):
         flossed, _ = floss_cell(cell, self.task, self.flossing, steps, key=key)
-        return _tree_where(active, flossed, cell)
+        return tree_where(active, flossed, cell)
 
     def _member_lyapunov(self, cell, key):
         return task_lyapunov(cell, self.task, 1, key=key, trials=self.analysis.lyapunov_trials)[0]

@@ -17,7 +17,8 @@ from ..rules import AbstractLearningRule, Objective
 from ..tasks import AbstractContinualTask, Trials, stream
 from ._convergence import ConvergenceTracker
 from ._dynamics import evaluation_key
-from ._ensemble import EnsembleResult, Member, _tree_where, held_out_loss, member_keys
+from ._ensemble import EnsembleResult, Member, held_out_loss, member_keys
+from ._step import tree_where
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +102,9 @@ class ContinualTrainer:
         loss, new_cell, new_opt_state, new_carry = rule.online_run(
             cell, opt_state, forcing, segment, key=jax.random.fold_in(noise_key, check), objective=self.objective,
             carry=carry, per_step_loss=True)
-        cell = _tree_where(active, new_cell, cell)
-        opt_state = _tree_where(active, new_opt_state, opt_state)
-        carry = new_carry if carry is None else _tree_where(active, new_carry, carry)
+        cell = tree_where(active, new_cell, cell)
+        opt_state = tree_where(active, new_opt_state, opt_state)
+        carry = new_carry if carry is None else tree_where(active, new_carry, carry)
         held_out = stream(self.task, self.schedule.val_steps, key=jax.random.fold_in(jax.random.fold_in(data_key, 1),
                                                                                       check))
         val = jax.tree.map(lambda a: a[None], Trials(held_out.inputs, held_out.targets, held_out.mask, {}))
