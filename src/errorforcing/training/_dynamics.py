@@ -1,5 +1,5 @@
-"""Network dynamics inside training: gradient flossing, members' Lyapunov exponents and the
-adaptive forcing strength (SPEC §2, §6).
+"""Network dynamics inside training: gradient flossing, members' Lyapunov exponents, the test
+loss after training and the adaptive forcing strength (SPEC §2, §6).
 
 Functions of one member (one cell, one key); the trainer `vmap`s and `jit`s them. Every
 random draw comes from the member's `analysis_key`, itself derived from its seed alone.
@@ -16,7 +16,7 @@ import numpy as np
 from .._types import Array, Float, Key
 from ..analysis import (DEFAULT_ALPHA_ESTIMATOR, AdaptiveAlpha, alpha_from_growth, floss, growth_estimate,
                         jacobian_norms, jacobian_upper_bound, jacobians, lyapunov_spectrum, update_alpha)
-from ..forcing import AbstractForcing, simulate
+from ..forcing import AbstractForcing, NoForcing, simulate
 from ..models import AbstractCell
 from ..tasks import AbstractTask, Trials, sample_batch
 
@@ -78,6 +78,13 @@ def analysis_key(seed: int) -> Key:
 PRE_FLOSS, INTER_FLOSS, LYAPUNOV, TEST_LOSS = 0, 1, 2, 3
 
 
+def analysis_streams(analysis_keys: Key, stream: int, epoch: int | None = None) -> Key:
+    """Every member's key of analysis stream `stream` (folded with `epoch` if given), from the
+    members' `analysis_key`s [M]."""
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, stream))(analysis_keys)
+    return keys if epoch is None else jax.vmap(lambda k: jax.random.fold_in(k, epoch))(keys)
+
+
 def evaluation_key(seed: int) -> Key:
     """The key of a member's test trials: fold_in(analysis_key(seed), 3), split from its
     training and validation trials (those come from the data key, fold_in(key(seed), 1))."""
@@ -103,6 +110,16 @@ def task_lyapunov(cell: AbstractCell, task: AbstractTask, k: int, *, key: Key,
     inputs = sample_batch(task, trials, key=k_data).inputs
     lam = lyapunov_spectrum(cell, inputs, k, key=k_basis, transient=transient_steps(task))
     return jnp.mean(lam, axis=0)
+
+
+def held_out_loss(cell: AbstractCell, task: AbstractTask, trials: int, *, key: Key) -> Float[Array, ""]:
+    """The test loss of the reference code: the unforced masked MSE, Σ m (y − y*)² / Σ m, of
+    `cell` on `trials` fresh trials from the task's validation source, from h = 0, no noise
+    (`task.held_out_error`: a task may judge otherwise, e.g. `Oscillation` up to phase).
+    The trainer evaluates it once after training, with the member's `evaluation_key`."""
+    test = sample_batch(task.validation_source(), trials, key=key)
+    _, outputs = simulate(cell, test, NoForcing())
+    return task.held_out_error(outputs, test)
 
 
 def floss_cell(cell: AbstractCell, task: AbstractTask, flossing: Flossing, steps: int, *,

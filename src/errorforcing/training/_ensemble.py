@@ -15,12 +15,14 @@ import optax
 from ..forcing import AbstractForcing, NoForcing, simulate
 from ..models import AbstractCell
 from ..rules import AbstractLearningRule, Objective, sign_correct
-from ..tasks import AbstractTask, sample_batch
+from ..tasks import AbstractTask
 from ._convergence import ConvergenceTracker
 from ._data import batch_keys, epoch_data, fixed_dataset, member_keys
-from ._dynamics import INTER_FLOSS, LYAPUNOV, PRE_FLOSS, TEST_LOSS, Analysis, Flossing, analysis_key, floss_cell, task_lyapunov
+from ._dynamics import Analysis, Flossing, analysis_key, analysis_streams
+from ._dynamics import held_out_loss  # noqa: F401  (re-exported: _online imports it from here)
 from ._hooks import AbstractEpochHook, AdaptiveAlpha, DynamicsDiagnostics, FeedbackDiagnostics, GradientAlignment
-from ._step import MemberState, make_step, trainable_params, tree_where, with_clip
+from ._host_hooks import AbstractHostHook, GradientFlossing, HeldOutLoss, HostRun, LyapunovExponents, Measured
+from ._step import MemberState, make_step, trainable_params, with_clip
 from ._shards import Shards, compact_layout, compact_mode, default_shards, worth_compiling
 
 
@@ -107,7 +109,8 @@ class EnsembleResult:
     rules: AbstractLearningRule | None = None  # batched over members (each member's own random feedback B)
     test_loss: np.ndarray | None = None  # [M] held_out_loss after training (NaN for a diverged member)
     layouts: list[tuple[int, int, int]] | None = None  # (first epoch, shards, members per shard) of the epoch programs
-
+    # name -> [M]: what the host hooks measured before and after training (the three above among them)
+    analyses: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 
@@ -124,15 +127,17 @@ class EnsembleTrainer:
 
     The epoch program scans `make_step` (the pure per-batch step of one member's
     `MemberState`) over the epoch's batches (`_data.epoch_data`); what it measures or changes
-    besides are `AbstractEpochHook`s (`self.hooks`): the options below add theirs, and
-    `hooks` appends custom ones (called in that order, after the built-in ones).
+    besides are `AbstractEpochHook`s (`self.hooks`). What runs on the host before, between and
+    after the epochs are `AbstractHostHook`s (`self.host_hooks`: the test loss after training,
+    always). The options below add built-in hooks of either kind, and `hooks` appends custom ones
+    of either kind (each kind called in that order, after the built-in ones).
 
     Optional, all off by default (and then the epoch program is exactly the plain one):
-    `flossing` (pre- and inter-flossing, each a separate vmapped program run between epochs),
-    `adaptive_alpha` (True or an α estimator's name, `analysis.ALPHA_ESTIMATORS`: the forcing's
-    α adapted after every batch inside the epoch program,
-    Hess et al.; carried in the forcing's `alpha` leaf from epoch to epoch, recorded as the
-    curve "alpha"), `analysis` (λ_max before/after training; per-epoch diagnostics).
+    `flossing` (pre- and inter-flossing, `GradientFlossing`), `adaptive_alpha` (True or an α
+    estimator's name, `analysis.ALPHA_ESTIMATORS`: the forcing's α adapted after every batch
+    inside the epoch program, Hess et al.; carried in the forcing's `alpha` leaf from epoch to
+    epoch, recorded as the curve "alpha"), `analysis` (λ_max before/after training,
+    `LyapunovExponents`; per-epoch diagnostics).
 
     `shards` (default: one per CPU core) splits the members into that many equal programs run
     in parallel threads (see `_shards`); results do not depend on it beyond float rounding.
@@ -150,13 +155,12 @@ class EnsembleTrainer:
                  optimizer: Callable[..., optax.GradientTransformation], members: list[Member],
                  schedule: Schedule, objective: Objective = Objective(), *, flossing: Flossing | None = None,
                  adaptive_alpha: bool = False, analysis: Analysis = Analysis(), shards: int | None = None,
-                 compact: str | bool | None = None, hooks: tuple[AbstractEpochHook, ...] = ()):
+                 compact: str | bool | None = None, hooks: tuple[AbstractEpochHook | AbstractHostHook, ...] = ()):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         if rule.learns_online and schedule.clip_norm is not None:
             raise ValueError("clip_norm does not apply to an online rule (its per-step optimizer updates θ)")
         self.task, self.rule, self.schedule, self.objective = task, rule, schedule, objective
-        self.flossing = flossing if flossing is not None and flossing.enabled else None
         self.adaptive_alpha, self.analysis = adaptive_alpha, analysis
         self.shards = default_shards() if shards is None else shards
         self.compact = compact_mode(compact)
@@ -165,7 +169,13 @@ class EnsembleTrainer:
         self.optimizer = optax.inject_hyperparams(optimizer)(learning_rate=members[0].lr)
         # the transformation the step applies: the clip, then the member's own lr
         self.update_rule = with_clip(self.optimizer, schedule.clip_norm)
-        self.hooks = tuple(self._builtin_hooks()) + tuple(hooks)
+        for hook in hooks:
+            if not isinstance(hook, (AbstractEpochHook, AbstractHostHook)):
+                raise TypeError(f"a hook is an AbstractEpochHook or an AbstractHostHook, got {type(hook).__name__}")
+        self.hooks = tuple(self._builtin_hooks()) + tuple(h for h in hooks if isinstance(h, AbstractEpochHook))
+        self.host_hooks = tuple(self._builtin_host_hooks(flossing)) + tuple(
+            h for h in hooks if isinstance(h, AbstractHostHook))
+        self._host_programs: dict = {}  # the host hooks' compiled member functions (HostRun.map)
         seeds = [m.seed for m in members]
         keys = [member_keys(s) for s in seeds]
         self.init_keys = jnp.stack([k[0] for k in keys])
@@ -179,9 +189,6 @@ class EnsembleTrainer:
             self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch, in_axes=in_axes))
         else:
             self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch))
-        self._floss = eqx.filter_jit(eqx.filter_vmap(self._member_floss))
-        self._lyapunov = eqx.filter_jit(eqx.filter_vmap(self._member_lyapunov))
-        self._test_loss = eqx.filter_jit(eqx.filter_vmap(self._member_test_loss))
 
     def _builtin_hooks(self):
         if self.schedule.log_alignment:
@@ -191,6 +198,13 @@ class EnsembleTrainer:
         if self.adaptive_alpha:
             yield AdaptiveAlpha(self.adaptive_alpha)
         yield FeedbackDiagnostics()
+
+    def _builtin_host_hooks(self, flossing: Flossing | None):
+        if flossing is not None and flossing.enabled:
+            yield GradientFlossing(self.task, flossing)
+        if self.analysis.lyapunov:
+            yield LyapunovExponents(self.task, self.analysis.lyapunov_trials)
+        yield HeldOutLoss(self.task, self.schedule.test_trials)
 
     # ----- building the ensemble -----
     def init(self):
@@ -250,39 +264,49 @@ class EnsembleTrainer:
             extras |= hook.after_epoch(state, rule)
         return state.cell, state.opt_state, state.forcing, train_loss, val_loss, accuracy, extras
 
-    # ----- flossing and Lyapunov exponents of one member (vmapped, jitted; between epochs) -----
-    def _member_floss(self, cell, active, key, steps: int):
-        flossed, _ = floss_cell(cell, self.task, self.flossing, steps, key=key)
-        return tree_where(active, flossed, cell)
-
-    def _member_lyapunov(self, cell, key):
-        return task_lyapunov(cell, self.task, 1, key=key, trials=self.analysis.lyapunov_trials)[0]
-
-    def _member_test_loss(self, cell, key):
-        return held_out_loss(cell, self.task, self.schedule.test_trials, key=key)
-
+    # ----- the host hooks (between the compiled programs) -----
     def _streams(self, stream: int, epoch: int | None = None):
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, stream))(self.analysis_keys)
-        return keys if epoch is None else jax.vmap(lambda k: jax.random.fold_in(k, epoch))(keys)
+        return analysis_streams(self.analysis_keys, stream, epoch)
+
+    def _host_run(self, shards: Shards, tracker: ConvergenceTracker) -> HostRun:
+        return HostRun(shards, tracker, self.analysis_keys, self._host_programs)
+
+    def _before_training(self, run: HostRun, cells: list) -> tuple[list, Measured]:
+        measured: Measured = {}
+        for hook in self.host_hooks:
+            cells, new = hook.before_training(run, cells)
+            _add_measured(measured, new)
+        return cells, measured
+
+    def _between_epochs(self, run: HostRun, epoch: int, cells: list) -> tuple[list, Measured]:
+        measured: Measured = {}
+        for hook in self.host_hooks:
+            cells, new = hook.between_epochs(run, epoch, cells)
+            _add_measured(measured, new)
+        return cells, measured
+
+    def _after_training(self, run: HostRun, cells: list, measured: Measured) -> Measured:
+        measured = dict(measured)
+        for hook in self.host_hooks:
+            _add_measured(measured, hook.after_training(run, cells))
+        return measured
 
     def run(self, *, on_epoch: Callable[[int, ConvergenceTracker, np.ndarray], None] | None = None,
             state=None) -> EnsembleResult:
         import time
 
-        s, fl = self.schedule, self.flossing
+        s = self.schedule
         start = time.perf_counter()
         M = len(self.members)
         with Shards(M, self.shards) as everyone:
             # the whole ensemble, member axis first: (cells, forcings, opt_states, fixed, rules)
             whole = self.init() if state is None else state
-            if fl is not None and fl.pre:
-                flossed = everyone.map(self._floss, everyone.split(whole[0]), everyone.split_mask(np.ones(M, bool)),
-                                       everyone.split(self._streams(PRE_FLOSS)), [fl.pre] * everyone.count)
-                whole = (everyone.join(flossed),) + tuple(whole[1:])
-            lyap_before = self._lyapunov_all(everyone, whole[0])
             tracker = ConvergenceTracker(M, s.threshold, s.patience, s.divergence)
+            cells, analyses = self._before_training(self._host_run(everyone, tracker), everyone.split(whole[0]))
+            whole = (everyone.join(cells),) + tuple(whole[1:])
             train_curves, val_curves, acc_curves = [], [], []
             extra_curves: dict[str, list[np.ndarray]] = {}
+            between: dict[int, Measured] = {}  # epoch -> what the host hooks measured after it
             layouts: list[tuple[int, int, int]] = []
             shards = everyone
             parts = shards.split(whole)  # per shard: (cells, forcings, opt_states, fixed, rules)
@@ -333,24 +357,21 @@ class EnsembleTrainer:
                     extra_curves.setdefault(name, []).append(np.where(was_active, value, nan))
                 if on_epoch is not None:  # a member frozen before this epoch has no value (NaN)
                     on_epoch(epoch, tracker, val_curves[-1])
-                if not tracker.active.any():
+                if not tracker.active.any() or epoch == s.epochs:
                     break
-                if fl is not None and fl.every and epoch % fl.every == 0 and epoch < s.epochs:
-                    flossed = shards.map(self._floss, [p[0] for p in parts], shards.split_mask(tracker.active),
-                                         shards.split(self._streams(INTER_FLOSS, epoch)), [fl.steps] * shards.count)
-                    parts = [(c,) + tuple(p[1:]) for c, p in zip(flossed, parts)]
+                cells, measured = self._between_epochs(self._host_run(shards, tracker), epoch, [p[0] for p in parts])
+                parts = [(c,) + tuple(p[1:]) for c, p in zip(cells, parts)]
+                between[epoch] = {k: np.where(was_active, v, np.nan) for k, v in measured.items()}
             whole = shards.scatter(whole, [p[:3] + (None,) + p[4:] for p in parts])
             cells, forcings, rules = whole[0], whole[1], whole[4]
-            lyap_after = self._lyapunov_all(everyone, cells)
-            test_loss = everyone.join(everyone.map(self._test_loss, everyone.split(cells),
-                                                   everyone.split(self._streams(TEST_LOSS))))
-            # a diverged member has no test loss (its weights may be NaN)
-            test_loss = np.where(tracker.diverged, np.nan, np.asarray(test_loss, np.float64))
+            analyses = self._after_training(self._host_run(everyone, tracker), everyone.split(cells), analyses)
         seconds = time.perf_counter() - start
         stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
+        curves = {k: stack(v) for k, v in extra_curves.items()}
+        _add_measured(curves, _between_curves(between, M, epoch))
         return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),
-                              stack(acc_curves), {k: stack(v) for k, v in extra_curves.items()}, epoch,
-                              seconds, forcings, lyap_before, lyap_after, rules, test_loss, layouts)
+                              stack(acc_curves), curves, epoch, seconds, forcings, analyses.get("lyap_max_before"),
+                              analyses.get("lyap_max_after"), rules, analyses.get("test_loss"), layouts, analyses)
 
     def _compacted(self, everyone: Shards, current: Shards, active: np.ndarray) -> Shards | None:
         """A smaller layout holding only the `active` members, or None when it would not be smaller
@@ -360,18 +381,21 @@ class EnsembleTrainer:
             return None
         return everyone.compact(np.flatnonzero(active), size)
 
-    def _lyapunov_all(self, shards: Shards, cells: AbstractCell) -> np.ndarray | None:
-        if not self.analysis.lyapunov:
-            return None
-        exponents = shards.map(self._lyapunov, shards.split(cells), shards.split(self._streams(LYAPUNOV)))
-        return np.asarray(shards.join(exponents), np.float64)
 
 
-def held_out_loss(cell: AbstractCell, task: AbstractTask, trials: int, *, key) -> jax.Array:
-    """The test loss of the reference code: the unforced masked MSE, Σ m (y − y*)² / Σ m, of
-    `cell` on `trials` fresh trials from the task's validation source, from h = 0, no noise
-    (`task.held_out_error`: a task may judge otherwise, e.g. `Oscillation` up to phase).
-    The trainer evaluates it once after training, with the member's `evaluation_key`."""
-    test = sample_batch(task.validation_source(), trials, key=key)
-    _, outputs = simulate(cell, test, NoForcing())
-    return task.held_out_error(outputs, test)
+def _add_measured(into: dict[str, np.ndarray], measured: Measured) -> None:
+    """`into` with `measured` added; a name measured twice is an error (two hooks, or a hook and a curve)."""
+    twice = into.keys() & measured.keys()
+    if twice:
+        raise ValueError(f"measured twice: {', '.join(sorted(twice))} (hook measurements need names of their own)")
+    into.update(measured)
+
+
+def _between_curves(between: dict[int, Measured], members: int, epochs: int) -> dict[str, np.ndarray]:
+    """The host hooks' between-epoch measurements as [members, epochs] curves, NaN where a
+    member or an epoch has none (after the last epoch, above all)."""
+    curves: dict[str, np.ndarray] = {}
+    for epoch, measured in between.items():
+        for name, value in measured.items():
+            curves.setdefault(name, np.full((members, epochs), np.nan))[:, epoch - 1] = value
+    return curves
