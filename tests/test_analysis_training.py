@@ -18,6 +18,7 @@ import pytest
 
 import errorforcing as ef
 from errorforcing.analysis import update_alpha
+from errorforcing.cli import main
 from errorforcing.experiments._lyapunov import StoredRunError, stored_spectra
 from errorforcing.store import MEMBER_COLUMNS, RunStore
 from errorforcing.training import (EnsembleTrainer, Member, Schedule, forced_jacobian_norms, update_diagnostics)
@@ -227,7 +228,7 @@ def run_cli(*args, cwd=None):
                           cwd=cwd, timeout=600, env=env)
 
 
-def test_cli_train_with_every_option_then_analyze_lyapunov(tmp_path):
+def test_cli_train_with_every_option_then_analyze_lyapunov(tmp_path, capsys):
     out = tmp_path / "runs"
     small = tmp_path / "small.toml"
     small.write_text('train_trials = 24\nval_trials = 4\n[task]\noptions = {pulse = 2}\n')
@@ -249,17 +250,17 @@ def test_cli_train_with_every_option_then_analyze_lyapunov(tmp_path):
         assert set(DIAGNOSTICS) <= set(m["curves"])
 
     fig = tmp_path / "spectrum.png"
-    r = run_cli("analyze", "lyapunov", str(out), "--run", run_id, "--out", str(fig), "--json")
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
+    capsys.readouterr()
+    assert main(["analyze", "lyapunov", str(out), "--run", run_id, "--out", str(fig), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     assert summary["run_id"] == run_id and summary["k"] == 6 and len(summary["members"]) == 2
     for row, spectrum in zip(summary["members"], summary["spectra"]):
         assert row["lambda_max"] == spectrum[0] and row["lambda_sum"] == pytest.approx(sum(spectrum))
         assert row["alpha"] == 1.0 and row["seed"] in (0, 1)
     assert fig.stat().st_size > 5_000
-    r = run_cli("analyze", "lyapunov", str(out), "--k", "1")  # the latest run, a table, the default figure
-    assert r.returncode == 0, r.stderr
-    assert "λ_max" in r.stdout and (out / f"lyapunov-{run_id}.png").exists()
+    # the latest run, a table, the default figure
+    assert main(["analyze", "lyapunov", str(out), "--k", "1"]) == 0
+    assert "λ_max" in capsys.readouterr().out and (out / f"lyapunov-{run_id}.png").exists()
 
 
 @pytest.mark.parametrize("args, field", [
@@ -270,20 +271,22 @@ def test_cli_train_with_every_option_then_analyze_lyapunov(tmp_path):
     (["compare", "--floss-every", "-2"], "floss.every"),
     (["analyze", "lyapunov", "nowhere"], "DIR"),
 ])
-def test_bad_flags_exit_2_with_one_line(tmp_path, args, field):
-    r = run_cli(*args, *(["--out", str(tmp_path / "out")] if args[0] != "analyze" else []), cwd=tmp_path)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and field in lines[0], r.stderr
+def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, monkeypatch, args, field):
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, *(["--out", str(tmp_path / "out")] if args[0] != "analyze" else [])]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], err
     assert list(tmp_path.iterdir()) == []
 
 
-def test_analyze_bad_run_exits_2(tmp_path):
+def test_analyze_bad_run_exits_2(tmp_path, capsys):
     store = RunStore(tmp_path)
     store.begin_run("r1", json.dumps({"config": tiny().model_dump()}))
     store.finish_run("r1", [])
     with pytest.raises(StoredRunError, match="^--run: no stored parameters for run 'r1'"):
         stored_spectra(tmp_path)
     for args, field in ((["--run", "nope"], "--run"), (["--out", "x.pdf"], "--out")):
-        r = run_cli("analyze", "lyapunov", str(tmp_path), *args)
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and field in r.stderr, r.stderr
+        assert main(["analyze", "lyapunov", str(tmp_path), *args]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and field in err, err

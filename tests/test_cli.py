@@ -90,12 +90,16 @@ def test_compare_writes_three_methods_and_a_figure(tmp_path):
     (["compare", "--alphas", "2"], "forcing.alpha"),
     (["train", "--config", "/nonexistent.toml"], "--config"),
 ])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, field):
-    r = run_cli(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and field in lines[0], r.stderr
-    assert r.stdout == ""
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, args, field):
+    # in-process (nothing compiles; tests/test_cli_package.py runs the installed command)
+    from errorforcing.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], captured.err
+    assert captured.out == ""
     assert list(tmp_path.iterdir()) == []
 
 

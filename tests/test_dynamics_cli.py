@@ -184,6 +184,24 @@ def test_load_run_reports_a_stored_config_that_no_longer_validates(tmp_path):
         ef.load_run(tmp_path)
 
 
+def test_parameters_load_in_the_dtype_they_were_saved_in(tmp_path):
+    """A run trained in float32 (the default) is analysed in a process with jax_enable_x64 (and the
+    reverse): the skeleton is built in the other dtype, the stored values come back unchanged."""
+    from errorforcing.store import RunStore
+
+    store = RunStore(tmp_path)
+    cell = ef.models.LeakyRNN(1, 3, 1, key=jax.random.key(0))
+    saved = jax.tree.map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, cell)
+    store.save_params("f32", saved)
+    as64 = jax.tree.map(lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, cell)
+    loaded = store.load_params("f32", as64)
+    assert loaded.W_rec.dtype == jnp.float32
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(saved)):
+        np.testing.assert_array_equal(a, b)
+    store.save_params("f64", as64)
+    assert store.load_params("f64", saved).W_rec.dtype == jnp.float64
+
+
 def test_fixed_points_figure_of_a_one_unit_network(tmp_path, capsys):
     """A network with fewer units than drawn PC axes (the Williams–Zipser one-unit oscillator):
     the state-space plot pads the missing coordinates instead of crashing."""

@@ -264,15 +264,14 @@ def test_kalman_config_needs_process_noise_and_trains_with_it(getkey):
     (["--forcing", "kalman", "--process-noise", "0.1", "--noise", "0.2"], "model.noise_std"),
     (["--forcing", "kalman", "--process-noise", "0.1", "--ratio", "0.5"], "--ratio"),
 ])
-def test_kalman_cli_refuses_without_its_noise(tmp_path, args, field):
-    import subprocess
-    import sys
+def test_kalman_cli_refuses_without_its_noise(tmp_path, capsys, monkeypatch, args, field):
+    from errorforcing.cli import main
 
-    r = subprocess.run([sys.executable, "-m", "errorforcing.cli", "train", *args, "--seeds", "1", "--epochs", "1",
-                        "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and field in lines[0], r.stderr
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *args, "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], err
     assert not (tmp_path / "out").exists()
 
 

@@ -294,8 +294,12 @@ def test_export_parquet_or_a_clear_error(swept, tmp_path):
 
 @pytest.mark.parametrize("args", [["report", "{tmp}/nothing"], ["export", "{tmp}/nothing", "--csv"],
                                   ["export", "{out}"], ["status", "{tmp}/nothing"]])
-def test_report_export_status_bad_input_exit_2(swept, tmp_path, args):
+def test_report_export_status_bad_input_exit_2(swept, tmp_path, capsys, args):
+    from errorforcing.cli import main
+
     out, _ = swept
-    r = run_cli(*[a.format(tmp=tmp_path, out=out) for a in args])
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    capsys.readouterr()
+    assert main([a.format(tmp=tmp_path, out=out) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []

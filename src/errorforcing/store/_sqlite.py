@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import equinox as eqx
+import jax
+import numpy as np
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -244,8 +246,22 @@ class RunStore:
         return path
 
     def load_params(self, run_id: str, like):
-        """Parameters of a run, into a pytree shaped `like` (e.g. a freshly built ensemble)."""
-        return eqx.tree_deserialise_leaves(self.params_path(run_id), like)
+        """Parameters of a run, into a pytree shaped `like` (e.g. a freshly built ensemble), in
+        the dtype they were saved in: a run trained in float32 loads where `like` was built in
+        float64 (`jax_enable_x64`), and the reverse."""
+        path = self.params_path(run_id)
+        stored = []
+
+        def record_dtype(f, x):
+            if eqx.is_array(x):
+                stored.append(np.load(f).dtype)
+                return x
+            return eqx.default_deserialise_filter_spec(f, x)
+
+        eqx.tree_deserialise_leaves(path, like, filter_spec=record_dtype)
+        dtypes = iter(stored)
+        like = jax.tree.map(lambda x: x.astype(next(dtypes)) if eqx.is_array(x) else x, like)
+        return eqx.tree_deserialise_leaves(path, like)
 
     # ----- reads -----
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
