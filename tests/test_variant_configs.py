@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from errorforcing.experiments import TrainConfig
-from errorforcing.experiments._config import (APPLIES, BPTTConfig, CustomRuleConfig, ForcingConfig, ModelConfig,
+from errorforcing.experiments._config import (APPLIES, BPTTConfig, CustomRuleConfig, ForcingConfig,
                                               NoForcingConfig, RuleConfig, TBPTTConfig, inapplicable, is_read)
 from errorforcing.experiments._registry import FORCINGS, MODELS, RULES, TASKS, Entry
 from errorforcing.experiments._sweep import expand, job_id, parse_spec
@@ -223,6 +223,33 @@ def test_every_variant_has_its_own_class_that_refuses_the_others_options(section
         assert inapplicable(section, cfg, field) and not is_read({section: {"kind": kind}}, f"{section}.{field}")
     for field in cls.model_fields:
         assert inapplicable(section, cfg, field) is None
+
+
+def test_a_field_the_variant_does_not_declare_is_not_read_as_a_default():
+    # no silent placeholder: BPTT has no truncation (its record's 50 is the layout's, not an option)
+    required = {("forcing", "kalman"): {"process_noise": 0.1}}
+    configs = [SECTIONS[s].base(kind=k, **required.get((s, k), {})) for s, k in _sections()]
+    undeclared = [(cfg, f) for cfg in configs for f in RECORD_LAYOUT[cfg.section]
+                  if f not in type(cfg).model_fields and (cfg.section, cfg.kind, f) != ("forcing", "none", "alpha")]
+    assert len(undeclared) > 50  # (no forcing's α = 0 is declared: below)
+    for cfg, field in undeclared:
+        with pytest.raises(AttributeError, match=field):
+            getattr(cfg, field)
+    # a reader outside the variant asks whether it declares the field
+    for cfg in configs:
+        assert all(cfg.own(f, "absent") == (getattr(cfg, f) if f in type(cfg).model_fields else "absent")
+                   for f in RECORD_LAYOUT[cfg.section])
+    assert NoForcingConfig().alpha == [0.0] and "alpha" not in NoForcingConfig.model_fields
+    assert TBPTTConfig().own("truncation") == 50 and BPTTConfig().own("truncation") is None
+
+
+def test_alpha_and_lr_take_a_number_as_a_one_element_grid():
+    cfg = TrainConfig(forcing={"kind": "tf", "alpha": 0.3}, optim={"lr": 0.01})
+    assert (cfg.forcing.alpha, cfg.optim.lr) == ([0.3], [0.01])
+    cfg.forcing.alpha, cfg.optim.lr = 1, 2  # validate_assignment: the same on assignment
+    assert (cfg.forcing.alpha, cfg.optim.lr) == ([1.0], [2.0])
+    with pytest.raises(ValidationError, match="lr must be a non-empty list"):
+        TrainConfig(optim={"lr": -1.0})
 
 
 def test_the_section_class_dispatches_on_kind():

@@ -15,9 +15,9 @@ from ._registry import (  # noqa: F401  (the variant configs, beside their regis
     BPTTConfig, EPropConfig, ErrorForcingConfig, FeedbackForcingConfig, GRUConfig, KalmanForcingConfig, KFRTRLConfig,
     LeakyRNNConfig, LSTMConfig, NoForcingConfig, RFLOConfig, RTRLConfig, SnApConfig, TBPTTConfig,
     TeacherForcingConfig, UOROConfig, WilliamsZipserConfig, WilliamsZipserForcingConfig, forcing_kinds)
-from ._variants import (SECTIONS, CustomForcingConfig, CustomModelConfig, CustomRuleConfig, ForcingConfig,  # noqa: F401
-                        ModelConfig, RuleConfig, Strict as _Strict, config_class, default_kind, kinds_reading,
-                        not_read, registry, unknown_kind)
+from ._variants import (SECTIONS, CustomForcingConfig, CustomModelConfig, CustomRuleConfig, FloatGrid,  # noqa: F401
+                        ForcingConfig, ModelConfig, RuleConfig, Strict as _Strict, config_class, default_kind,
+                        kinds_reading, not_read, registry, unknown_kind)
 
 MAX_SEED = 2**32 - 1  # JAX keys are seeded from 32-bit words; the store keeps seeds as INTEGER
 ALPHA_GRID = (0.0, 0.01, 0.05, 0.1, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -125,14 +125,9 @@ class OptimConfig(_Strict):
     """Any optax optimizer that takes `learning_rate`; `lr` may be a list (vmapped members)."""
 
     name: str = "adam"
-    lr: list[float] = Field(default_factory=lambda: [3e-4])
+    lr: FloatGrid = Field(default_factory=lambda: [3e-4])
     clip_norm: float | None = Field(None, gt=0)
     options: dict = Field(default_factory=dict)
-
-    @field_validator("lr", mode="before")
-    @classmethod
-    def _listify(cls, v):
-        return [v] if isinstance(v, (int, float)) else v
 
     @field_validator("lr")
     @classmethod
@@ -195,15 +190,6 @@ class AnalysisConfig(_Strict):
     lyapunov: bool = False
     lyapunov_trials: int = Field(8, ge=1)
     diagnostics: bool = False
-
-
-def _own(section: BaseModel, field: str, absent=None):
-    """`section.field` if its variant reads it, else `absent`."""
-    return getattr(section, field) if field in type(section).model_fields else absent
-
-
-def _adaptive(forcing: ForcingConfig) -> bool:
-    return bool(_own(forcing, "adaptive", False))
 
 
 class TrainConfig(_Strict):
@@ -272,7 +258,9 @@ class TrainConfig(_Strict):
         for name in ("epochs", "batch", "data", "train_trials", "val_trials", "dataset_size", "val_fraction"):
             if getattr(self, name) != fields[name].default:
                 raise ValueError(f"{name} does not apply to continual learning (no epochs or trials)")
-        if self.floss.enabled or self.analysis != AnalysisConfig() or _adaptive(self.forcing) or self.rule.log_alignment:
+        epoch_features = (self.floss.enabled, self.analysis != AnalysisConfig(), self.forcing.own("adaptive", False),
+                          self.rule.log_alignment)
+        if any(epoch_features):
             raise ValueError("continual: flossing, analysis, adaptive alpha and log_alignment are epoch features")
         from ..tasks import AbstractContinualTask
         from ._registry import TASKS
@@ -306,10 +294,10 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _forcing_fits_the_model(self):
-        units = _own(self.forcing, "units")
+        units = self.forcing.own("units")
         if units is not None and units > self.model.hidden:
             raise ValueError(f"forcing.units must be <= model.hidden ({self.model.hidden}), got {units}")
-        if (_adaptive(self.forcing) and self.forcing.alpha_estimator == "jacobian-upper-bound"
+        if (self.forcing.own("adaptive", False) and self.forcing.alpha_estimator == "jacobian-upper-bound"
                 and not type(self.model).jacobian_bound):
             raise ValueError(f"forcing.alpha_estimator: jacobian-upper-bound bounds the leaky RNN's Jacobian; "
                              f"model.kind {self.model.kind!r} has no such bound")

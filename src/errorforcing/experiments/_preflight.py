@@ -100,7 +100,7 @@ def check_memory(config: TrainConfig) -> MemoryEstimate:
     c = config
     need = (f"needs ~{_fmt_bytes(estimate.bytes)} for N = {c.model.hidden}, {estimate.members} members "
             f"× batch {c.batch}, T = {estimate.n_steps}; the limit is {_fmt_bytes(limit)} ({what})")
-    one = c.model_copy(update={"seeds": 1, "forcing": c.forcing.model_copy(update={"alpha": c.forcing.alpha[:1]}),
+    one = c.model_copy(update={"seeds": 1, "forcing": _first_alpha(c.forcing),
                                "optim": c.optim.model_copy(update={"lr": c.optim.lr[:1]})})
     n_max = _largest_hidden(config, limit)
     ways = ["--rule eprop"] if c.rule.kind == "rtrl" else []
@@ -118,6 +118,13 @@ def check_memory(config: TrainConfig) -> MemoryEstimate:
     raise InfeasibleConfig(f"{field}: {c.rule.kind.upper()} {need}; use " + ", or ".join(ways))
 
 
+def _first_alpha(forcing):
+    """The forcing with its first α only (a forcing without a strength has one α already)."""
+    if "alpha" not in type(forcing).model_fields:
+        return forcing
+    return forcing.model_copy(update={"alpha": forcing.alpha[:1]})
+
+
 def _fmt_bytes(n: float) -> str:
     for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
         if n >= size:
@@ -131,8 +138,9 @@ def check_compatible(config: TrainConfig) -> None:
     refused here, naming the fields."""
     c = config
     small = c.model_copy(update={"model": c.model.model_copy(update={"hidden": min(c.model.hidden, 4)})})
-    if c.forcing.units is not None:  # partial forcing of the 4-unit copy: at most its units
-        small = small.model_copy(update={"forcing": c.forcing.model_copy(update={"units": min(c.forcing.units, 4)})})
+    units = c.forcing.own("units")
+    if units is not None:  # partial forcing of the 4-unit copy: at most its units
+        small = small.model_copy(update={"forcing": c.forcing.model_copy(update={"units": min(units, 4)})})
     _probe(small.model.kind, small.forcing.kind, small.rule.kind, small.task.name,
            small.model_dump_json(include={"model", "forcing", "rule", "task"}))
 

@@ -150,6 +150,11 @@ class NoForcingConfig(ForcingConfig):
 
     fixed: ClassVar[dict[str, Any]] = {"alpha": [0.0]}
 
+    @property
+    def alpha(self) -> list[float]:
+        """The members' α (not an option: the ensemble's α axis, which every forcing has)."""
+        return self.held("alpha")
+
 
 class _AdaptiveAlpha(ForcedConfig):
     """`adaptive=True` (SPEC §2, Hess et al. 2023): α is adapted during training from the

@@ -374,15 +374,18 @@ def job_id(cfg: TrainConfig) -> str:
     return "j" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _get(cfg: TrainConfig, dotted: str) -> Any:
-    value: Any = cfg
+def _get(record: dict[str, Any], dotted: str) -> Any:
+    value: Any = record
     for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+        value = value.get(part) if isinstance(value, dict) else None
     return value
 
 
 def _label(spec: SweepSpec, cfg: TrainConfig) -> str:
-    return " ".join(f"{k}={_get(cfg, k)}" for k in spec.varied) or spec.name
+    # from the stored record (the store keeps the labels): a field the job's variant does not
+    # declare reads as the record holds it (rule.truncation=50 for bptt)
+    record = cfg.model_dump()
+    return " ".join(f"{k}={_get(record, k)}" for k in spec.varied) or spec.name
 
 
 def _cost(cfg: TrainConfig) -> float:

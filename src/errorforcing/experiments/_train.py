@@ -73,7 +73,7 @@ def build_trainer(config: TrainConfig) -> EnsembleTrainer | ContinualTrainer:
     schedule = build_schedule(config, task)
     optimizer = _optimizer(config.optim)
     flossing = copied(Flossing, config.floss) if config.floss.enabled else None
-    adaptive = "adaptive" in type(config.forcing).model_fields and config.forcing.adaptive
+    adaptive = config.forcing.own("adaptive", False)
     return EnsembleTrainer(task, make_cell, make_forcing, rule, optimizer, members, schedule, objective,
                            flossing=flossing, adaptive_alpha=config.forcing.alpha_estimator if adaptive else False,
                            analysis=copied(Analysis, config.analysis))

@@ -14,14 +14,17 @@ single config class each section had, in its order). A variant's record holds it
 and every other layout field at the value the variant holds for it (`fixed`, else the
 field's default). Sweep job ids hash that record, so they are unchanged for every config that
 could be written before; reading a record back drops the layout fields a variant does not
-declare while they hold that value, and refuses them otherwise."""
+declare while they hold that value, and refuses them otherwise. On a config, a field its
+variant does not declare is an AttributeError: a reader outside the variant asks
+`config.own(field, absent)`, one that builds a record row reads the record (`model_dump`)."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_serializer,
+                      model_validator)
 from pydantic_core import PydanticUndefined
 
 # The stored layout of each section: frozen, job ids hash it.
@@ -35,6 +38,14 @@ RECORD_LAYOUT: dict[str, tuple[str, ...]] = {
 }
 # Layout fields no built-in variant reads any more (stored at this value, refused otherwise).
 RETIRED: dict[str, dict[str, Any]] = {"rule": {"options": {}}}
+
+
+def _one_element_list(value: Any) -> Any:
+    return [value] if isinstance(value, (int, float)) else value
+
+
+# The values of a vmapped hyperparameter (forcing.alpha, optim.lr): a number is a one-element list.
+FloatGrid = Annotated[list[float], BeforeValidator(_one_element_list)]
 
 
 class Strict(BaseModel):
@@ -185,18 +196,15 @@ class Variant(Strict):
                     out[field] = value
         return out
 
-    def __getattr__(self, name: str) -> Any:
-        # a layout field this variant does not declare reads as its record holds it
-        if not name.startswith("_") and name in RECORD_LAYOUT.get(type(self).section, ()):
-            value = type(self).held(name)
-            if value is not PydanticUndefined:
-                return value
-        return super().__getattr__(name)
+    def own(self, field: str, absent: Any = None) -> Any:
+        """`field` if this variant declares it, else `absent` (a reader outside the variant
+        asks this way: an undeclared field is an AttributeError)."""
+        return getattr(self, field) if field in type(self).model_fields else absent
 
 
-class _Section:
-    def __init__(self, base: type[Variant] | None = None, custom: type[Variant] | None = None):
-        self.base, self.custom = base, custom
+class _Section(NamedTuple):
+    base: type[Variant] | None = None  # the union class, dispatching on kind
+    custom: type[Variant] | None = None  # the config of variants registered without a class
 
 
 _NoSection = _Section()
@@ -251,12 +259,7 @@ class ForcedConfig(ForcingConfig):
     """A forcing with a strength α. `alpha` is a list: every value becomes a member of the
     same compiled ensemble."""
 
-    alpha: list[float] = Field(default_factory=lambda: [0.5])
-
-    @field_validator("alpha", mode="before")
-    @classmethod
-    def _listify(cls, v):
-        return [v] if isinstance(v, (int, float)) else v
+    alpha: FloatGrid = Field(default_factory=lambda: [0.5])
 
     @field_validator("alpha")
     @classmethod
