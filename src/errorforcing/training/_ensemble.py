@@ -113,7 +113,6 @@ class EnsembleResult:
     analyses: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
-
 class EnsembleTrainer:
     """Trains `len(members)` networks in one `vmap`ped, jitted epoch function.
 
@@ -271,25 +270,14 @@ class EnsembleTrainer:
     def _host_run(self, shards: Shards, tracker: ConvergenceTracker) -> HostRun:
         return HostRun(shards, tracker, self.analysis_keys, self._host_programs)
 
-    def _before_training(self, run: HostRun, cells: list) -> tuple[list, Measured]:
+    def _host_hooks_on(self, cells: list, call: Callable[[AbstractHostHook, list], tuple[list, Measured]]):
+        """`call(hook, cells)` of every host hook in order, each on the cells the one before
+        returned: the last cells and all they measured."""
         measured: Measured = {}
         for hook in self.host_hooks:
-            cells, new = hook.before_training(run, cells)
+            cells, new = call(hook, cells)
             _add_measured(measured, new)
         return cells, measured
-
-    def _between_epochs(self, run: HostRun, epoch: int, cells: list) -> tuple[list, Measured]:
-        measured: Measured = {}
-        for hook in self.host_hooks:
-            cells, new = hook.between_epochs(run, epoch, cells)
-            _add_measured(measured, new)
-        return cells, measured
-
-    def _after_training(self, run: HostRun, cells: list, measured: Measured) -> Measured:
-        measured = dict(measured)
-        for hook in self.host_hooks:
-            _add_measured(measured, hook.after_training(run, cells))
-        return measured
 
     def run(self, *, on_epoch: Callable[[int, ConvergenceTracker, np.ndarray], None] | None = None,
             state=None) -> EnsembleResult:
@@ -302,7 +290,8 @@ class EnsembleTrainer:
             # the whole ensemble, member axis first: (cells, forcings, opt_states, fixed, rules)
             whole = self.init() if state is None else state
             tracker = ConvergenceTracker(M, s.threshold, s.patience, s.divergence)
-            cells, analyses = self._before_training(self._host_run(everyone, tracker), everyone.split(whole[0]))
+            run = self._host_run(everyone, tracker)
+            cells, analyses = self._host_hooks_on(everyone.split(whole[0]), lambda h, c: h.before_training(run, c))
             whole = (everyone.join(cells),) + tuple(whole[1:])
             train_curves, val_curves, acc_curves = [], [], []
             extra_curves: dict[str, list[np.ndarray]] = {}
@@ -359,12 +348,16 @@ class EnsembleTrainer:
                     on_epoch(epoch, tracker, val_curves[-1])
                 if not tracker.active.any() or epoch == s.epochs:
                     break
-                cells, measured = self._between_epochs(self._host_run(shards, tracker), epoch, [p[0] for p in parts])
+                run = self._host_run(shards, tracker)
+                cells, measured = self._host_hooks_on([p[0] for p in parts],
+                                                      lambda h, c: h.between_epochs(run, epoch, c))
                 parts = [(c,) + tuple(p[1:]) for c, p in zip(cells, parts)]
                 between[epoch] = {k: np.where(was_active, v, np.nan) for k, v in measured.items()}
             whole = shards.scatter(whole, [p[:3] + (None,) + p[4:] for p in parts])
             cells, forcings, rules = whole[0], whole[1], whole[4]
-            analyses = self._after_training(self._host_run(everyone, tracker), everyone.split(cells), analyses)
+            run = self._host_run(everyone, tracker)
+            _, after = self._host_hooks_on(everyone.split(cells), lambda h, c: (c, h.after_training(run, c)))
+            _add_measured(analyses, after)
         seconds = time.perf_counter() - start
         stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
         curves = {k: stack(v) for k, v in extra_curves.items()}
@@ -380,7 +373,6 @@ class EnsembleTrainer:
         if (size, count * size) >= (current.size, current.count * current.size):
             return None
         return everyone.compact(np.flatnonzero(active), size)
-
 
 
 def _add_measured(into: dict[str, np.ndarray], measured: Measured) -> None:
