@@ -1,4 +1,5 @@
-"""What the trainer measures or changes besides the step, all through one interface."""
+"""What the trainer measures or changes inside its compiled epoch program besides the step, all
+through one interface (what runs on the host between the programs: `_host_hooks`)."""
 
 from __future__ import annotations
 
