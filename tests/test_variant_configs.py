@@ -243,6 +243,14 @@ def test_a_field_the_variant_does_not_declare_is_not_read_as_a_default():
     assert TBPTTConfig().own("truncation") == 50 and BPTTConfig().own("truncation") is None
 
 
+def test_the_lyapunov_figure_names_a_gain_only_for_a_model_that_has_one():
+    from errorforcing.cli._analysis import spectrum_title
+
+    leaky, gru = TrainConfig(model={"gain": 0.9}), TrainConfig(model={"kind": "gru", "hidden": 6})
+    assert spectrum_title("r1", leaky, 8) == "run r1: bptt/ef on delayed-xor, N = 50, g = 0.9, 8 trials"
+    assert spectrum_title("r2", gru, 8) == "run r2: bptt/ef on delayed-xor, N = 6, 8 trials"  # was "g = 1.5"
+
+
 def test_alpha_and_lr_take_a_number_as_a_one_element_grid():
     cfg = TrainConfig(forcing={"kind": "tf", "alpha": 0.3}, optim={"lr": 0.01})
     assert (cfg.forcing.alpha, cfg.optim.lr) == ([0.3], [0.01])

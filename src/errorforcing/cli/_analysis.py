@@ -42,9 +42,7 @@ def lyapunov(
     from ..plotting import spectrum_figure
 
     path = out or directory / f"lyapunov-{result.run_id}.png"
-    cfg = result.config
-    title = (f"run {result.run_id}: {cfg.rule.kind}/{cfg.forcing.kind} on {cfg.task.name}, "
-             f"N = {cfg.model.hidden}, g = {cfg.model.gain:g}, {trials} trials")
+    title = spectrum_title(result.run_id, result.config, trials)
     figure = spectrum_figure(result.spectra, [m.alpha for m in result.members], path, title=title,
                              formats=(fmt,))[0]
     rows = result.table()
@@ -54,6 +52,12 @@ def lyapunov(
         return
     _print_table(rows, f"Lyapunov exponents (per step), run {result.run_id}, k = {result.spectra.shape[1]}")
     print(f"figure: {figure}")
+
+
+def spectrum_title(run_id: str, cfg, trials: int) -> str:
+    gain = cfg.model.own("gain")  # the leaky RNN's g; a GRU, LSTM or Williams-Zipser net has none
+    return (f"run {run_id}: {cfg.rule.kind}/{cfg.forcing.kind} on {cfg.task.name}, N = {cfg.model.hidden}, "
+            + (f"g = {gain:g}, " if gain is not None else "") + f"{trials} trials")
 
 
 def figure_format(out: Optional[Path]) -> str:

@@ -76,7 +76,7 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any], default
         why = inapplicable(section, getattr(cfg, section), field) if field else None
         if section == "floss" and field in FLOSS_STEP_FIELDS and not cfg.floss.enabled:
             why = f"floss.{field} applies only when flossing is on (--floss-pre or --floss-every > 0)"
-        if dotted == "forcing.alpha_estimator" and not why and not cfg.forcing.adaptive:
+        if dotted == "forcing.alpha_estimator" and not why and not cfg.forcing.own("adaptive", False):
             why = "forcing.alpha_estimator applies only to adaptive α (--adaptive-alpha) with a forcing"
         if why:
             fail(why)
