@@ -321,6 +321,10 @@ def test_sweep_dotted_fields_reach_each_variant():
     jobs = expand(spec).jobs
     rules = sorted({(j.config.rule.kind, j.config.model_dump()["rule"]["truncation"]) for j in jobs})
     assert rules == [("bptt", 50), ("tbptt", 5), ("tbptt", 10)]  # bptt ignores the truncation axis
+    # the store keeps each job's label: it reads the record (bptt's truncation as stored, 50)
+    assert sorted({j.label for j in jobs if j.config.forcing.kind == "none"}) == [
+        "rule.kind=bptt rule.truncation=50 forcing.kind=none", "rule.kind=tbptt rule.truncation=10 forcing.kind=none",
+        "rule.kind=tbptt rule.truncation=5 forcing.kind=none"]
     assert sorted({(j.config.forcing.kind, tuple(j.config.forcing.alpha)) for j in jobs}) == [("ef", (0.2,)),
                                                                                               ("none", (0.0,))]
 
