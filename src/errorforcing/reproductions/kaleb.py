@@ -40,6 +40,7 @@ reference's `local_alignments_2` with the full Hessian, Fig. 5b), written as kal
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import time
@@ -57,9 +58,10 @@ from ..analysis import local_alignment, update_efficiency
 from ..experiments import directional_verdict, wilcoxon_less
 from ..forcing import AbstractForcing, ClosedLoop, ControlledCell, FeedbackControl, NoForcing, rollout, simulate
 from ..models import LeakyRNN
-from ..rules import Objective, OnlineBPTT, masked_mse
+from ..rules import BPTT, Objective, OnlineBPTT, masked_mse, trainable_spec
 from ._claims import SummaryClaim
 from ..tasks import AbstractTask, CenterOutReach, SineFrequencyShift, Trials, integrate_velocity, rotate, sample_batch
+from ..training import MemberState, make_step, with_clip
 
 METHODS = ("RFLO", "RFLO+c", "BPTT", "BPTT+c")
 # Learning during adaptation sees only the velocity error (no rate or readout penalties).
@@ -171,6 +173,26 @@ def position_error(outputs: Float[Array, "*B T 2"], trials: Trials, rotation: fl
     return integrate_velocity(rotate((trials.targets - outputs) * trials.mask, rotation), dt)
 
 
+class ClosedLoopObjective(eqx.Module):
+    """Pre-training's loss for `make_step`'s BPTT: mean_{b,t,k} e_btk² + rate_reg · mean(h̃²),
+    e = `error(outputs, trials)` the task's error (the reach's position error p* - p, the sine
+    task's direct output error); no readout penalty, no process noise."""
+
+    error: Callable[[jax.Array, Trials], jax.Array] = eqx.field(static=True)
+    rate_reg: float
+    noise_std: float = 0.0  # read by BPTT
+
+    def __call__(self, cell, states, outputs, trials: Trials) -> jax.Array:
+        return jnp.mean(self.error(outputs, trials) ** 2) + self.rate_reg * jnp.mean(states**2)
+
+
+def cell_and_feedback_learn(model: ControlledCell):
+    """`make_step`'s trainable leaves for a `ControlledCell`: the inner cell's trainable fields and
+    W_fb (`trainable_spec` reads top-level field names only, and would mark none)."""
+    spec = jax.tree.map(lambda _: False, model)
+    return eqx.tree_at(lambda m: (m.cell, m.control.W_fb), spec, (trainable_spec(model.cell), model.learn_feedback))
+
+
 def pretrain(cell: LeakyRNN, control: FeedbackControl, config: "KalebConfig | SineShiftConfig", *, key,
              on_chunk=None, chunk: int = 100, task: AbstractTask | None = None, push=push_trials,
              error=None) -> tuple[LeakyRNN, FeedbackControl, np.ndarray]:
@@ -178,46 +200,41 @@ def pretrain(cell: LeakyRNN, control: FeedbackControl, config: "KalebConfig | Si
     `task` (default: random reaches, pushed by `push_trials`), W_fb learning with the cell
     (`ControlledCell`); loss: mean_{b,t,k} e_btk² of the task's error `error(outputs, trials)`
     (default: the reach's position error p* - p, the reference's loss for reaching; the sine
-    task: the direct output error), plus rate_reg · mean(h̃²). Adam with gradient clipping.
+    task: the direct output error), plus rate_reg · mean(h̃²) (`ClosedLoopObjective`). The
+    trainer's step (`make_step`), Adam after the trainer's global-norm clip (`with_clip`).
     Returns (cell, control, losses)."""
     task = task or CenterOutReach(mode="random", n_steps=config.n_steps, dt=config.dt)
     error = error or (lambda outputs, trials: position_error(outputs, trials, 0.0, config.dt))
-    optimizer = optax.chain(optax.clip_by_global_norm(config.pretrain_clip), optax.adam(config.pretrain_lr))
+    model = ControlledCell(cell, control)
+    optimizer = with_clip(optax.adam(config.pretrain_lr), config.pretrain_clip)
+    step = make_step(BPTT(), optimizer, ClosedLoopObjective(error, config.rate_reg), trainable=cell_and_feedback_learn)
+    state = MemberState(model, optimizer.init(eqx.filter(model, cell_and_feedback_learn(model))), ClosedLoop(),
+                        jnp.asarray(True))
     # only the arrays travel through the scan (Python-float fields such as α would become
     # traced arrays there, and differentiable)
-    params, static = eqx.partition(ControlledCell(cell, control), eqx.is_inexact_array)
-    opt_state = optimizer.init(params)
-
-    def loss_fn(params, trials):
-        model = eqx.combine(params, static)
-        states, outputs = jax.vmap(lambda x, y, m: rollout(model, ClosedLoop(), x, y, m))(
-            trials.inputs, trials.targets, trials.mask)
-        return jnp.mean(error(outputs, trials) ** 2) + config.rate_reg * jnp.mean(states**2)
+    arrays, static = eqx.partition(state, eqx.is_array)
 
     @eqx.filter_jit
-    def run_chunk(params, opt_state, keys):
-        def one(carry, k):
-            params, opt_state = carry
+    def run_chunk(arrays, keys, indices):
+        def one(arrays, key_index):
+            k, index = key_index
             k_data, k_push = jax.random.split(k)
             trials = push(sample_batch(task, config.pretrain_batch, key=k_data), key=k_push,
                           probability=config.push_probability)
-            loss, grads = jax.value_and_grad(loss_fn)(params, trials)
-            model = eqx.combine(params, static)
-            grads = eqx.filter(model.mask_grads(eqx.combine(grads, static)), eqx.is_inexact_array)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (eqx.apply_updates(params, updates), opt_state), loss
+            new, loss = step(eqx.combine(arrays, static), trials, k, index)
+            return eqx.filter(new, eqx.is_array), loss
 
-        (params, opt_state), losses = jax.lax.scan(one, (params, opt_state), keys)
-        return params, opt_state, losses
+        return jax.lax.scan(one, arrays, (keys, indices))
 
     keys = jax.random.split(key, config.pretrain_iterations)
+    indices = jnp.arange(config.pretrain_iterations)
     losses = []
     for start in range(0, config.pretrain_iterations, chunk):
-        params, opt_state, chunk_losses = run_chunk(params, opt_state, keys[start:start + chunk])
+        arrays, chunk_losses = run_chunk(arrays, keys[start:start + chunk], indices[start:start + chunk])
         losses.append(np.asarray(chunk_losses))
         if on_chunk is not None:
             on_chunk(start + len(chunk_losses), float(np.mean(losses[-1])))
-    model = eqx.combine(params, static)
+    model = eqx.combine(arrays, static).cell
     return model.cell, model.control, np.concatenate(losses)
 
 
@@ -351,53 +368,76 @@ def reach_errors(cell: LeakyRNN, test: Trials, rotation: float, dt: float,
     return jnp.stack([velocity, position])
 
 
-@dataclasses.dataclass(frozen=True)
-class Adaptation:
+class AbstractAdaptation(eqx.Module):
     """What adaptation works on: the trials it learns from, the test errors it reports and the
-    BPTT arms' rule (their step loss)."""
+    BPTT arms' rule (their step loss). A pytree, so that `adapt` compiles once per shape: the
+    test trials are its arrays."""
 
-    task: AbstractTask  # adaptation trials are task.sample(key=…), one per trial
-    evaluate: Callable[[LeakyRNN], jax.Array]  # cell -> test errors [E], control off
-    bptt: Callable[[Any], OnlineBPTT]  # learning rate -> the rule
+    task: eqx.AbstractVar[AbstractTask]  # adaptation trials are task.sample(key=…), one per trial
+    test: eqx.AbstractVar[Trials]
+
+    @abc.abstractmethod
+    def evaluate(self, cell: LeakyRNN) -> jax.Array:
+        """The test errors [E] of `cell` on `test`, control off."""
+
+    @abc.abstractmethod
+    def bptt(self, lr) -> OnlineBPTT:
+        """The BPTT arms' rule at learning rate `lr`."""
 
 
-def reach_adaptation(config: KalebConfig) -> Adaptation:
-    """The rotated reach: center-out trials under config.rotation; test errors (velocity,
-    position) MSE on the 8 reaches; BPTT on the squared position error."""
+class ReachAdaptation(AbstractAdaptation):
+    """The rotated reach: center-out trials under `rotation`; test errors (velocity, position)
+    MSE on the 8 reaches; BPTT on the squared position error."""
+
+    task: CenterOutReach
+    test: Trials
+    rotation: float
+    dt: float
+
+    def evaluate(self, cell: LeakyRNN) -> jax.Array:
+        return reach_errors(cell, self.test, self.rotation, self.dt)
+
+    def bptt(self, lr) -> OnlineBPTT:
+        return OnlineBPTT(lr=lr, position_dt=self.dt, position_rotation=self.rotation)
+
+
+def reach_adaptation(config: KalebConfig) -> ReachAdaptation:
+    """The rotated reach of `config` (its rotation, step count and dt)."""
     task = CenterOutReach(mode="test", rotation=config.rotation, n_steps=config.n_steps, dt=config.dt)
-    test = task.test_trials()
-    return Adaptation(task, lambda c: reach_errors(c, test, config.rotation, config.dt),
-                      lambda lr: OnlineBPTT(lr=lr, position_dt=config.dt, position_rotation=config.rotation))
+    return ReachAdaptation(task, task.test_trials(), config.rotation, config.dt)
 
 
 def adapt(cell: LeakyRNN, control: FeedbackControl, method: str, lrs, config: "KalebConfig | SineShiftConfig", *,
-          key, adaptation: Adaptation | None = None):
+          key, adaptation: AbstractAdaptation | None = None):
     """All of a method's learning rates at once (vmap), on `adaptation` (default: the rotated
     reach of `config`). Returns (cells [L], training loss per trial [L, n], test errors
     [L, n + 1, E]: before, then after each trial, control off; reach: (velocity, position) MSE)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    adaptation = adaptation or reach_adaptation(config)
-    learner = only_recurrent_learns(cell)
-    forcing = _stopped(control) if method.endswith("+c") else NoForcing()
-    task, evaluate = adaptation.task, adaptation.evaluate
-    trial_keys = jax.random.split(key, config.adapt_trials)
+    return _adapt_rates(only_recurrent_learns(cell), control, method, jnp.asarray(lrs, cell.W_rec.dtype),
+                        jax.random.split(key, config.adapt_trials), bptt_lr_scale(cell, control),
+                        adaptation or reach_adaptation(config))
 
-    scale = bptt_lr_scale(cell, control)
+
+@eqx.filter_jit
+def _adapt_rates(learner: LeakyRNN, control: FeedbackControl, method: str, lrs, trial_keys, scale,
+                 adaptation: AbstractAdaptation):
+    """`adapt`'s program, at module level so that it compiles once per method, shape and static setting."""
+    forcing = _stopped(control) if method.endswith("+c") else NoForcing()
 
     def one_lr(lr):
         def one_trial(c, k):
-            trial = task.sample(key=k)
+            trial = adaptation.task.sample(key=k)
             if method.startswith("RFLO"):
                 c, loss = kaleb_rflo_trial(c, control, trial, lr, control_on=method.endswith("+c"))
             else:
                 c, loss = adaptation.bptt(lr * scale).trial(c, forcing, trial)
-            return c, (loss, evaluate(c))
+            return c, (loss, adaptation.evaluate(c))
 
         c, (losses, errors) = jax.lax.scan(one_trial, learner, trial_keys)
-        return c, losses, jnp.concatenate([evaluate(learner)[None], errors])
+        return c, losses, jnp.concatenate([adaptation.evaluate(learner)[None], errors])
 
-    return eqx.filter_jit(eqx.filter_vmap(one_lr))(jnp.asarray(lrs, cell.W_rec.dtype))
+    return eqx.filter_vmap(one_lr)(lrs)
 
 
 def _stopped(control: FeedbackControl) -> FeedbackControl:
@@ -704,13 +744,25 @@ def per_trial_output_mse(cell: LeakyRNN, test: Trials, forcing: AbstractForcing 
                     axis=(1, 2))
 
 
-def sine_adaptation(config: SineShiftConfig, test: Trials) -> Adaptation:
+class SineAdaptation(AbstractAdaptation):
     """Shifted-frequency trials; test error: the output MSE over `test`; BPTT's step loss
     ℓ_t = mean_k (y*_tk - y_tk)² (the reference's), i.e. OnlineBPTT's masked-MSE term (which
     divides by Σ m = T K) times T: the rate is multiplied by n_steps."""
-    task = SineFrequencyShift(shift=config.frequency_shift, n_steps=config.n_steps, warmup=config.warmup)
-    return Adaptation(task, lambda c: jnp.mean(per_trial_output_mse(c, test))[None],
-                      lambda lr: OnlineBPTT(lr=lr * config.n_steps))
+
+    task: SineFrequencyShift
+    test: Trials
+
+    def evaluate(self, cell: LeakyRNN) -> jax.Array:
+        return jnp.mean(per_trial_output_mse(cell, self.test))[None]
+
+    def bptt(self, lr) -> OnlineBPTT:
+        return OnlineBPTT(lr=lr * self.task.n_steps)
+
+
+def sine_adaptation(config: SineShiftConfig, test: Trials) -> SineAdaptation:
+    """The frequency shift of `config`, tested on `test`."""
+    return SineAdaptation(SineFrequencyShift(shift=config.frequency_shift, n_steps=config.n_steps,
+                                             warmup=config.warmup), test)
 
 
 def reproduce_kaleb_sine_shift(*, quick: bool, out: Path, progress: bool = True,
