@@ -19,7 +19,6 @@ from ..tasks import AbstractTask
 from ._convergence import ConvergenceTracker
 from ._data import batch_keys, epoch_data, fixed_dataset, member_keys
 from ._dynamics import Analysis, Flossing, analysis_key, analysis_streams
-from ._dynamics import held_out_loss  # noqa: F401  (re-exported: _online imports it from here)
 from ._hooks import AbstractEpochHook, AdaptiveAlpha, DynamicsDiagnostics, FeedbackDiagnostics, GradientAlignment
 from ._host_hooks import AbstractHostHook, GradientFlossing, HeldOutLoss, HostRun, LyapunovExponents, Measured
 from ._step import MemberState, make_step, trainable_params, with_clip

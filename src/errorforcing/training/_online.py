@@ -16,8 +16,8 @@ from ..models import AbstractCell
 from ..rules import AbstractLearningRule, Objective
 from ..tasks import AbstractContinualTask, Trials, stream
 from ._convergence import ConvergenceTracker
-from ._dynamics import evaluation_key
-from ._ensemble import EnsembleResult, Member, held_out_loss, member_keys
+from ._dynamics import evaluation_key, held_out_loss
+from ._ensemble import EnsembleResult, Member, member_keys
 from ._step import tree_where
 
 
