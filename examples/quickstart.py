@@ -15,7 +15,7 @@ loss, grads, aux = rule.value_and_grad(cell, force, trials, key=key)
 print(f"states {states.shape}, outputs {outputs.shape}, loss {float(loss):.4f}")
 
 # the ensemble trainer: 4 seeds × 2 values of α in one compiled program
-result = ef.train(ef.TrainConfig(task={"name": "delayed-xor", "delay": 50},
+result = ef.train(ef.TrainConfig(task={"kind": "delayed-xor", "delay": 50},
                                  forcing={"kind": "ef", "alpha": [0.1, 0.5]}, seeds=4, epochs=40,
                                  out="errorforcing-runs/quickstart"))
 for row in result.rows:

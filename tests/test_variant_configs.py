@@ -194,7 +194,7 @@ def test_records_job_ids_and_built_objects_are_those_of_before(data, record, job
     stored = json.loads(config_record(cfg))["config"]
     assert hashlib.sha256(json.dumps(stored).encode()).hexdigest()[:16] == record
     assert job_id(cfg) == job
-    task = TASKS[cfg.task.name].build(cfg.task)
+    task = TASKS[cfg.task.kind].build(cfg.task)
     cell = MODELS[cfg.model.kind].build(cfg.model, task, jax.random.key(1))
     forcing = FORCINGS[cfg.forcing.kind].build(cfg.forcing, cfg.forcing.alpha[0], cell, jax.random.key(2))
     rule = RULES[cfg.rule.kind].build(cfg.rule, jax.random.key(3))

@@ -56,7 +56,7 @@ def lyapunov(
 
 def spectrum_title(run_id: str, cfg, trials: int) -> str:
     gain = cfg.model.own("gain")  # the leaky RNN's g; a GRU, LSTM or Williams-Zipser net has none
-    return (f"run {run_id}: {cfg.rule.kind}/{cfg.forcing.kind} on {cfg.task.name}, N = {cfg.model.hidden}, "
+    return (f"run {run_id}: {cfg.rule.kind}/{cfg.forcing.kind} on {cfg.task.kind}, N = {cfg.model.hidden}, "
             + (f"g = {gain:g}, " if gain is not None else "") + f"{trials} trials")
 
 
@@ -157,7 +157,7 @@ def pca_command(
 def _title(loaded, dyn) -> str:
     cfg = loaded.config
     return (f"run {loaded.run_id} member {dyn.member} (seed {dyn.row['seed']}, {dyn.method}, "
-            f"α = {dyn.row['alpha']:g}) on {cfg.task.name}, N = {cfg.model.hidden}")
+            f"α = {dyn.row['alpha']:g}) on {cfg.task.kind}, N = {cfg.model.hidden}")
 
 
 def _print_points(summary: dict) -> None:

@@ -48,7 +48,7 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any], default
     validated once. A flag given for a variant that ignores it is refused."""
     from pydantic import ValidationError
 
-    from ..experiments import FLOSS_STEP_FIELDS, TrainConfig, inapplicable, is_read
+    from ..experiments import FLOSS_STEP_FIELDS, TrainConfig, inapplicable, is_read, read_stored_spellings
 
     data: dict[str, Any] = {}
     if config_file is not None:
@@ -58,6 +58,10 @@ def build_config(config_file: Optional[Path], overrides: dict[str, Any], default
             data = tomllib.loads(config_file.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             fail(f"--config: {config_file} is not valid TOML ({e})")
+    try:  # a flag overrides the file's field in either spelling ([task] name = ... too)
+        data = read_stored_spellings(data)
+    except ValueError as e:
+        fail(str(e))
     given = {k: v for k, v in overrides.items() if v is not None}
     for dotted, value in given.items():
         _set(data, dotted, value)
@@ -95,7 +99,7 @@ def common_overrides(task, delay, shift, rule, seeds, seed, epochs, lr, batch, h
     return {
         "model.kind": model, "model.excitatory": dale, "rule.feedback": feedback, "rule.online": online, "rule.online_lr": online_lr,
         "rule.truncation": truncation, "rule.log_alignment": log_alignment,
-        "task.name": task, "task.delay": delay, "task.shift": shift, "rule.kind": rule,
+        "task.kind": task, "task.delay": delay, "task.shift": shift, "rule.kind": rule,
         "seeds": seeds, "seed": seed, "epochs": epochs, "optim.lr": floats(lr, "lr"), "batch": batch,
         "model.hidden": hidden, "model.gain": gain, "out": out, "data": data,
         "rule.checkpoint": checkpoint, "threshold": threshold, "model.noise_std": noise,

@@ -9,14 +9,14 @@ from typing import Any
 
 import typer
 
-from ..experiments import APPLIES, FORCINGS, MODELS, RULES, TrainConfig
+from ..experiments import APPLIES, FORCINGS, MODELS, RULES, TrainConfig, read_stored_spellings
 
 DEFAULT_OUT = "errorforcing-runs"
 
 TASK, MODEL, FORCING, RULE = "Task", "Model", "Forcing", "Learning rule"
 SCHEDULE, DYNAMICS, OUTPUT = "Schedule", "Dynamics", "Input and output"
 
-_TRAIN_DEFAULTS = TrainConfig().model_dump()
+_TRAIN_DEFAULTS = read_stored_spellings(TrainConfig().model_dump())  # the record, in the fields' spelling
 
 
 def _kinds(section: str, field: str, sep: str = "/") -> str:
@@ -55,7 +55,7 @@ def option(field: str | None, decl: str, help: str, panel: str, *, shown: str | 
 
 
 # Task
-TaskOpt = option("task.name", "--task", "task name (see `errorforcing tasks`)", TASK)
+TaskOpt = option("task.kind", "--task", "task name (see `errorforcing tasks`)", TASK)
 DelayOpt = option("task.delay", "--delay", "delay in steps (delayed-xor, evidence-integration)", TASK)
 ShiftOpt = option("task.shift", "--shift", "period shift (sine)", TASK)
 

@@ -23,7 +23,7 @@ def _task_rows() -> list[dict]:
     for name, entry in TASKS.items():
         row = {"name": name, "summary": entry.summary, "source": entry.source}
         try:
-            t = entry.build(TaskConfig(name=name))
+            t = entry.build(TaskConfig(kind=name))
             row |= {"n_in": t.n_in, "n_out": t.n_out, "n_steps": t.n_steps}
         except ImportError as e:  # optional dependency (neurogym) missing
             row |= {"n_in": None, "n_out": None, "n_steps": None, "unavailable": str(e).splitlines()[0]}
@@ -74,7 +74,7 @@ def tasks_show(
         fail(f"--out: the figure must be .png or .svg, got {str(out)!r}")
     if out.is_dir():
         fail(f"--out: {str(out)!r} is a directory; name the figure file")
-    cfg = build_config(config, {"task.name": name, "task.delay": delay, "seed": seed})
+    cfg = build_config(config, {"task.kind": name, "task.delay": delay, "seed": seed})
     try:
         task = check_task(cfg)
     except InfeasibleConfig as e:

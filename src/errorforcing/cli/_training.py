@@ -74,7 +74,7 @@ def train(
     result = run_train(cfg, progress=True)
     rows = [r | {"curves": json.loads(r["curves"])} for r in result.rows]
     fig = learning_curves(rows, Path(cfg.out) / f"curves-{result.run_id}.png",
-                          title=f"{cfg.rule.kind}/{cfg.forcing.kind} on {cfg.task.name}")[0]
+                          title=f"{cfg.rule.kind}/{cfg.forcing.kind} on {cfg.task.kind}")[0]
     summary = summarize(result.rows, keys=setting_keys(result.rows))
     if json_out:
         members = [{k: r.get(k) for k in ("member", "seed", "alpha", "lr", "converged", "diverged", "test_loss")}
@@ -150,7 +150,7 @@ def compare(
                     | ({"dynamics": {k: result.dynamics[k] for k in ("input", "table", "figure", "json")}}
                        if dynamics else {})))
     else:
-        print_settings(result.best, f"{cfg.task.name}, delay {cfg.task.delay}: best α per method → {cfg.out}",
+        print_settings(result.best, f"{cfg.task.kind}, delay {cfg.task.delay}: best α per method → {cfg.out}",
                        label=True)
         print(f"figure: {result.figure}")
         print_verdicts(result.verdicts)

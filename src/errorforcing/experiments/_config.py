@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_serializer, model_validator
 
 from ._registry import (  # noqa: F401  (the variant configs, beside their registry entries)
     BPTTConfig, EPropConfig, ErrorForcingConfig, FeedbackForcingConfig, GRUConfig, KalmanForcingConfig, KFRTRLConfig,
@@ -17,7 +17,8 @@ from ._registry import (  # noqa: F401  (the variant configs, beside their regis
     TeacherForcingConfig, UOROConfig, WilliamsZipserConfig, WilliamsZipserForcingConfig, forcing_kinds)
 from ._variants import (SECTIONS, CustomForcingConfig, CustomModelConfig, CustomRuleConfig, FloatGrid,  # noqa: F401
                         ForcingConfig, ModelConfig, RuleConfig, Strict as _Strict, config_class, default_kind,
-                        kinds_reading, not_read, registry, unknown_kind)
+                        from_stored, kinds_reading, not_read, read_stored_spellings, registry, to_stored,
+                        unknown_kind)
 
 MAX_SEED = 2**32 - 1  # JAX keys are seeded from 32-bit words; the store keeps seeds as INTEGER
 ALPHA_GRID = (0.0, 0.01, 0.05, 0.1, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -72,9 +73,9 @@ def inapplicable(section: str, model: BaseModel, field: str) -> str | None:
     if section in SECTIONS:
         return None if _reads(section, model.kind, field) else not_read(section, model.kind, field)
     kinds = _TASK_APPLIES.get(field) if section == "task" else None
-    if kinds is None or model.name in kinds:
+    if kinds is None or model.kind in kinds:
         return None
-    return f"task.{field} applies only to task.name {' or '.join(map(repr, kinds))}; {model.name!r} ignores it"
+    return f"task.{field} applies only to task.kind {' or '.join(map(repr, kinds))}; {model.kind!r} ignores it"
 
 
 def is_read(data: dict, dotted: str) -> bool:
@@ -90,7 +91,12 @@ def is_read(data: dict, dotted: str) -> bool:
     if section == "floss" and field in FLOSS_STEP_FIELDS:
         return bool(part.get("pre", 0) or part.get("every", 0))
     kinds = _TASK_APPLIES.get(field) if section == "task" else None
-    return kinds is None or part.get("name", TaskConfig.model_fields["name"].default) in kinds
+    return kinds is None or task_kind(part) in kinds
+
+
+def task_kind(task: dict) -> Any:
+    """The task a `[task]` table given as input names, in either spelling (default: the default task)."""
+    return task.get("kind", task.get("name", TaskConfig.model_fields["kind"].default))
 
 
 def _refuse_ignored_task(model: "TaskConfig") -> None:
@@ -102,18 +108,31 @@ def _refuse_ignored_task(model: "TaskConfig") -> None:
 
 
 class TaskConfig(_Strict):
-    """Which task. `delay` applies to delayed-xor and evidence-integration, `shift` to sine;
-    `options` passes further keyword arguments to the task class."""
+    """Which task (`kind`, also given as `name`: the record keeps that spelling). `delay`
+    applies to delayed-xor and evidence-integration, `shift` to sine; `options` passes further
+    keyword arguments to the task class."""
 
-    name: str = "delayed-xor"
+    kind: str = "delayed-xor"
     delay: int = Field(100, ge=0)
     shift: float = 0.0
     options: dict = Field(default_factory=dict)
 
-    @field_validator("name")
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_spelling(cls, data: Any) -> Any:
+        return from_stored("task", data)
+
+    @field_validator("kind")
     @classmethod
     def _known_task(cls, v):
         return _registered("task", "TASKS", v)
+
+    @model_serializer(mode="wrap")
+    def _record(self, handler, info) -> dict[str, Any]:
+        own = handler(self)
+        if info.exclude_unset or info.exclude_defaults or (info.context or {}).get("own_fields"):
+            return own
+        return to_stored("task", own)
 
     @model_validator(mode="after")
     def _no_ignored_fields(self):
@@ -265,9 +284,9 @@ class TrainConfig(_Strict):
         from ..tasks import AbstractContinualTask
         from ._registry import TASKS
 
-        if not isinstance(TASKS[self.task.name].build(self.task), AbstractContinualTask):
-            raise ValueError(f"task.name: continual learning needs a stream task (Williams–Zipser family), "
-                             f"got {self.task.name!r}")
+        if not isinstance(TASKS[self.task.kind].build(self.task), AbstractContinualTask):
+            raise ValueError(f"task.kind: continual learning needs a stream task (Williams–Zipser family), "
+                             f"got {self.task.kind!r}")
         return self
 
     @model_validator(mode="after")

@@ -141,12 +141,12 @@ def check_compatible(config: TrainConfig) -> None:
     units = c.forcing.own("units")
     if units is not None:  # partial forcing of the 4-unit copy: at most its units
         small = small.model_copy(update={"forcing": c.forcing.model_copy(update={"units": min(units, 4)})})
-    _probe(small.model.kind, small.forcing.kind, small.rule.kind, small.task.name,
+    _probe(small.model.kind, small.forcing.kind, small.rule.kind, small.task.kind,
            small.model_dump_json(include={"model", "forcing", "rule", "task"}))
 
 
 @functools.lru_cache(maxsize=256)
-def _probe(model: str, forcing: str, rule: str, task_name: str, parts_json: str) -> None:
+def _probe(model: str, forcing: str, rule: str, task_kind: str, parts_json: str) -> None:
     from ..tasks import sample_batch
 
     parts = TrainConfig.model_validate_json(parts_json)
@@ -166,12 +166,12 @@ def _probe(model: str, forcing: str, rule: str, task_name: str, parts_json: str)
 def check_task(config: TrainConfig):
     """The task builds from its options (an unknown option is a one-line error, not a TypeError)."""
     try:
-        return TASKS[config.task.name].build(config.task)
+        return TASKS[config.task.kind].build(config.task)
     except ImportError as e:
-        raise InfeasibleConfig(f"task.name: {config.task.name!r} needs an optional dependency ({e})") from None
+        raise InfeasibleConfig(f"task.kind: {config.task.kind!r} needs an optional dependency ({e})") from None
     except (TypeError, ValueError) as e:
         field = "task.options" if config.task.options else "task"
-        raise InfeasibleConfig(f"{field}: cannot build task {config.task.name!r}: {str(e).strip().splitlines()[0]}"
+        raise InfeasibleConfig(f"{field}: cannot build task {config.task.kind!r}: {str(e).strip().splitlines()[0]}"
                                ) from None
 
 

@@ -6,7 +6,7 @@ field, expanded into ensemble jobs.
     seeds = 20                   # optional; the same as base.seeds
     [base]                       # any TrainConfig fields
     epochs = 200
-    task.name = "delayed-xor"
+    task.kind = "delayed-xor"
     [grid]                       # every combination
     "task.delay" = [50, 100, 200]
     "forcing.alpha" = [0.1, 0.5, 1.0]
@@ -36,13 +36,13 @@ from pydantic import BaseModel, ValidationError
 
 from ._config import SECTIONS, TrainConfig, config_class, is_read, registry
 from ._registry import FORCINGS, MODELS, RULES, TASKS
-from ._variants import Variant
+from ._variants import Variant, field_key, stored_key
 
 SPEC_KEYS = ("name", "note", "seeds", "base", "grid", "zip")
 # Fields that may differ between members of one compiled ensemble.
 VMAPPABLE = ("seed", "seeds", "forcing.alpha", "optim.lr")
 # Fields naming registry entries, so a reproduction can skip names not registered yet.
-REGISTRY_FIELDS = {"task.name": TASKS, "model.kind": MODELS, "forcing.kind": FORCINGS, "rule.kind": RULES}
+REGISTRY_FIELDS = {"task.kind": TASKS, "model.kind": MODELS, "forcing.kind": FORCINGS, "rule.kind": RULES}
 
 
 class SpecError(ValueError):
@@ -136,10 +136,10 @@ def parse_spec(text: str, *, default_name: str = "sweep") -> SweepSpec:
         if len(set(lengths.values())) > 1:
             raise SpecError(where, "lists differ in length (" + ", ".join(f"{k}: {n}" for k, n in lengths.items()) + ")")
         zips.append(z)
-    seen = list(grid) + [k for z in zips for k in z]
+    seen = [field_key(k) for k in [*grid, *(k for z in zips for k in z)]]
     dup = next((k for k in seen if seen.count(k) > 1), None)
     if dup:
-        raise SpecError(dup, "varied in more than one place (grid and zip)")
+        raise SpecError(dup, "varied in more than one place (grid and zip, or in both its spellings)")
     seeds = data.get("seeds")
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise SpecError("seeds", f"expected a positive integer, got {seeds!r}")
@@ -151,6 +151,10 @@ def parse_spec(text: str, *, default_name: str = "sweep") -> SweepSpec:
         raise SpecError("note", "expected a string")
     for dotted in _flatten(base):
         check_field(dotted, where="base")
+    spelled = [field_key(k) for k in _flatten(base)]
+    both = next((k for k in spelled if spelled.count(k) > 1), None)
+    if both:
+        raise SpecError(f"base.{both}", f"given in both its spellings ({stored_key(both)} is the old one)")
     return SweepSpec(name, base, grid, tuple(zips), seeds, note, text)
 
 
@@ -226,7 +230,7 @@ def check_field(dotted: str, *, where: str) -> None:
     """Raise SpecError naming `where.dotted` unless `dotted` is a TrainConfig field (or a key
     below a free-form `options` field)."""
     try:
-        _field_annotation(dotted)
+        _field_annotation(field_key(dotted))
     except SpecError as e:
         raise SpecError(f"{where}.{dotted}", str(e).split(": ", 1)[1]) from None
 
@@ -255,9 +259,10 @@ def _nested(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def point_config(spec: SweepSpec, point: dict[str, Any]) -> TrainConfig:
-    flat = copy.deepcopy(_flatten(spec.base) | ({"seeds": spec.seeds} if spec.seeds is not None else {}) | point)
+    given = _flatten(spec.base) | ({"seeds": spec.seeds} if spec.seeds is not None else {}) | point
+    flat = copy.deepcopy({field_key(k): v for k, v in given.items()})  # an axis overrides base in either spelling
     whole = _nested(flat)
-    for dotted in point:  # a grid axis does not apply to the variants that ignore it (α without forcing)
+    for dotted in map(field_key, point):  # a grid axis does not apply to the variants that ignore it (α without forcing)
         if not is_read(whole, dotted):
             del flat[dotted]
     try:
@@ -279,7 +284,7 @@ def _unregistered(spec: SweepSpec, point: dict[str, Any]) -> list[tuple[str, Any
     missing = []
     for dotted, registry in REGISTRY_FIELDS.items():
         section, field = dotted.split(".")
-        value = flat.get(dotted, getattr(getattr(defaults, section), field))
+        value = flat.get(dotted, flat.get(stored_key(dotted), getattr(getattr(defaults, section), field)))
         if value not in registry:
             missing.append((dotted, value))
     return missing
@@ -385,7 +390,7 @@ def _label(spec: SweepSpec, cfg: TrainConfig) -> str:
     # from the stored record (the store keeps the labels): a field the job's variant does not
     # declare reads as the record holds it (rule.truncation=50 for bptt)
     record = cfg.model_dump()
-    return " ".join(f"{k}={_get(record, k)}" for k in spec.varied) or spec.name
+    return " ".join(f"{k}={_get(record, stored_key(field_key(k)))}" for k in spec.varied) or spec.name
 
 
 def _cost(cfg: TrainConfig) -> float:
@@ -395,7 +400,7 @@ def _cost(cfg: TrainConfig) -> float:
         task = build_task(cfg)
     except Exception as e:
         field = "task.options" if cfg.task.options else "task"
-        raise SpecError(field, f"cannot build task {cfg.task.name!r}: {e}") from None
+        raise SpecError(field, f"cannot build task {cfg.task.kind!r}: {e}") from None
     schedule = build_schedule(cfg, task)
     trials = schedule.n_train + schedule.n_val
     return float(cfg.n_members * cfg.epochs * trials * task.n_steps * cfg.model.hidden ** 2)

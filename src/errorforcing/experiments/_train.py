@@ -39,7 +39,7 @@ class TrainResult:
 
 
 def build_task(config: TrainConfig):
-    return TASKS[config.task.name].build(config.task)
+    return TASKS[config.task.kind].build(config.task)
 
 
 def build_schedule(config: TrainConfig, task) -> Schedule:
@@ -103,7 +103,7 @@ def member_rows(config: TrainConfig, result: EnsembleResult, run_id: str) -> lis
         val = result.val_curves[i, :n]
         acc = result.val_accuracy[i, :n]
         rows.append(dict(
-            run_id=run_id, member=i, seed=m.seed, task=config.task.name, rule=config.rule.kind,
+            run_id=run_id, member=i, seed=m.seed, task=config.task.kind, rule=config.rule.kind,
             forcing=config.forcing.kind, alpha=float(m.alpha), lr=float(m.lr),
             converged=int(tr.converged[i]),
             converged_epoch=int(tr.converged_epoch[i]) if tr.converged[i] else None,
@@ -213,7 +213,7 @@ class _progress:
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
                             console=Console(stderr=True), transient=False)
-        label = f"{c.rule.kind}/{c.forcing.kind} {c.task.name}"
+        label = f"{c.rule.kind}/{c.forcing.kind} {c.task.kind}"
         self.bar.start()
         total = c.steps // c.val_every if c.continual else c.epochs  # continual: validation checks
         self.task = self.bar.add_task(label, total=total, status="compiling…")

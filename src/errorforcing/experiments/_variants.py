@@ -38,6 +38,48 @@ RECORD_LAYOUT: dict[str, tuple[str, ...]] = {
 }
 # Layout fields no built-in variant reads any more (stored at this value, refused otherwise).
 RETIRED: dict[str, dict[str, Any]] = {"rule": {"options": {}}}
+# Fields a record stores under an earlier spelling (section → field → its stored key, still
+# accepted on input): frozen, job ids hash it.
+STORED_AS: dict[str, dict[str, str]] = {"task": {"kind": "name"}}
+
+
+def stored_key(dotted: str) -> str:
+    """Where a record keeps field `dotted` (`task.kind` → `task.name`)."""
+    section, _, field = dotted.partition(".")
+    return f"{section}.{STORED_AS[section][field]}" if field in STORED_AS.get(section, {}) else dotted
+
+
+def field_key(dotted: str) -> str:
+    """The field a dotted key names, in either spelling (`task.name` → `task.kind`)."""
+    section, _, key = dotted.partition(".")
+    field = next((f for f, old in STORED_AS.get(section, {}).items() if old == key), key)
+    return f"{section}.{field}" if field != key else dotted
+
+
+def from_stored(section: str, data: Any) -> Any:
+    """A section's input with its stored spellings read as the fields; both spellings of one
+    field is an error naming it."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for field, old in STORED_AS.get(section, {}).items():
+        if old in data:
+            if field in data:
+                raise ValueError(f"{section}.{field}: give {section}.{field} or its old spelling {section}.{old}, "
+                                 f"not both")
+            data[field] = data.pop(old)
+    return data
+
+
+def read_stored_spellings(config: dict[str, Any]) -> dict[str, Any]:
+    """A whole config's input (nested tables) with each section's stored spellings read as its fields."""
+    return config | {s: from_stored(s, config[s]) for s in STORED_AS if isinstance(config.get(s), dict)}
+
+
+def to_stored(section: str, dumped: dict[str, Any]) -> dict[str, Any]:
+    """A section's dump with its fields under their stored keys, in the same order."""
+    renamed = STORED_AS.get(section, {})
+    return {renamed.get(k, k): v for k, v in dumped.items()}
 
 
 def _one_element_list(value: Any) -> Any:

@@ -18,11 +18,11 @@ def compare_figures(result: CompareResult, config: TrainConfig) -> Path:
     curves = {b["label"]: [r for run in result.runs for r in _parsed(run.rows)
                            if r["forcing"] == b["forcing"] and r["alpha"] == b["alpha"]] for b in result.best}
     task = build_task(config)
-    title = f"{config.task.name} (T = {task.n_steps}), {config.seeds} seeds, {config.epochs} epochs"
+    title = f"{config.task.kind} (T = {task.n_steps}), {config.seeds} seeds, {config.epochs} epochs"
     result.figure = compare_figure(result.best, curves, out / "compare.png", title=title,
                                    threshold=config.threshold or type(task).threshold)[0]
     if result.dynamics is not None:
-        title = (f"{config.task.name}, delay {config.task.delay}: fixed points under the delay input, "
+        title = (f"{config.task.kind}, delay {config.task.delay}: fixed points under the delay input, "
                  f"every member of each method's best α")
         result.dynamics["figure"] = str(dynamics_comparison_figure(
             result.dynamics["summaries"], out / "compare-dynamics.png", title=title,

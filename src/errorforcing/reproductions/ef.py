@@ -39,9 +39,9 @@ def fig2(quick: bool):
     if quick:
         base = PROTOCOL | {"epochs": 100, "seed": QUICK_SEED0}
         note = quick_note("delayed XOR only, delay 400, seeds 200–207, α = 0.1, 100 epochs, GRU/LSTM 4 seeds")
-        return [spec("ef-fig2", base=base, seeds=8, note=note, grid={"task.name": ["delayed-xor"], "task.delay": [400]},
+        return [spec("ef-fig2", base=base, seeds=8, note=note, grid={"task.kind": ["delayed-xor"], "task.delay": [400]},
                      zips=[_methods([QUICK_ALPHA], seeds=(8, 4))])]
-    return [spec("ef-fig2", base=PROTOCOL, seeds=20, grid={"task.name": ["delayed-xor", "evidence-integration"],
+    return [spec("ef-fig2", base=PROTOCOL, seeds=20, grid={"task.kind": ["delayed-xor", "evidence-integration"],
                                                             "task.delay": DELAYS}, zips=[_methods(list(ALPHA_GRID))])]
 
 
@@ -62,7 +62,7 @@ def fig3(quick: bool):
         base, seeds, alphas, delays, note = PROTOCOL, 20, [a for a in ALPHA_GRID if a > 0], DELAYS, ""
         arm_seeds = None
     # RFLO's own learning signal comes through fixed random feedback (Murray 2019)
-    base = base | {"task": {"name": "delayed-xor"}, "rule": {"kind": "rflo", "feedback": "random"}}
+    base = base | {"task": {"kind": "delayed-xor"}, "rule": {"kind": "rflo", "feedback": "random"}}
     arms = {"forcing.kind": ["none", "ef", "feedback", "feedback"],
             "forcing.alpha": [[0.0], alphas, alphas, alphas],
             "forcing.learn_feedback": [False, False, False, True],

@@ -7,7 +7,7 @@ from ._claims import AllOf, Arm, LowerValue
 from ._spec import quick_note, spec
 
 PAPER = "Liu et al., initial connectivity and biologically plausible learning"
-BASE = {"task": {"name": "romo"}, "model": {"hidden": 64, "readout": "rate"}, "forcing": {"kind": "none"},
+BASE = {"task": {"kind": "romo"}, "model": {"hidden": 64, "readout": "rate"}, "forcing": {"kind": "none"},
         "batch": 32, "train_trials": 320, "val_trials": 64, "epochs": 300,
         "optim": {"name": "adam", "lr": [1e-4, 3e-4, 1e-3, 3e-3]}, "analysis": {"lyapunov": True}}
 

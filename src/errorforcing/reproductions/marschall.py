@@ -68,7 +68,7 @@ class Setting:
     note: str = ""
 
     def base(self) -> dict[str, Any]:
-        return {"task": {"name": "delayed-xor", "delay": self.delay, "options": {"pulse": self.pulse}},
+        return {"task": {"kind": "delayed-xor", "delay": self.delay, "options": {"pulse": self.pulse}},
                 "model": {"hidden": self.hidden}, "batch": self.batch, "train_trials": self.train_trials,
                 "val_trials": self.val_trials, "epochs": self.epochs, "seed": self.seed,
                 "optim": {"name": "adam", "lr": [self.lr]}, "rule": {"log_alignment": True}}

@@ -18,7 +18,7 @@ def oscillators(quick: bool, *, wide: bool = False):
     # (plain SGD, η = ONLINE_LR), checked every 500 steps on a fresh unforced stream from rest,
     # judged up to phase after one cycle (the task's default `phase_free`, `Oscillation`).
     base = {"model": {"kind": "williams-zipser"}, "rule": {"kind": "rtrl", "online": True, "online_lr": ONLINE_LR},
-            "task": {"name": "oscillation"}, "continual": True, "steps": 100_000, "val_every": 500}
+            "task": {"kind": "oscillation"}, "continual": True, "steps": 100_000, "val_every": 500}
     seeds, note = 10, ""
     if quick:
         base, seeds = base | {"steps": 20_000}, 6
