@@ -80,7 +80,7 @@ def test_compare_writes_three_methods_and_a_figure(tmp_path):
 
 
 @pytest.mark.parametrize("args, field", [
-    (["train", "--task", "nope"], "task.name"),
+    (["train", "--task", "nope"], "task.kind"),
     (["train", "--forcing", "tf", "--alpha", "1.5"], "forcing.alpha"),
     (["train", "--delay", "-3"], "task.delay"),
     (["train", "--seeds", "0"], "seeds"),

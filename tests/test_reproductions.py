@@ -35,11 +35,11 @@ def test_ef_fig2_quick_fixes_alpha_on_other_seeds_and_full_is_the_authors_sweep(
     quick = {(j.config.model.kind, j.config.forcing.kind): j.config for j in _jobs("ef-fig2")}
     assert set(quick) == {("leaky", "none"), ("leaky", "tf"), ("leaky", "ef"), ("gru", "none"), ("lstm", "none")}
     for (kind, forcing), c in quick.items():
-        assert (c.task.name, c.task.delay, c.epochs, c.seed) == ("delayed-xor", 400, 100, 200)
+        assert (c.task.kind, c.task.delay, c.epochs, c.seed) == ("delayed-xor", 400, 100, 200)
         assert c.seeds == (8 if kind == "leaky" else 4)
         assert c.forcing.alpha == ([0.1] if forcing != "none" else [0.0])
     full = _jobs("ef-fig2", quick=False)
-    assert {(j.config.task.name, j.config.task.delay) for j in full} == {
+    assert {(j.config.task.kind, j.config.task.delay) for j in full} == {
         (t, d) for t in ("delayed-xor", "evidence-integration") for d in (50, 100, 200, 400, 1000)}
     assert {j.config.model.kind for j in full} == {"leaky", "gru", "lstm"}
     assert all(j.config.epochs == 200 and j.config.seeds == 20 and j.config.seed == 0 for j in full)

@@ -360,7 +360,7 @@ def test_online_options_that_cannot_apply_are_refused(capsys, tmp_path):
              ("--rule", "eprop", "--online", "--online-lr", "0.1", "--lr", "1e-3"): "optim",
              ("--rule", "eprop", "--online", "--online-lr", "0.1", "--clip", "1"): "optim",
              ("--continual", "--rule", "rtrl", "--online", "--online-lr", "0.1", "--steps", "100",
-              "--val-every", "10"): "task.name",
+              "--val-every", "10"): "task.kind",
              ("--continual", "--task", "pipelined-xor", "--rule", "rtrl", "--steps", "100",
               "--val-every", "10"): "continual",
              ("--continual", "--task", "pipelined-xor", "--rule", "rtrl", "--online", "--online-lr", "0.1",

@@ -119,7 +119,7 @@ def test_reproductions_expand(name, quick):
     ('[grid]\n"forcing.alpha" = [0.5, 2.0]\n', "forcing.alpha"),
     ('[zip]\n"task.delay" = [1, 2]\n"model.gain" = [1.0]\n', "zip"),
     ('[base]\nepoch = 3\n', "base.epoch"),
-    ('[base]\ntask.name = "nope"\n', "task.name"),
+    ('[base]\ntask.kind = "nope"\n', "task.kind"),
     ('seeds = 0\n', "seeds"),
     ('grids = 1\n', "grids"),
     ('[grid]\n"task" = [1]\n', "grid.task"),

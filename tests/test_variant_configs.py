@@ -344,3 +344,73 @@ def test_the_example_sweeps_job_ids_are_those_of_before():
     spec = load_spec(Path(__file__).parents[1] / "examples" / "sweep.toml")
     assert [j.job_id for j in expand(spec).jobs] == ["jb5cf2a7b9f611f9a", "j7fe4b3e54758ff5c", "ja7b8ea8d34a68518",
                                                      "j62f6ab7c8640ea71", "j651e16bb8b3f8c74", "jded5f4747e531e84"]
+
+
+def _respelled(data: dict) -> dict:
+    """`data` with the task given as `task.kind` instead of its old spelling `task.name`."""
+    task = dict(data["task"])
+    return data | {"task": {"kind": task.pop("name"), **task}}
+
+
+@pytest.mark.parametrize("data, record, job", [(d, r, j) for d, r, j, _ in BEFORE if "name" in d.get("task", {})],
+                         ids=lambda v: v["task"]["name"] if isinstance(v, dict) else "")
+def test_task_kind_and_its_old_spelling_give_the_record_and_job_id_of_before(data, record, job):
+    cfg = TrainConfig.model_validate(_respelled(data))
+    assert cfg == TrainConfig.model_validate(data)
+    stored = json.loads(config_record(cfg))["config"]
+    assert hashlib.sha256(json.dumps(stored).encode()).hexdigest()[:16] == record
+    assert job_id(cfg) == job
+    assert list(stored["task"])[0] == "name" and "kind" not in stored["task"]  # the record keeps its key
+    assert TrainConfig.model_validate(stored) == cfg
+
+
+def test_the_task_kind_is_spelled_kind_except_in_the_record(tmp_path):
+    cfg = TrainConfig(task={"kind": "sine", "shift": 0.5})
+    assert cfg.task.kind == "sine" and not hasattr(cfg.task, "name")
+    assert "[task]\nkind = \"sine\"" in cfg.to_toml()  # what a user reads back writes the new spelling
+    (tmp_path / "c.toml").write_text(cfg.to_toml())
+    assert TrainConfig.from_toml(tmp_path / "c.toml") == cfg
+    with pytest.raises(ValidationError, match=r"unknown task 'nope'; choose one of: .*delayed-xor") as e:
+        TrainConfig(task={"kind": "nope"})
+    assert e.value.errors()[0]["loc"] == ("task", "kind")
+    with pytest.raises(ValidationError, match="task.delay applies only to task.kind 'delayed-xor' or "
+                                              "'evidence-integration'; 'sine' ignores it"):
+        TrainConfig(task={"kind": "sine", "delay": 5})
+
+
+def test_both_spellings_of_the_task_kind_is_an_error_naming_the_field(tmp_path):
+    from errorforcing.cli._config import build_config
+    from errorforcing.cli._errors import BadInput
+    from errorforcing.experiments._sweep import SpecError
+
+    both = "task.kind: give task.kind or its old spelling task.name, not both"
+    with pytest.raises(ValidationError, match=both):
+        TrainConfig(task={"kind": "sine", "name": "sine"})
+    with pytest.raises(SpecError, match="given in both its spellings") as e:
+        parse_spec('[base]\ntask.kind = "sine"\ntask.name = "sine"\n')
+    assert e.value.field == "base.task.kind"
+    with pytest.raises(SpecError, match="varied in more than one place") as e:
+        parse_spec('[grid]\n"task.kind" = ["sine"]\n[zip]\n"task.name" = ["sine"]\n')
+    assert e.value.field == "task.kind"
+    (tmp_path / "both.toml").write_text('[task]\nkind = "sine"\nname = "sine"\n')
+    with pytest.raises(BadInput, match=both):
+        build_config(tmp_path / "both.toml", {})
+    # an old --config file's [task] name = ... is overridden by --task, not given twice
+    (tmp_path / "old.toml").write_text('[task]\nname = "sine"\n')
+    assert build_config(tmp_path / "old.toml", {"task.kind": "evidence-integration"}).task.kind == "evidence-integration"
+    assert build_config(tmp_path / "old.toml", {}).task.kind == "sine"
+
+
+def test_task_kind_is_a_sweep_dotted_field_with_the_job_ids_of_task_name():
+    spec = ('[base]\nseeds = 1\nepochs = 1\nmodel.hidden = 4\n[grid]\n'
+            '"task.{}" = ["delayed-xor", "sine", "nope"]\n"task.delay" = [2, 3]\n')
+    new, old = (expand(parse_spec(spec.format(k)), skip_unregistered=True) for k in ("kind", "name"))
+    assert [j.job_id for j in new.jobs] == [j.job_id for j in old.jobs]
+    # sine ignores the delay axis: three jobs, labelled from the record in the spec's spelling
+    assert [j.label for j in new.jobs] == ["task.kind=delayed-xor task.delay=2", "task.kind=delayed-xor task.delay=3",
+                                           "task.kind=sine task.delay=100"]
+    assert [j.label.replace("name", "kind") for j in old.jobs] == [j.label for j in new.jobs]
+    assert new.skipped == old.skipped == ["skipped 2 point(s) of sweep 'sweep': task.kind = 'nope' is not registered yet"]
+    # an axis overrides the base in either spelling
+    override = parse_spec('[base]\ntask.name = "sine"\nepochs = 1\n[grid]\n"task.kind" = ["delayed-xor"]\n')
+    assert [j.config.task.kind for j in expand(override).jobs] == ["delayed-xor"]
