@@ -324,3 +324,111 @@ def test_reproduce_kaleb_sine_shift_refuses_options_that_do_not_apply(tmp_path, 
     for field in ("rotation", "heatmap_rotations", "diagnostic_trials"):
         with pytest.raises(TypeError):
             SineShiftConfig(**{field: 1})
+
+
+# ----- pre-training and adaptation as programs -----
+def _reference_pretrain(cell, control, config, task, key):
+    """Kaleb et al.'s pre-training written out: per iteration a batch of pushed random reaches
+    (the keys as `pretrain` splits them), the closed loop by hand (h_t = (1 - a) h_{t-1}
+    + a (W_rec φ(h_{t-1}) + W_in x_t + b) + a c_t W_fb u_{t-1}, y_t = W_out φ(h_t) + b_out,
+    u_t = u_{t-1} + dt (y*_t - y_t) m_t, c_t = max_k m_tk), loss mean(u²) + rate_reg mean(h²)
+    differentiated through the loop, every gradient scaled by min(1, c / (‖g‖ + 1e-12)), then
+    Adam (β = 0.9, 0.999, ε = 1e-8) on W_rec, W_in, b, W_out, b_out and W_fb.
+    Returns (params, losses, gradient norms)."""
+    from errorforcing.reproductions.kaleb import push_trials
+    from errorforcing.tasks import sample_batch
+
+    a, dt = cell.leak, config.dt
+    params = {"W_rec": cell.W_rec, "W_in": cell.W_in, "b": cell.b, "W_out": cell.W_out, "b_out": cell.b_out,
+              "W_fb": control.W_fb}
+
+    def loss(p, inputs, targets, mask):
+        def step(carry, xs):
+            h, u = carry
+            x, y_star, m = xs
+            drive = a * jnp.max(m, axis=-1, keepdims=True) * (u @ p["W_fb"].T)
+            h = (1 - a) * h + a * (jax.nn.relu(h) @ p["W_rec"].T + x @ p["W_in"].T + p["b"]) + drive
+            u = u + dt * (y_star - (jax.nn.relu(h) @ p["W_out"].T + p["b_out"])) * m
+            return (h, u), (h, u)
+
+        B = inputs.shape[0]
+        zeros = (jnp.zeros((B, cell.n_rec)), jnp.zeros((B, 2)))
+        _, (h, u) = jax.lax.scan(step, zeros, tuple(jnp.swapaxes(v, 0, 1) for v in (inputs, targets, mask)))
+        return jnp.mean(u**2) + config.rate_reg * jnp.mean(h**2)
+
+    @jax.jit
+    def iteration(params, m, v, i, k):
+        k_data, k_push = jax.random.split(k)
+        trials = push_trials(sample_batch(task, config.pretrain_batch, key=k_data), key=k_push,
+                             probability=config.push_probability)
+        value, g = jax.value_and_grad(loss)(params, trials.inputs, trials.targets, trials.mask)
+        norm = jnp.sqrt(sum(jnp.sum(x**2) for x in g.values()))
+        g = {n: x * jnp.minimum(1.0, config.pretrain_clip / (norm + 1e-12)) for n, x in g.items()}
+        m = {n: 0.9 * m[n] + 0.1 * g[n] for n in g}
+        v = {n: 0.999 * v[n] + 0.001 * g[n] ** 2 for n in g}
+        params = {n: params[n] - config.pretrain_lr * (m[n] / (1 - 0.9**i)) / (jnp.sqrt(v[n] / (1 - 0.999**i)) + 1e-8)
+                  for n in params}
+        return params, m, v, value, norm
+
+    m = jax.tree.map(jnp.zeros_like, params)
+    v = jax.tree.map(jnp.zeros_like, params)
+    losses, norms = [], []
+    for i, k in enumerate(jax.random.split(key, config.pretrain_iterations), start=1):
+        params, m, v, value, norm = iteration(params, m, v, float(i), k)
+        losses.append(float(value))
+        norms.append(float(norm))
+    return params, np.array(losses), np.array(norms)
+
+
+def test_pretrain_is_bptt_through_the_closed_loop_with_clipped_adam_by_hand(getkey):
+    """`pretrain` (the trainer's `make_step`) against the loop written out
+    (`_reference_pretrain`), float64, pushed reaches, the clip binding on some iterations."""
+    from errorforcing.reproductions.kaleb import KalebConfig, make_network, pretrain
+    from errorforcing.tasks import CenterOutReach
+
+    config = KalebConfig(n_rec=5, pretrain_iterations=6, pretrain_batch=3, pretrain_lr=1e-2, pretrain_clip=1.0,
+                         push_probability=0.5)
+    task = CenterOutReach(mode="random", n_steps=40, go=20, ramp=15, target_on=5, dt=config.dt)
+    cell, control = make_network(config, key=getkey())
+    key = getkey()
+    trained, feedback, losses = pretrain(cell, control, config, key=key, task=task, chunk=3)
+    params, expected_losses, norms = _reference_pretrain(cell, control, config, task, key)
+
+    assert np.any(norms > config.pretrain_clip) and np.any(norms < config.pretrain_clip), norms
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-12)
+    for name in ("W_rec", "W_in", "b", "W_out", "b_out"):
+        np.testing.assert_allclose(getattr(trained, name), params[name], rtol=1e-10, atol=1e-13, err_msg=name)
+        assert np.max(np.abs(np.asarray(getattr(trained, name)) - np.asarray(getattr(cell, name)))) > 1e-3, name
+    np.testing.assert_allclose(feedback.W_fb, params["W_fb"], rtol=1e-10, atol=1e-13)
+    assert np.max(np.abs(np.asarray(feedback.W_fb - control.W_fb))) > 1e-3
+    assert feedback.alpha == control.alpha and feedback.dt == control.dt and feedback.rotation == 0.0
+
+
+def test_adapt_compiles_once_per_method_and_shape(getkey, caplog):
+    """`adapt` again with other learning rates or other trials (same method, same shapes) runs the
+    program the first call compiled, with its own arguments: the rates swapped give the lanes
+    swapped, bit for bit; other trials give other numbers."""
+    from errorforcing.reproductions.kaleb import SineShiftConfig, adapt, make_network, sine_adaptation
+    from errorforcing.tasks import sample_batch
+
+    config = SineShiftConfig(n_rec=4, n_steps=12, warmup=2, adapt_trials=2)
+    cell, control = make_network(config, key=getkey(), n_in=1, signal="error")
+    test = sample_batch(SineFrequencyShift(shift=1.0, n_steps=12, warmup=2), 3, key=getkey())
+    adaptation = sine_adaptation(config, test)
+
+    def run(lrs, key):
+        caplog.clear()
+        with jax.log_compiles(), caplog.at_level("WARNING", logger="jax"):
+            cells, _, errors = jax.block_until_ready(adapt(cell, control, "RFLO+c", lrs, config, key=key,
+                                                           adaptation=adaptation))
+        return cells.W_rec, errors, sum("Compiling jit(_adapt_rates)" in r.getMessage() for r in caplog.records)
+
+    key = getkey()
+    W, errors, n_first = run((1e-3, 1e-2), key)
+    W_swapped, errors_swapped, n_swapped = run((1e-2, 1e-3), key)
+    W_other, errors_other, n_other = run((1e-3, 1e-2), getkey())
+    assert (n_first, n_swapped, n_other) == (1, 0, 0)
+    np.testing.assert_array_equal(W_swapped, W[::-1])
+    np.testing.assert_array_equal(errors_swapped, errors[::-1])
+    assert not np.allclose(W[0], W[1]) and not np.allclose(W_other, W)
+    np.testing.assert_array_equal(errors_other[:, 0], errors[:, 0])  # the same network before adaptation

@@ -64,6 +64,9 @@ from ..tasks import AbstractTask, CenterOutReach, SineFrequencyShift, Trials, in
 from ..training import MemberState, make_step, with_clip
 
 METHODS = ("RFLO", "RFLO+c", "BPTT", "BPTT+c")
+# The workflows evaluate the same networks on the same test trials many times: compiled once
+# per network, forcing and trial shape (an eager `simulate` compiles its scan at every call).
+_rollouts = eqx.filter_jit(simulate)
 # Learning during adaptation sees only the velocity error (no rate or readout penalties).
 ADAPT_OBJECTIVE = Objective(rate_reg=0.0, readout_reg=0.0)
 
@@ -124,16 +127,19 @@ def make_network(config: "KalebConfig | SineShiftConfig", *, key, n_in: int = 3,
     ~ U(±1/√N), b = b_out = 0, W_fb ~ U(±1/√2). `signal`: the controller's u_t ("integrated":
     the reach's position error, the reference's `pos_err = True`; "error": the direct output
     error, `pos_err = False`, its sine task)."""
+    return _network(key, config.n_rec, n_in, config.tau, config.dt, config.delay, signal)
+
+
+@eqx.filter_jit  # one program instead of a dozen eager random draws, each compiled on its own
+def _network(key, N: int, n_in: int, tau: float, dt: float, delay: int, signal: str) -> tuple[LeakyRNN, FeedbackControl]:
     k_cell, k_rec, k_in, k_out, k_fb = jax.random.split(key, 5)
-    N = config.n_rec
-    cell = LeakyRNN(n_in, N, 2, key=k_cell, tau=config.tau, dt=config.dt, activation="relu", readout="rate",
+    cell = LeakyRNN(n_in, N, 2, key=k_cell, tau=tau, dt=dt, activation="relu", readout="rate",
                     trainable=("W_rec", "W_in", "b", "W_out", "b_out"))
     s = 1.0 / N**0.5
     uniform = lambda k, shape: jax.random.uniform(k, shape, cell.W_rec.dtype, -s, s)
     cell = eqx.tree_at(lambda c: (c.W_rec, c.W_in, c.W_out), cell,
                        (uniform(k_rec, (N, N)), uniform(k_in, (N, n_in)), uniform(k_out, (2, N))))
-    control = FeedbackControl.random(cell, 2, key=k_fb, delay=config.delay, dt=config.dt, signal=signal,
-                                     stop_gradient=False)
+    control = FeedbackControl.random(cell, 2, key=k_fb, delay=delay, dt=dt, signal=signal, stop_gradient=False)
     return cell, control
 
 
@@ -361,7 +367,7 @@ def reach_errors(cell: LeakyRNN, test: Trials, rotation: float, dt: float,
     """(velocity MSE, position MSE) over the test reaches, control off unless a forcing is
     given: mean (y - y*)² (this library's loss) and mean (p* - p)² of the cursor (the
     reference code's loss)."""
-    _, outputs = simulate(cell, test, forcing or NoForcing())
+    _, outputs = _rollouts(cell, test, forcing or NoForcing())
     targets = test.targets.astype(outputs.dtype)
     velocity = masked_mse(outputs, targets, test.mask)
     position = jnp.mean(position_error(outputs, test._replace(targets=targets), rotation, dt) ** 2)
@@ -447,7 +453,7 @@ def _stopped(control: FeedbackControl) -> FeedbackControl:
 
 def per_target_position_mse(cell: LeakyRNN, test: Trials, rotation: float, dt: float) -> np.ndarray:
     """Position MSE of each of the test reaches [8], control off."""
-    _, outputs = simulate(cell, test, NoForcing())
+    _, outputs = _rollouts(cell, test, NoForcing())
     targets = test.targets.astype(outputs.dtype)
     error = position_error(outputs, test._replace(targets=targets), rotation, dt)
     return np.asarray(jnp.mean(error**2, axis=(1, 2)), np.float64)
@@ -456,7 +462,7 @@ def per_target_position_mse(cell: LeakyRNN, test: Trials, rotation: float, dt: f
 def cursor_paths(cell: LeakyRNN, test: Trials, rotation: float, dt: float,
                  forcing: AbstractForcing | None = None) -> np.ndarray:
     """Cursor positions [8, T, 2] from the start: ∫ R(θ) y dt."""
-    _, outputs = simulate(cell, test, forcing or NoForcing())
+    _, outputs = _rollouts(cell, test, forcing or NoForcing())
     return np.asarray(integrate_velocity(rotate(outputs, rotation), dt, test.info["start"]))
 
 
@@ -739,7 +745,7 @@ def output_error(outputs: Float[Array, "*B T K"], trials: Trials) -> Float[Array
 
 def per_trial_output_mse(cell: LeakyRNN, test: Trials, forcing: AbstractForcing | None = None) -> jax.Array:
     """mean_{t,k} (y* - y)² of each test trial [B], control off unless a forcing is given."""
-    _, outputs = simulate(cell, test, forcing or NoForcing())
+    _, outputs = _rollouts(cell, test, forcing or NoForcing())
     return jnp.mean(output_error(outputs, test._replace(targets=test.targets.astype(outputs.dtype))) ** 2,
                     axis=(1, 2))
 
@@ -799,8 +805,8 @@ def reproduce_kaleb_sine_shift(*, quick: bool, out: Path, progress: bool = True,
 
     adaptation = sine_adaptation(config, test)
     results, curves = {}, {}
-    examples = {"target": np.asarray(test.targets[0]), "before": np.asarray(simulate(cell, test, NoForcing())[1][0]),
-                "before, control on": np.asarray(simulate(cell, test, control)[1][0])}
+    examples = {"target": np.asarray(test.targets[0]), "before": np.asarray(_rollouts(cell, test, NoForcing())[1][0]),
+                "before, control on": np.asarray(_rollouts(cell, test, control)[1][0])}
     for method in METHODS:
         t1 = time.perf_counter()
         lrs = tuple(config.lr_grid[method])
@@ -818,7 +824,7 @@ def reproduce_kaleb_sine_shift(*, quick: bool, out: Path, progress: bool = True,
             "seconds": time.perf_counter() - t1,
         }
         curves[method] = errors[best]
-        examples[method] = np.asarray(simulate(best_cell, test, NoForcing())[1][0])
+        examples[method] = np.asarray(_rollouts(best_cell, test, NoForcing())[1][0])
         after = results[method]["test_after"]
         say(f"{method}: test output MSE (control off) {before['shifted_control_off']:.4f} → "
             f"{'diverged' if after is None else format(after, '.4f')} (lr {lrs[best]:g}; "
