@@ -40,7 +40,7 @@ print("gradient of W_rec:", grads.W_rec.shape)
 # methods.
 
 out = tempfile.mkdtemp(prefix="errorforcing-quickstart-")
-common = dict(task={"name": "delayed-xor", "delay": 10}, model={"hidden": 24}, seeds=4, epochs=80, optim={"lr": [3e-3]},
+common = dict(task={"kind": "delayed-xor", "delay": 10}, model={"hidden": 24}, seeds=4, epochs=80, optim={"lr": [3e-3]},
               train_trials=128, val_trials=32, test_trials=32, out=out)
 methods = {
     "BPTT": {"kind": "none"},

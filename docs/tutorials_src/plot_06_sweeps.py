@@ -39,7 +39,7 @@ batch = 32
 train_trials = 64
 val_trials = 16
 test_trials = 16
-task.name = "delayed-xor"
+task.kind = "delayed-xor"
 model.hidden = 16
 forcing.kind = "ef"
 

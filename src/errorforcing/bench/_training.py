@@ -63,7 +63,7 @@ def device_info() -> dict:
 def _reference_config(members: int, epochs: int, checkpoint: bool, hidden: int, delay: int):
     from ..experiments import TrainConfig
 
-    return TrainConfig(task={"name": "delayed-xor", "delay": delay},
+    return TrainConfig(task={"kind": "delayed-xor", "delay": delay},
                        model={"hidden": hidden}, forcing={"kind": "ef", "alpha": [0.5]},
                        rule={"kind": "bptt", "checkpoint": checkpoint}, seeds=members,
                        epochs=epochs + 1, batch=REFERENCE["batch"], threshold=1e-12)
