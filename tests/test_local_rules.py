@@ -246,7 +246,7 @@ def test_feedback_forcing_limits(getkey):
 
 def test_learned_feedback_update_is_the_transposed_delta_rule(getkey):
     cell, trials = make_cell(getkey(), readout="rate"), make_trials(getkey(), steps=3)
-    forcing = FeedbackForcing.random(cell, key=getkey(), alpha=0.5, learn=True, learning_rate=0.1, decay=0.2)
+    forcing = FeedbackForcing.random(cell, key=getkey(), alpha=0.5, learn=True, lr=0.1, decay=0.2)
     assert feedback_update(FeedbackForcing(forcing.F, 0.5), cell, trials).F is forcing.F  # fixed F stays
     ef = ErrorForcing(alpha=0.5)
     assert feedback_update(ef, cell, trials) is ef
@@ -278,7 +278,7 @@ def test_feedback_and_decoder_align_in_real_training(learn):
     from errorforcing.training import EnsembleTrainer, Member, Schedule
 
     make_forcing = lambda a, cell, key: FeedbackForcing.random(cell, key=key, alpha=a, learn=learn,  # noqa: E731
-                                                               learning_rate=0.5, decay=0.1)
+                                                               lr=0.5, decay=0.1)
     tr = EnsembleTrainer(DelayedXOR(delay=4, pulse=4), lambda k: LeakyRNN(3, 8, 1, key=k), make_forcing, BPTT(),
                          optax.adam, [Member(0, 1.0, 1e-2)],
                          Schedule(epochs=5, batch_size=16, train_trials=32, val_trials=8, threshold=1e-9), shards=1)

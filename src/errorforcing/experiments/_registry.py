@@ -267,7 +267,7 @@ FORCINGS: dict[str, ForcingEntry] = {
                            config=KalmanForcingConfig, prefix="KEF-", color="#9467bd"),
     "feedback": ForcingEntry(lambda c, alpha, cell, key: F.FeedbackForcing.random(
                                  cell, key=key, alpha=alpha, causal=c.causal, learn=c.learn_feedback,
-                                 **({"learning_rate": c.options["feedback_lr"]} if "feedback_lr" in c.options else {})),
+                                 **({"lr": c.options["feedback_lr"]} if "feedback_lr" in c.options else {})),
                              "bio-plausible EF through random feedback weights F, fixed or learned",
                              config=FeedbackForcingConfig, prefix="FB-", color="#ff7f0e"),
     "wz-tf": ForcingEntry(lambda c, alpha, cell, key: F.WilliamsZipserTeacherForcing(alpha=alpha),

@@ -22,7 +22,7 @@ class FeedbackForcing(AbstractAdditiveForcing):
     F is fixed (`learn=False`; build a random one with `FeedbackForcing.random`) or learned
     with a local rule (`learn=True`), applied by `update` / `feedback_update` once per batch:
 
-        F ← F + η [ Σ_{b,t} r_t e_tᵀ / Σ m  -  λ F ]
+        F ← F + η [ Σ_{b,t} r_t e_tᵀ / Σ m  -  λ F ]      (η = `lr`, λ = `decay`)
 
     where r_t is what the readout multiplies (h_t, or φ(h_t) for a "rate" readout) before
     forcing. The rule is the transpose of the readout's own delta rule (ΔW_out ∝ e rᵀ): the
@@ -41,18 +41,18 @@ class FeedbackForcing(AbstractAdditiveForcing):
     learn: bool = eqx.field(static=True)
     causal: bool = eqx.field(static=True)
     stop_gradient: bool = eqx.field(static=True)
-    learning_rate: float | jax.Array
+    lr: float | jax.Array
     decay: float | jax.Array
 
     def __init__(self, F: Float[Array, "N n_out"], alpha: float | jax.Array = 0.5, *, learn: bool = False,
-                 causal: bool = False, stop_gradient: bool = True, learning_rate: float | jax.Array = 1e-3,
+                 causal: bool = False, stop_gradient: bool = True, lr: float | jax.Array = 1e-3,
                  decay: float | jax.Array = 0.0):
         self.F = F
         self.alpha = alpha
         self.learn = learn
         self.causal = causal
         self.stop_gradient = stop_gradient
-        self.learning_rate = learning_rate
+        self.lr = lr
         self.decay = decay
 
     def __check_init__(self):
@@ -89,7 +89,7 @@ class FeedbackForcing(AbstractAdditiveForcing):
         hebb = jax.vmap(lambda x, y, m: _error_activity(self, cell, x, y, m))(
             trials.inputs, trials.targets, trials.mask)
         hebb = jnp.sum(hebb, axis=0) / jnp.maximum(jnp.sum(trials.mask), 1.0)
-        F = self.F + self.learning_rate * (hebb - self.decay * self.F)
+        F = self.F + self.lr * (hebb - self.decay * self.F)
         return eqx.tree_at(lambda f: f.F, self, F)
 
 

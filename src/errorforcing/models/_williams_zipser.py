@@ -30,16 +30,16 @@ class WilliamsZipserNet(AbstractCell):
     trainable: tuple[str, ...] = eqx.field(static=True)
     forcing_geometry: ClassVar[str] = "units"
 
-    def __init__(self, n_in: int, n_units: int, n_out: int, *, key: Key, init_scale: float = 0.1,
+    def __init__(self, n_in: int, n_rec: int, n_out: int, *, key: Key, init_scale: float = 0.1,
                  activation: str = "logistic", trainable: tuple[str, ...] = ("W",), dtype=None):
-        if not 1 <= n_out <= n_units:
-            raise ValueError(f"need 1 <= n_out <= n_units, got n_out={n_out}, n_units={n_units}")
+        if not 1 <= n_out <= n_rec:
+            raise ValueError(f"need 1 <= n_out <= n_rec, got n_out={n_out}, n_rec={n_rec}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if set(trainable) - {"W"}:
             raise ValueError(f"trainable may only name 'W', got {trainable}")
         dtype = dtype or jnp.zeros(()).dtype
-        self.W = jax.random.uniform(key, (n_units, n_in + 1 + n_units), dtype, -init_scale, init_scale)
+        self.W = jax.random.uniform(key, (n_rec, n_in + 1 + n_rec), dtype, -init_scale, init_scale)
         self.n_out = n_out
         self.activation = activation
         self.trainable = tuple(trainable)
