@@ -74,11 +74,12 @@ def test_gauss_newton_direction_matches_numpy_with_finite_difference_jacobian(ge
         G = (2 / K) * J[t].T @ J[t]
         newton[t] = -np.linalg.solve(G + damping * np.eye(N * N), grad[t])
 
-    exact, got = gauss_newton_directions(cell, NoForcing(), trial, rotation, dt, damping)
+    # compiled: eager, their rollouts compile op by op (seconds)
+    exact, got = eqx.filter_jit(gauss_newton_directions)(cell, NoForcing(), trial, rotation, dt, damping)
     np.testing.assert_allclose(exact, -grad.reshape(STEPS, N, N), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(got, newton.reshape(STEPS, N, N), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(exact, position_gradients(cell, NoForcing(), trial, rotation, dt), rtol=1e-10,
-                               atol=1e-12)
+    np.testing.assert_allclose(exact, eqx.filter_jit(position_gradients)(cell, NoForcing(), trial, rotation, dt),
+                               rtol=1e-10, atol=1e-12)
     # the preconditioning changes the direction (it is not a rescaled gradient)
     late = STEPS - 1
     cos = np.vdot(newton[late], -grad[late]) / (np.linalg.norm(newton[late]) * np.linalg.norm(grad[late]))
@@ -93,8 +94,9 @@ def test_second_order_alignment_in_the_diagnostics_by_hand(getkey):
     cell, trial, W_fb = tiny(getkey())
     dt, rotation = 0.3, 0.0
     control = FeedbackControl(W_fb, rotation=rotation, dt=dt, stop_gradient=True)
-    _, newton = gauss_newton_directions(cell, NoForcing(), trial, rotation, dt)
-    _, _, (directions, induced) = kaleb_rflo_trial(cell, control, trial, 0.0, control_on=False, record=True)
+    _, newton = eqx.filter_jit(gauss_newton_directions)(cell, NoForcing(), trial, rotation, dt)
+    _, _, (directions, induced) = eqx.filter_jit(kaleb_rflo_trial)(cell, control, trial, 0.0, control_on=False,
+                                                                   record=True)
 
     # the control's induced update by hand (control off: the signal is computed, not applied)
     a = cell.leak
@@ -116,7 +118,7 @@ def test_second_order_alignment_in_the_diagnostics_by_hand(getkey):
             out.append(np.vdot(x, y) / n if n > 0 else 0.0)
         return np.mean(out)
 
-    got = update_diagnostics(cell, control, trial, "RFLO", rotation, dt)
+    got = eqx.filter_jit(update_diagnostics)(cell, control, trial, "RFLO", rotation, dt)
     np.testing.assert_allclose(got["second_order_alignment"], mean_cos(directions, newton), rtol=1e-6)
     np.testing.assert_allclose(got["control_second_order_alignment"], mean_cos(induced, newton), rtol=1e-6)
     assert -1.0 <= float(got["second_order_alignment"]) <= 1.0
@@ -152,7 +154,7 @@ def test_sine_frequency_shift_samples_checks_and_registry():
     from errorforcing.experiments._registry import TASKS
 
     task = SineFrequencyShift()
-    trials = jax.vmap(lambda k: task.sample(key=k))(jax.random.split(jax.random.key(0), 64))
+    trials = jax.jit(jax.vmap(lambda k: task.sample(key=k)))(jax.random.split(jax.random.key(0), 64))
     cue = np.asarray(trials.inputs[:, -1, 0])
     assert cue.min() >= 1.0 and cue.max() <= 4.0 and cue.std() > 0.5
     assert np.all(np.asarray(trials.inputs[:, :20]) == 0.0)
@@ -258,7 +260,8 @@ def test_sine_shift_pushes_as_the_reference():
 
     task = SineFrequencyShift()
     trials = sample_batch_of(task, 400)
-    pushed = sine_push_trials(trials, key=jax.random.key(1), probability=0.25)
+    push = eqx.filter_jit(sine_push_trials)
+    pushed = push(trials, key=jax.random.key(1), probability=0.25)
     diff = np.asarray(trials.targets - pushed.targets)  # the push [B, T, K]
     assert set(np.unique(np.round(diff, 6))) <= {0.0, 0.25}
     on = diff.max(axis=1) > 0  # [B, K]
@@ -267,14 +270,14 @@ def test_sine_shift_pushes_as_the_reference():
     assert lengths.max() == 10 and lengths.min() >= 1  # cut at the end when c + 5 > 125
     first = np.argmax(diff > 0, axis=1)[on]
     assert first.min() >= 15
-    np.testing.assert_array_equal(sine_push_trials(trials, key=jax.random.key(1), probability=0.0).targets,
+    np.testing.assert_array_equal(push(trials, key=jax.random.key(1), probability=0.0).targets,
                                   trials.targets)
 
 
 def sample_batch_of(task, n):
     from errorforcing.tasks import sample_batch
 
-    return sample_batch(task, n, key=jax.random.key(0))
+    return eqx.filter_jit(sample_batch)(task, n, key=jax.random.key(0))
 
 
 def test_reproduce_kaleb_sine_shift_end_to_end_writes_claims(tmp_path, monkeypatch):
@@ -411,9 +414,10 @@ def test_adapt_compiles_once_per_method_and_shape(getkey, caplog):
     from errorforcing.reproductions.kaleb import SineShiftConfig, adapt, make_network, sine_adaptation
     from errorforcing.tasks import sample_batch
 
-    config = SineShiftConfig(n_rec=4, n_steps=12, warmup=2, adapt_trials=2)
+    # the shapes of the workflow test's RFLO+c run, whose compiled program the cache keeps
+    config = SineShiftConfig(n_rec=4, n_steps=30, adapt_trials=2)
     cell, control = make_network(config, key=getkey(), n_in=1, signal="error")
-    test = sample_batch(SineFrequencyShift(shift=1.0, n_steps=12, warmup=2), 3, key=getkey())
+    test = sample_batch(SineFrequencyShift(shift=1.0, n_steps=30), 6, key=getkey())
     adaptation = sine_adaptation(config, test)
 
     def run(lrs, key):

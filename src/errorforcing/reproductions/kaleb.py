@@ -143,6 +143,7 @@ def _network(key, N: int, n_in: int, tau: float, dt: float, delay: int, signal: 
     return cell, control
 
 
+@eqx.filter_jit  # building the shell draws its own (discarded) random weights: one program, not a dozen
 def only_recurrent_learns(cell: LeakyRNN) -> LeakyRNN:
     """The same network with `trainable = ("W_rec",)` (adaptation changes W_rec alone)."""
     # trainable is static, so it is set by building a cell of the same shape and moving the arrays over
