@@ -216,6 +216,32 @@ def test_controlled_cell_learns_feedback_weights_with_optax(getkey):
     assert states.shape == (BATCH, T, N)
 
 
+def test_a_controlled_cell_declares_its_parts_trainable_leaves_and_the_trainer_step_learns_them(getkey):
+    """`trainable_spec` of a ControlledCell is the inner cell's and W_fb (it once read only
+    top-level field names, marked nothing, and the trainer's step changed no weight of it)."""
+    from errorforcing.rules import trainable_spec
+    from errorforcing.training import MemberState, make_step
+
+    cell, trials = make_cell(getkey(), trainable=("W_rec", "b")), make_trials(getkey())
+    for learn_feedback in (True, False):
+        model = ControlledCell(cell, FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), dt=0.3),
+                               learn_feedback=learn_feedback)
+        spec = trainable_spec(model)
+        assert spec.cell == trainable_spec(cell) and spec.control.W_fb is learn_feedback
+        assert not any(jax.tree.leaves(eqx.tree_at(lambda c: c.W_fb, spec.control, False)))
+        optimizer = optax.sgd(1e-2)
+        state = MemberState(model, optimizer.init(eqx.filter(model, spec)), ClosedLoop(), jnp.array(True))
+        new, _ = make_step(BPTT(), optimizer, OBJECTIVE)(state, trials, getkey(), 0)
+        _, grads, _ = BPTT().value_and_grad(model, ClosedLoop(), trials, key=getkey(), objective=OBJECTIVE)
+        grads = model.mask_grads(grads)
+        for name in ("W_rec", "b"):  # plain SGD: θ' = θ - η g
+            np.testing.assert_allclose(getattr(new.cell.cell, name), getattr(cell, name) - 1e-2 * getattr(grads.cell, name),
+                                       rtol=1e-10, atol=1e-14)
+        np.testing.assert_array_equal(new.cell.cell.W_out, cell.W_out)
+        fb_moved = not np.array_equal(new.cell.control.W_fb, model.control.W_fb)
+        assert fb_moved is learn_feedback
+
+
 def test_closed_loop_rollout_equals_the_controller_on_the_bare_cell(getkey):
     cell, trials = make_cell(getkey()), make_trials(getkey())
     control = FeedbackControl(jax.random.normal(getkey(), (N, N_OUT)), delay=2, signal="error")

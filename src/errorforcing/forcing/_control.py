@@ -163,6 +163,11 @@ class ControlledCell(AbstractLinearReadoutCell):
     def readout(self, h: State) -> Output:
         return self.cell.readout(h)
 
+    def trainable_spec(self) -> "ControlledCell":
+        # the inner cell's learning leaves and, with learn_feedback, the controller's W_fb
+        spec = jax.tree.map(lambda _: False, self)
+        return eqx.tree_at(lambda m: (m.cell, m.control.W_fb), spec, (self.cell.trainable_spec(), self.learn_feedback))
+
     def mask_grads(self, grads: "ControlledCell") -> "ControlledCell":
         control = jax.tree.map(lambda g: jnp.zeros_like(g) if eqx.is_array(g) else g, grads.control)
         if self.learn_feedback:

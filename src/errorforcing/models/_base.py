@@ -53,6 +53,13 @@ class AbstractCell(eqx.Module):
         """Zero the gradients of what must not learn (fields not in `trainable`)."""
         return frozen_grads(grads, self)
 
+    def trainable_spec(self) -> "AbstractCell":
+        """A bool pytree over the cell: True on the floating-point leaves that learn (of the
+        fields in `trainable`). A cell that nests modules overrides it with its parts' specs."""
+        names = set(self.trainable)
+        return jax.tree_util.tree_map_with_path(
+            lambda path, leaf: eqx.is_inexact_array(leaf) and getattr(path[0], "name", None) in names, self)
+
 
 class AbstractLinearReadoutCell(AbstractCell):
     """A cell whose output is a linear map of its state (or of its rates):

@@ -193,13 +193,6 @@ class ClosedLoopObjective(eqx.Module):
         return jnp.mean(self.error(outputs, trials) ** 2) + self.rate_reg * jnp.mean(states**2)
 
 
-def cell_and_feedback_learn(model: ControlledCell):
-    """`make_step`'s trainable leaves for a `ControlledCell`: the inner cell's trainable fields and
-    W_fb (`trainable_spec` reads top-level field names only, and would mark none)."""
-    spec = jax.tree.map(lambda _: False, model)
-    return eqx.tree_at(lambda m: (m.cell, m.control.W_fb), spec, (trainable_spec(model.cell), model.learn_feedback))
-
-
 def pretrain(cell: LeakyRNN, control: FeedbackControl, config: "KalebConfig | SineShiftConfig", *, key,
              on_chunk=None, chunk: int = 100, task: AbstractTask | None = None, push=push_trials,
              error=None) -> tuple[LeakyRNN, FeedbackControl, np.ndarray]:
@@ -214,8 +207,8 @@ def pretrain(cell: LeakyRNN, control: FeedbackControl, config: "KalebConfig | Si
     error = error or (lambda outputs, trials: position_error(outputs, trials, 0.0, config.dt))
     model = ControlledCell(cell, control)
     optimizer = with_clip(optax.adam(config.pretrain_lr), config.pretrain_clip)
-    step = make_step(BPTT(), optimizer, ClosedLoopObjective(error, config.rate_reg), trainable=cell_and_feedback_learn)
-    state = MemberState(model, optimizer.init(eqx.filter(model, cell_and_feedback_learn(model))), ClosedLoop(),
+    step = make_step(BPTT(), optimizer, ClosedLoopObjective(error, config.rate_reg))
+    state = MemberState(model, optimizer.init(eqx.filter(model, trainable_spec(model))), ClosedLoop(),
                         jnp.asarray(True))
     # only the arrays travel through the scan (Python-float fields such as α would become
     # traced arrays there, and differentiable)

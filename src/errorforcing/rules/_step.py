@@ -73,10 +73,8 @@ def time_major(trials: Trials, noise):
 
 
 def trainable_spec(cell: AbstractCell):
-    """A bool pytree over `cell`: True on the floating-point leaves of fields in `cell.trainable`."""
-    names = set(cell.trainable)
-    return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: eqx.is_inexact_array(leaf) and getattr(path[0], "name", None) in names, cell)
+    """A bool pytree over `cell`: True on the floating-point leaves that learn (`cell.trainable_spec()`)."""
+    return cell.trainable_spec()
 
 
 def full_grads(cell: AbstractCell, spec, trainable_grads) -> AbstractCell:

@@ -61,18 +61,16 @@ Step = Callable[[MemberState, Trials, jax.Array, jax.Array], tuple[MemberState, 
 
 
 def make_step(rule: AbstractLearningRule, optimizer: optax.GradientTransformation | None,
-              objective: Objective = Objective(), hooks: tuple = (), *,
-              trainable: Callable[[AbstractCell], Any] = trainable_spec) -> Step:
+              objective: Objective = Objective(), hooks: tuple = ()) -> Step:
     """The pure training step of one member on one batch:
 
         state', loss = step(state, batch, key, index)
 
     An offline rule's gradient (frozen fields zeroed, `cell.mask_grads`) goes through
     `optimizer` (clip included, `with_clip`), which sees only the trainable leaves, so weight
-    decay cannot move W_in or rec_mask: the bool pytree `trainable(cell)` marks them (default
-    `trainable_spec`, the cell's `trainable` fields; a cell that nests modules, such as
-    `ControlledCell`, passes its own). A rule that learns online (`rule.learns_online`)
-    changes θ at every step of the trial with its own per-step optimizer (`optimizer` unused):
+    decay cannot move W_in or rec_mask (`cell.trainable_spec()`: the cell's `trainable` fields;
+    a cell that nests modules, such as `ControlledCell`, declares its parts'). A rule that
+    learns online (`rule.learns_online`) changes θ at every step of the trial with its own per-step optimizer (`optimizer` unused):
     the step keeps the weights where the trial ended. Then learned feedback weights update
     (`feedback_update`), every hook's `after_batch` sees the step (`index`: batches seen
     since training began), and a member that is not `active` keeps its state."""
@@ -85,7 +83,7 @@ def make_step(rule: AbstractLearningRule, optimizer: optax.GradientTransformatio
         else:
             loss, grads, _ = rule.value_and_grad(cell, forcing, batch, key=key, objective=objective)
             grads = cell.mask_grads(grads)
-            spec = trainable(cell)
+            spec = trainable_spec(cell)
             updates, new_opt_state = optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(cell, spec))
             new_cell = eqx.apply_updates(cell, updates)
         new = MemberState(new_cell, new_opt_state, feedback_update(forcing, cell, batch), active)
