@@ -434,13 +434,26 @@ def test_kaleb_update_diagnostics_by_hand(getkey, method):
 
 
 def test_kaleb_workflow_writes_its_summary_and_figure(tmp_path):
-    from errorforcing.reproductions.kaleb import METHODS, KalebConfig, reproduce_kaleb_adaptation
+    """The workflow writes its summary and arrays and draws nothing; `plotting.kaleb_figures` then
+    draws the figures from what it wrote."""
+    from errorforcing.plotting import kaleb_figures
+    from errorforcing.reproductions.kaleb import METHODS, PATH_KEYS, KalebConfig, reproduce_kaleb_adaptation
 
     config = KalebConfig(n_rec=8, pretrain_iterations=3, pretrain_batch=4, adapt_trials=2, rotation=45.0,
                          lr_grid={m: (1e-4, 1e-3) for m in METHODS}, heatmap_rotations=(30.0, 45.0))
     summary = reproduce_kaleb_adaptation(quick=True, out=tmp_path, progress=False, config=config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kaleb-adaptation.json", "kaleb-adaptation.npz"]
     written = json.loads((tmp_path / "kaleb-adaptation.json").read_text())
-    assert (tmp_path / "kaleb-adaptation.png").stat().st_size > 10_000
+    assert not any("figure" in k for k in written), "the summary names no figure the workflow did not draw"
+    arrays = np.load(tmp_path / "kaleb-adaptation.npz")
+    # the 8 rotated test reaches: targets on the radius-5 circle, a path [T, 2] to each, from the centre
+    np.testing.assert_allclose(np.linalg.norm(arrays["targets"], axis=1), 5.0, rtol=1e-6)
+    for k in PATH_KEYS:
+        assert arrays[f"path:{k}"].shape == (8, config.n_steps, 2) and np.isfinite(arrays[f"path:{k}"]).all()
+    assert not np.allclose(arrays["path:before"], arrays["path:RFLO"])  # after adaptation: another network
+    figures = kaleb_figures(tmp_path, "kaleb-adaptation")
+    assert [f.name for f in figures] == ["kaleb-adaptation.png", "kaleb-alignment.png", "kaleb-heatmap.png"]
+    assert all(f.parent == tmp_path and f.stat().st_size > 10_000 for f in figures)
     assert written["quick"] is True and set(written["methods"]) == set(METHODS)
     for m in METHODS:
         for value in (*written["methods"][m]["test_before"].values(), *written["methods"][m]["test_after"].values()):
@@ -457,4 +470,5 @@ def test_kaleb_workflow_writes_its_summary_and_figure(tmp_path):
         assert np.shape(heat[m]) == (2, 2)
         assert heat[m][1] == [e["position_mse"] for e in written["methods"][m]["test_after_per_learning_rate"]]
         assert heat[m][0] != heat[m][1]
-    assert (tmp_path / "kaleb-heatmap.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="not a Kaleb reproduction"):
+        kaleb_figures(tmp_path, "marschall-alignment")

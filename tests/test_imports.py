@@ -58,16 +58,7 @@ def _owner(module: str) -> str:
     return ".".join(parts[:2]) if len(parts) > 1 and not parts[1].startswith("_") else "errorforcing"
 
 
-# Known edges against the layering, each with the reason it is still here. Remove an entry when
-# its import goes; the tests below check the graph without these edges.
-ALLOWED = {
-    # reproductions draw their own figures (kaleb's workflows), so reproductions ->
-    # plotting -> (report) -> reproductions; the drawing moves to the cli like compare's did.
-    ("errorforcing.reproductions.kaleb", "errorforcing.plotting._kaleb"): "kaleb workflows draw their figures",
-}
-
-GRAPH = {name: sorted({t for t in _imports(name) if t in MODULES and t != name and (name, t) not in ALLOWED})
-         for name in MODULES}
+GRAPH = {name: sorted({t for t in _imports(name) if t in MODULES and t != name}) for name in MODULES}
 
 
 def _package_graph() -> dict[str, set[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -141,6 +141,29 @@ def export(directory: Path = typer.Argument(..., metavar="DIR", help="results di
     print(write(store, path, fmt))
 
 
+def _marschall_figures(out_dir: Path) -> Path:
+    from ..plotting import marschall_figures
+
+    return marschall_figures(out_dir).html
+
+
+def _kaleb_figures(name: str) -> Callable[[Path], None]:
+    def draw(out_dir: Path) -> None:
+        from ..plotting import kaleb_figures
+
+        print(f"figures: {', '.join(map(str, kaleb_figures(out_dir, name)))}", file=sys.stderr)
+
+    return draw
+
+
+# per workflow reproduction: draws its figures from what it wrote into DIR; returns its report (None: it has none)
+WORKFLOW_FIGURES: dict[str, Callable[[Path], Path | None]] = {
+    "marschall-alignment": _marschall_figures,
+    "kaleb-adaptation": _kaleb_figures("kaleb-adaptation"),
+    "kaleb-sine-shift": _kaleb_figures("kaleb-sine-shift"),
+}
+
+
 def reproduce(
     name: str = typer.Argument(..., help="ef-fig2, ef-fig3, liu-gain, wz-oscillators, wz-oscillators-wide, kaleb-adaptation, kaleb-sine-shift"),
     quick: bool = typer.Option(False, "--quick", help="fewer seeds, shorter delays, fewer epochs "
@@ -151,7 +174,7 @@ def reproduce(
 ):
     """Reproduce a paper's figure: its sweeps, then its claims (DIR/claims.json) and the report
     (rerun to resume)."""
-    from ..reproductions import NAMES, REPRODUCTIONS, claims_table, marschall, reproduce as run_reproduction
+    from ..reproductions import NAMES, REPRODUCTIONS, claims_table, reproduce as run_reproduction
 
     if name not in NAMES:
         fail(f"NAME: unknown reproduction {name!r}; choose one of: {', '.join(NAMES)}")
@@ -164,10 +187,8 @@ def reproduce(
     runner = executor_for(executor, workers, address)
     result = run_reproduction(name, out_dir, quick=quick, executor=runner, progress=True,
                               echo=lambda line: print(line, file=sys.stderr))
-    if name == marschall.NAME:  # the workflow returns data; its figure and report are drawn here
-        from ..plotting import marschall_figures
-
-        result.report = marschall_figures(out_dir).html
+    if name in WORKFLOW_FIGURES:  # the workflow returns data; its figures (and report) are drawn here
+        result.report = WORKFLOW_FIGURES[name](out_dir)
     if REPRODUCTIONS[name].workflow is None:
         if result.has_results:
             from ..plotting import write_report

@@ -1,8 +1,11 @@
-"""The figure of the Kaleb et al. adaptation reproduction (`reproductions.kaleb`)."""
+"""The figures of the Kaleb et al. reproductions (`reproductions.kaleb`), drawn from what their
+workflows wrote into their results directory."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -10,9 +13,59 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..reproductions import kaleb  # noqa: E402
 from ._figures import _save  # noqa: E402
 
 METHOD_COLORS = {"RFLO": "#ff7f0e", "RFLO+c": "#d62728", "BPTT": "#1f77b4", "BPTT+c": "#9467bd"}
+
+
+def kaleb_figures(out: str | Path, name: str) -> list[Path]:
+    """Draw the figures of Kaleb reproduction `name` ("kaleb-adaptation" or "kaleb-sine-shift")
+    from the summary and arrays its workflow wrote into `out`; returns their paths.
+    kaleb-adaptation: `kaleb-adaptation.png`, `kaleb-alignment.png`, and `kaleb-heatmap.png`
+    when the run swept rotations; kaleb-sine-shift: `kaleb-sine-shift.png`."""
+    drawers = {kaleb.NAME: _adaptation_figures, kaleb.SINE_NAME: _sine_figures}
+    if name not in drawers:
+        raise ValueError(f"name: {name!r} is not a Kaleb reproduction; choose one of: {', '.join(drawers)}")
+    return drawers[name](Path(out))
+
+
+def _adaptation_figures(out: Path) -> list[Path]:
+    summary = json.loads((out / kaleb.SUMMARY_FILE).read_text())
+    arrays = np.load(out / kaleb.ARRAYS_FILE)
+    methods, quick = summary["methods"], summary["quick"]
+    paths = {k: arrays[f"path:{k}"] for k in kaleb.PATH_KEYS}
+    figures = [kaleb_figure(paths, _curves(summary["adaptation_curves_position_mse"]), arrays["targets"],
+                            out / "kaleb-adaptation.png", quick=quick, rotation=summary["config"]["rotation"],
+                            before=summary["before"]["rotated_control_off"]["position_mse"],
+                            after={m: methods[m]["test_after"]["position_mse"] for m in methods}),
+               kaleb_alignment_figure(methods, out / "kaleb-alignment.png", quick=quick)]
+    heatmap = summary["heatmap"]
+    if heatmap["rotations"]:
+        errors = {m: _nan(rows) for m, rows in heatmap["position_mse_after"].items()}
+        figures.append(kaleb_heatmap(errors, heatmap["rotations"], heatmap["learning_rates"],
+                                     out / "kaleb-heatmap.png", quick=quick))
+    return figures
+
+
+def _sine_figures(out: Path) -> list[Path]:
+    summary = json.loads((out / kaleb.SINE_SUMMARY_FILE).read_text())
+    arrays = np.load(out / kaleb.SINE_ARRAYS_FILE)
+    examples = {"target": arrays["target"]} | {k: arrays[f"output:{k}"] for k in kaleb.EXAMPLE_KEYS}
+    methods = summary["methods"]
+    return [kaleb_sine_figure(examples, _curves(summary["adaptation_curves_output_mse"]),
+                              out / "kaleb-sine-shift.png", quick=summary["quick"],
+                              shift=summary["config"]["frequency_shift"], before=summary["before"]["shifted_control_off"],
+                              after={m: methods[m]["test_after"] for m in methods})]
+
+
+def _nan(values: list[Any]) -> np.ndarray:
+    """A summary's (nested) list of numbers, None where not finite, as floats (None → NaN)."""
+    return np.array(values, float)
+
+
+def _curves(curves: dict[str, list[float | None]]) -> dict[str, np.ndarray]:
+    return {m: _nan(c) for m, c in curves.items()}
 
 
 def kaleb_figure(paths: dict[str, np.ndarray], curves: dict[str, np.ndarray], targets, path: str | Path, *,

@@ -35,7 +35,12 @@ BPTT: g_t = -∂ℓ_t/∂W_rec, ℓ_t the position loss through the whole past, 
 input), the update efficiency ‖Σ_t Δ_t‖ / Σ_t ‖Δ_t‖, for RFLO the local alignment
 mean_t cos(Δ_t, g_t), and for every method the second-order alignment mean_t cos(Δ_t, d_t) with
 the damped Gauss–Newton direction d_t = -(G_t + λI)⁻¹ ∇ℓ_t (`gauss_newton_directions`; the
-reference's `local_alignments_2` with the full Hessian, Fig. 5b), written as kaleb-alignment.png.
+reference's `local_alignments_2` with the full Hessian, Fig. 5b).
+
+The workflows draw nothing: they write their summary (`SUMMARY_FILE`, `SINE_SUMMARY_FILE`) and
+the arrays their figures need (`ARRAYS_FILE`, `SINE_ARRAYS_FILE`: cursor paths, example outputs)
+into `out`, and `errorforcing.plotting.kaleb_figures(out, name)` (what the CLI's `reproduce`
+calls after them) draws the figures from those.
 """
 
 from __future__ import annotations
@@ -64,6 +69,11 @@ from ..tasks import AbstractTask, CenterOutReach, SineFrequencyShift, Trials, in
 from ..training import MemberState, make_step, with_clip
 
 METHODS = ("RFLO", "RFLO+c", "BPTT", "BPTT+c")
+NAME = "kaleb-adaptation"
+SUMMARY_FILE = f"{NAME}.json"
+ARRAYS_FILE = f"{NAME}.npz"  # the test reaches' end points ("targets") and cursor paths ("path:" + PATH_KEYS)
+# the cursor paths the figure shows: before adaptation (control off, on), after each method (control off)
+PATH_KEYS = ("before", "before, control on", *METHODS)
 # The workflows evaluate the same networks on the same test trials many times: compiled once
 # per network, forcing and trial shape (an eager `simulate` compiles its scan at every call).
 _rollouts = eqx.filter_jit(simulate)
@@ -464,12 +474,11 @@ def cursor_paths(cell: LeakyRNN, test: Trials, rotation: float, dt: float,
 def reproduce_kaleb_adaptation(*, quick: bool, out: Path, progress: bool = True,
                                config: KalebConfig | None = None) -> dict[str, Any]:
     """Pre-train with feedback control, adapt to a visuomotor rotation with RFLO, RFLO+c, BPTT and
-    BPTT+c, and write `out/kaleb-adaptation.json` and `out/kaleb-adaptation.png`. Returns the
+    BPTT+c, and write `out/kaleb-adaptation.json` and `out/kaleb-adaptation.npz` (the test reaches'
+    end points and the cursor paths: what `plotting.kaleb_figures` draws with). Returns the
     summary: test errors (velocity and position MSE) on the 8 rotated center-out reaches with
     the control off, before and after adaptation, per method (at its best learning rate by
     final position MSE, the reference's measure; every rate's result is kept)."""
-    from ..plotting._kaleb import kaleb_alignment_figure, kaleb_figure, kaleb_heatmap
-
     config = config or (QUICK if quick else FULL)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -553,7 +562,7 @@ def reproduce_kaleb_adaptation(*, quick: bool, out: Path, progress: bool = True,
         say(f"learning-rate × rotation sweep ({', '.join(f'{r:g}°' for r in config.heatmap_rotations)}) done")
 
     summary = {
-        "name": "kaleb-adaptation", "quick": quick, "config": config.as_dict(),
+        "name": NAME, "quick": quick, "config": config.as_dict(),
         "heatmap": {"rotations": list(config.heatmap_rotations), "learning_rates": {m: list(config.lr_grid[m])
                                                                                      for m in METHODS},
                     "position_mse_after": heatmap},
@@ -563,18 +572,9 @@ def reproduce_kaleb_adaptation(*, quick: bool, out: Path, progress: bool = True,
         "adaptation_curves_position_mse": {m: [_finite(v) for v in c] for m, c in curves.items()},
         "seconds": time.perf_counter() - t0,
     }
-    figure = kaleb_figure(paths, curves, np.asarray(test.info["end"]), out / "kaleb-adaptation.png", quick=quick,
-                          rotation=config.rotation, before=before["rotated_control_off"]["position_mse"],
-                          after={m: results[m]["test_after"]["position_mse"] for m in METHODS})
-    summary["figure"] = str(figure)
-    summary["alignment_figure"] = str(kaleb_alignment_figure(results, out / "kaleb-alignment.png", quick=quick))
-    if config.heatmap_rotations:
-        nan = lambda rows: np.array([[np.nan if v is None else v for v in row] for row in rows], float)
-        summary["heatmap_figure"] = str(kaleb_heatmap({m: nan(heatmap[m]) for m in METHODS}, config.heatmap_rotations,
-                                                      summary["heatmap"]["learning_rates"],
-                                                      out / "kaleb-heatmap.png", quick=quick))
-    (out / "kaleb-adaptation.json").write_text(json.dumps(summary, indent=2))
-    say(f"wrote {out / 'kaleb-adaptation.json'} and {figure} ({summary['seconds']:.0f} s)")
+    np.savez(out / ARRAYS_FILE, targets=np.asarray(test.info["end"]), **{f"path:{k}": paths[k] for k in PATH_KEYS})
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    say(f"wrote {out / SUMMARY_FILE} and {out / ARRAYS_FILE} ({summary['seconds']:.0f} s)")
     return summary
 
 
@@ -714,7 +714,11 @@ SINE_FULL = SineShiftConfig()
 # Quick: sized to run in minutes on a loaded 2-core machine (not tuned by a prior measurement); the
 # rate grid spans where the direct-error signal's per-step updates are small to where they are O(W)
 SINE_QUICK = SineShiftConfig(n_rec=64, pretrain_iterations=500, adapt_trials=100, test_trials=50)
-SINE_SUMMARY_FILE = "kaleb-sine-shift.json"
+SINE_NAME = "kaleb-sine-shift"
+SINE_SUMMARY_FILE = f"{SINE_NAME}.json"
+SINE_ARRAYS_FILE = f"{SINE_NAME}.npz"  # one shifted test trial: "target" and the outputs of EXAMPLE_KEYS
+# the outputs the figure shows: before adaptation (control off, on), after each method (control off)
+EXAMPLE_KEYS = ("before", "before, control on", *METHODS)
 
 
 def sine_push_trials(trials: Trials, *, key, probability: float = 0.25, amplitude: float = 0.25,
@@ -769,11 +773,10 @@ def reproduce_kaleb_sine_shift(*, quick: bool, out: Path, progress: bool = True,
                                config: SineShiftConfig | None = None) -> dict[str, Any]:
     """Pre-train on the base frequencies with feedback control (the direct output error fed
     back), adapt W_rec alone to the frequency shift with RFLO, RFLO+c, BPTT and BPTT+c (per-step
-    updates, batch 1, as `reproduce_kaleb_adaptation`), and write `out/kaleb-sine-shift.json`
-    and `out/kaleb-sine-shift.png`. The best learning rate per method is chosen by the final
+    updates, batch 1, as `reproduce_kaleb_adaptation`), and write `out/kaleb-sine-shift.json` and
+    `out/kaleb-sine-shift.npz` (one test trial's target and outputs: what `plotting.kaleb_figures`
+    draws with). The best learning rate per method is chosen by the final
     test output MSE (control off); every rate's result is kept."""
-    from ..plotting._kaleb import kaleb_sine_figure
-
     config = config or (SINE_QUICK if quick else SINE_FULL)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -825,19 +828,16 @@ def reproduce_kaleb_sine_shift(*, quick: bool, out: Path, progress: bool = True,
             f"{results[method]['seconds']:.0f} s)")
 
     summary = {
-        "name": "kaleb-sine-shift", "quick": quick, "config": config.as_dict(),
+        "name": SINE_NAME, "quick": quick, "config": config.as_dict(),
         "source": f"{PAPER}; the reference code's Sinewave data set, perturbation freqshift",
         "pretrain_final_output_loss": _finite(np.mean(pre_losses[-max(1, len(pre_losses) // 20):])),
         "before": before, "methods": results,
         "adaptation_curves_output_mse": {m: [_finite(v) for v in c] for m, c in curves.items()},
         "seconds": time.perf_counter() - t0,
     }
-    figure = kaleb_sine_figure(examples, curves, out / "kaleb-sine-shift.png", quick=quick,
-                               shift=config.frequency_shift, before=before["shifted_control_off"],
-                               after={m: results[m]["test_after"] for m in METHODS})
-    summary["figure"] = str(figure)
+    np.savez(out / SINE_ARRAYS_FILE, target=examples["target"], **{f"output:{k}": examples[k] for k in EXAMPLE_KEYS})
     (out / SINE_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-    say(f"wrote {out / SINE_SUMMARY_FILE} and {figure} ({summary['seconds']:.0f} s)")
+    say(f"wrote {out / SINE_SUMMARY_FILE} and {out / SINE_ARRAYS_FILE} ({summary['seconds']:.0f} s)")
     return summary
 
 
