@@ -8,6 +8,7 @@ test_kaleb_rflo_step_is_feedback_signal_times_trace.)"""
 
 import json
 import types
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -282,14 +283,32 @@ def sample_batch_of(task, n):
 
 def test_reproduce_kaleb_sine_shift_end_to_end_writes_claims(tmp_path, monkeypatch):
     """`reproduce kaleb-sine-shift --quick` (the CLI) on a tiny setting: the summary (every method's
-    test error before and after, per test trial), the figure, and claims.json with the sine claims."""
+    test error before and after, per test trial), claims.json with the sine claims, and the figure,
+    drawn by the CLI (`plotting.kaleb_figures`) from what the workflow wrote (which draws nothing)."""
+    from errorforcing import plotting
     from errorforcing.cli import main
     from errorforcing.reproductions import kaleb
 
     tiny_quick = kaleb.SineShiftConfig(n_rec=4, n_steps=30, pretrain_iterations=2, pretrain_batch=2, adapt_trials=2,
                                        test_trials=6, lr_grid={m: (1e-3, 1e-2) for m in kaleb.METHODS})
     monkeypatch.setattr(kaleb, "SINE_QUICK", tiny_quick)
+    written_by_workflow, drawn = [], []
+
+    def kaleb_figures(out, name):  # what the workflow (and the claims) left in DIR when the CLI draws
+        written_by_workflow.extend(sorted(p.name for p in Path(out).iterdir()))
+        figures = real_kaleb_figures(out, name)
+        drawn.extend(figures)
+        return figures
+
+    real_kaleb_figures = plotting.kaleb_figures
+    monkeypatch.setattr(plotting, "kaleb_figures", kaleb_figures)
     assert main(["reproduce", "kaleb-sine-shift", "--quick", "--out", str(tmp_path)]) in (0, None)
+    assert written_by_workflow == ["claims.json", "kaleb-sine-shift.json", "kaleb-sine-shift.npz"]  # no figure
+    assert drawn == [tmp_path / "kaleb-sine-shift.png"]
+    arrays = np.load(tmp_path / "kaleb-sine-shift.npz")
+    assert arrays["target"].shape == (30, 2)
+    for k in kaleb.EXAMPLE_KEYS:  # one shifted test trial's outputs [T, 2], control off unless named
+        assert arrays[f"output:{k}"].shape == (30, 2) and np.isfinite(arrays[f"output:{k}"]).all()
     claims = json.loads((tmp_path / "claims.json").read_text())
     assert [c["claim"] for c in claims] == [
         "RFLO+c reaches lower test error after the frequency shift than RFLO",
@@ -308,6 +327,7 @@ def test_reproduce_kaleb_sine_shift_end_to_end_writes_claims(tmp_path, monkeypat
         assert r["test_after"] != r["test_before"]  # W_rec learned
     # the test curve: before, then after each adaptation trial
     assert all(len(c) == 3 for c in summary["adaptation_curves_output_mse"].values())
+    assert "figure" not in summary
     assert (tmp_path / "kaleb-sine-shift.png").stat().st_size > 10_000
 
 
