@@ -331,6 +331,14 @@ def test_reproduce_kaleb_sine_shift_end_to_end_writes_claims(tmp_path, monkeypat
     assert (tmp_path / "kaleb-sine-shift.png").stat().st_size > 10_000
 
 
+def test_cli_draws_the_figures_of_every_workflow_reproduction():
+    """Workflows draw nothing, so the CLI's `reproduce` must have a drawer for each of them."""
+    from errorforcing.cli._experiments import WORKFLOW_FIGURES
+    from errorforcing.reproductions import REPRODUCTIONS
+
+    assert set(WORKFLOW_FIGURES) == {n for n, r in REPRODUCTIONS.items() if r.workflow is not None}
+
+
 def test_reproduce_kaleb_sine_shift_refuses_options_that_do_not_apply(tmp_path, capsys):
     """--workers / --executor / --address are the sweeps' (a workflow runs in this process): exit 2,
     one line naming them, nothing written; the sine config has no rotation, heatmap or diagnostics."""
