@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -89,6 +89,28 @@ class Member:
     seed: int
     alpha: float
     lr: float
+
+
+class EnsembleState(NamedTuple):
+    """The whole ensemble, member axis first (`EnsembleTrainer.init`), or one shard of it."""
+
+    cells: AbstractCell
+    forcings: AbstractForcing
+    opt_states: Any
+    fixed: Any  # the fixed data sets (`Schedule.data = "fixed"`), else None
+    rules: AbstractLearningRule  # each member's own random feedback B
+
+
+class EpochOutput(NamedTuple):
+    """What one member's epoch program returns."""
+
+    cell: AbstractCell
+    opt_state: Any
+    forcing: AbstractForcing
+    train_loss: jax.Array
+    val_loss: jax.Array
+    accuracy: jax.Array
+    extras: dict[str, jax.Array]
 
 
 @dataclasses.dataclass
@@ -183,8 +205,10 @@ class EnsembleTrainer:
         self.alphas = jnp.asarray([m.alpha for m in members])
         self.lrs = jnp.asarray([m.lr for m in members])
         if adaptive_alpha:  # the epoch is not vmapped, so that α's every-5th-batch update is a real branch
-            in_axes = (eqx.if_array(0),) * 7 + (None, eqx.if_array(0))
-            self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch, in_axes=in_axes))
+            member, shared = eqx.if_array(0), None
+            in_axes = dict(cell=member, opt_state=member, forcing=member, rule=member, active=member,
+                           data_key=member, noise_key=member, epoch=shared, fixed=member)
+            self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch, in_axes=tuple(in_axes.values())))
         else:
             self._epoch = eqx.filter_jit(eqx.filter_vmap(self._member_epoch))
 
@@ -221,7 +245,7 @@ class EnsembleTrainer:
         # the rule's randomness (random feedback B) is the member's own, like the forcing's F
         rule_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(self.init_keys)
         rules = eqx.filter_vmap(self.rule.for_member)(rule_keys)
-        return cells, forcings, opt_states, fixed, rules
+        return EnsembleState(cells, forcings, opt_states, fixed, rules)
 
     def _fixed_dataset(self, data_key):
         return fixed_dataset(self.task, self.schedule, data_key)
@@ -230,7 +254,7 @@ class EnsembleTrainer:
         return epoch_data(self.task, self.schedule, data_key, epoch, fixed)
 
     # ----- one epoch of one member (vmapped over members, then jitted) -----
-    def _member_epoch(self, cell, opt_state, forcing, rule, active, data_key, noise_key, epoch, fixed):
+    def _member_epoch(self, cell, opt_state, forcing, rule, active, data_key, noise_key, epoch, fixed) -> EpochOutput:
         n_batches = self.schedule.n_batches
         batches, val = epoch_data(self.task, self.schedule, data_key, epoch, fixed)
         keys = batch_keys(noise_key, epoch, n_batches)
@@ -260,7 +284,7 @@ class EnsembleTrainer:
         accuracy = jnp.mean(sign_correct(outputs, val.targets, val.mask))
         for hook in self.hooks:
             extras |= hook.after_epoch(state, rule)
-        return state.cell, state.opt_state, state.forcing, train_loss, val_loss, accuracy, extras
+        return EpochOutput(state.cell, state.opt_state, state.forcing, train_loss, val_loss, accuracy, extras)
 
     # ----- the host hooks (between the compiled programs) -----
     def _streams(self, stream: int, epoch: int | None = None):
@@ -286,20 +310,19 @@ class EnsembleTrainer:
         start = time.perf_counter()
         M = len(self.members)
         with Shards(M, self.shards) as everyone:
-            # the whole ensemble, member axis first: (cells, forcings, opt_states, fixed, rules)
-            whole = self.init() if state is None else state
+            whole = self.init() if state is None else EnsembleState(*state)
             tracker = ConvergenceTracker(M, s.threshold, s.patience, s.divergence)
             run = self._host_run(everyone, tracker)
-            cells, analyses = self._host_hooks_on(everyone.split(whole[0]), lambda h, c: h.before_training(run, c))
-            whole = (everyone.join(cells),) + tuple(whole[1:])
+            cells, analyses = self._host_hooks_on(everyone.split(whole.cells), lambda h, c: h.before_training(run, c))
+            whole = whole._replace(cells=everyone.join(cells))
             train_curves, val_curves, acc_curves = [], [], []
             extra_curves: dict[str, list[np.ndarray]] = {}
             between: dict[int, Measured] = {}  # epoch -> what the host hooks measured after it
             layouts: list[tuple[int, int, int]] = []
             shards = everyone
-            parts = shards.split(whole)  # per shard: (cells, forcings, opt_states, fixed, rules)
+            parts = shards.split(whole)  # an EnsembleState per shard
             # the fixed data sets never change and live only in the shards (no second copy in memory)
-            whole = tuple(whole[:3]) + (None,) + tuple(whole[4:])
+            whole = whole._replace(fixed=None)
             data_keys, noise_keys = shards.split(self.data_keys), shards.split(self.noise_keys)
             compiled: set[int] = set()  # shard sizes whose epoch program ran already
             epoch_seconds = compile_seconds = first_seconds = None  # measured on the current layout
@@ -311,19 +334,20 @@ class EnsembleTrainer:
                                                 s.epochs - epoch + 1)):
                     smaller = None
                 if smaller is not None:  # frozen members leave the programs, their state stays in `whole`
-                    whole = shards.scatter(whole, [p[:3] + (None,) + p[4:] for p in parts])
-                    fixed = shards.regroup([p[3] for p in parts], smaller)
+                    whole = shards.scatter(whole, [p._replace(fixed=None) for p in parts])
+                    fixed = shards.regroup([p.fixed for p in parts], smaller)
                     shards = smaller
-                    parts = [p[:3] + (f,) + p[4:] for p, f in zip(shards.split(whole), fixed)]
+                    parts = [p._replace(fixed=f) for p, f in zip(shards.split(whole), fixed)]
                     data_keys, noise_keys = shards.split(self.data_keys), shards.split(self.noise_keys)
                     epoch_seconds = None
                 if not layouts or layouts[-1][1:] != (shards.count, shards.size):
                     layouts.append((epoch, shards.count, shards.size))
                 epochs = jnp.asarray(epoch) if self.adaptive_alpha else jnp.full(shards.size, epoch)
-                cells, forcings, opt_states, fixed, rules = zip(*parts)
                 began, compiling = time.perf_counter(), shards.size not in compiled
-                outputs = shards.map(self._epoch, cells, opt_states, forcings, rules, shards.split_mask(tracker.active),
-                                     data_keys, noise_keys, [epochs] * shards.count, fixed)
+                outputs: list[EpochOutput] = shards.map(
+                    self._epoch, [p.cells for p in parts], [p.opt_states for p in parts], [p.forcings for p in parts],
+                    [p.rules for p in parts], shards.split_mask(tracker.active), data_keys, noise_keys,
+                    [epochs] * shards.count, [p.fixed for p in parts])
                 took = time.perf_counter() - began
                 compiled.add(shards.size)
                 if compiling:
@@ -332,9 +356,11 @@ class EnsembleTrainer:
                     epoch_seconds = took
                     if compile_seconds is None and first_seconds is not None:
                         compile_seconds = max(first_seconds - took, 0.0)
-                parts = [(out[0], out[2], out[1]) + tuple(part[3:]) for out, part in zip(outputs, parts)]
+                parts = [p._replace(cells=o.cell, forcings=o.forcing, opt_states=o.opt_state)
+                         for o, p in zip(outputs, parts)]
                 # over the whole ensemble, NaN for members not in the programs (all frozen)
-                train_loss, val_loss, acc, extras = shards.join_numpy([out[3:] for out in outputs])
+                train_loss, val_loss, acc, extras = shards.join_numpy(
+                    [(o.train_loss, o.val_loss, o.accuracy, o.extras) for o in outputs])
                 was_active = tracker.active
                 tracker.update(epoch, val_loss, train_loss)
                 nan = np.full_like(val_loss, np.nan)
@@ -348,22 +374,24 @@ class EnsembleTrainer:
                 if not tracker.active.any() or epoch == s.epochs:
                     break
                 run = self._host_run(shards, tracker)
-                cells, measured = self._host_hooks_on([p[0] for p in parts],
+                cells, measured = self._host_hooks_on([p.cells for p in parts],
                                                       lambda h, c: h.between_epochs(run, epoch, c))
-                parts = [(c,) + tuple(p[1:]) for c, p in zip(cells, parts)]
+                parts = [p._replace(cells=c) for c, p in zip(cells, parts)]
                 between[epoch] = {k: np.where(was_active, v, np.nan) for k, v in measured.items()}
-            whole = shards.scatter(whole, [p[:3] + (None,) + p[4:] for p in parts])
-            cells, forcings, rules = whole[0], whole[1], whole[4]
+            whole = shards.scatter(whole, [p._replace(fixed=None) for p in parts])
             run = self._host_run(everyone, tracker)
-            _, after = self._host_hooks_on(everyone.split(cells), lambda h, c: (c, h.after_training(run, c)))
+            _, after = self._host_hooks_on(everyone.split(whole.cells), lambda h, c: (c, h.after_training(run, c)))
             _add_measured(analyses, after)
         seconds = time.perf_counter() - start
         stack = lambda c: np.stack(c, axis=1) if c else np.zeros((len(self.members), 0))
         curves = {k: stack(v) for k, v in extra_curves.items()}
         _add_measured(curves, _between_curves(between, M, epoch))
-        return EnsembleResult(self.members, cells, tracker, stack(train_curves), stack(val_curves),
-                              stack(acc_curves), curves, epoch, seconds, forcings, analyses.get("lyap_max_before"),
-                              analyses.get("lyap_max_after"), rules, analyses.get("test_loss"), layouts, analyses)
+        return EnsembleResult(
+            members=self.members, cells=whole.cells, tracker=tracker, train_curves=stack(train_curves),
+            val_curves=stack(val_curves), val_accuracy=stack(acc_curves), extra_curves=curves, epochs_done=epoch,
+            seconds=seconds, forcings=whole.forcings, lyap_max_before=analyses.get("lyap_max_before"),
+            lyap_max_after=analyses.get("lyap_max_after"), rules=whole.rules, test_loss=analyses.get("test_loss"),
+            layouts=layouts, analyses=analyses)
 
     def _compacted(self, everyone: Shards, current: Shards, active: np.ndarray) -> Shards | None:
         """A smaller layout holding only the `active` members, or None when it would not be smaller
