@@ -62,3 +62,10 @@ def test_compare_help_shows_its_own_defaults():
     assert f"[default: ({COMPARE_DEFAULTS['task.delay']})]" in _line(text, "--delay")
     assert f"[default: ({COMPARE_DEFAULTS['seeds']})]" in _line(text, "--seeds")
     assert f"[default: ({COMPARE_DEFAULTS['epochs']})]" in _line(text, "--epochs")
+
+
+def test_reproduce_help_names_every_reproduction():
+    from errorforcing.reproductions import NAMES
+
+    text = " ".join(_help("reproduce").split())
+    assert all(name in text for name in NAMES), [n for n in NAMES if n not in text]

@@ -165,7 +165,8 @@ WORKFLOW_FIGURES: dict[str, Callable[[Path], Path | None]] = {
 
 
 def reproduce(
-    name: str = typer.Argument(..., help="ef-fig2, ef-fig3, liu-gain, wz-oscillators, wz-oscillators-wide, kaleb-adaptation, kaleb-sine-shift"),
+    name: str = typer.Argument(..., help="ef-fig2, ef-fig3, liu-gain, wz-oscillators, wz-oscillators-wide, kaleb-adaptation, "
+                              "kaleb-sine-shift, marschall-alignment"),
     quick: bool = typer.Option(False, "--quick", help="fewer seeds, shorter delays, fewer epochs "
                                "(about 20 minutes on 2 cores); the figures say so"),
     out: Optional[str] = typer.Option(None, "--out", help=f"results directory (default ./{DEFAULT_OUT}/NAME)"),
