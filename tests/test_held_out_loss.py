@@ -14,7 +14,7 @@ from errorforcing.experiments import TrainConfig, train
 from errorforcing.experiments._train import build_trainer
 from errorforcing.store import RunStore
 from errorforcing.tasks import AbstractTask, Trials, sample_batch
-from errorforcing.training import EnsembleTrainer, Member, Schedule, evaluation_key
+from errorforcing.training import EnsembleTrainer, Member, Schedule, analysis_streams, evaluation_key
 
 SMALL = dict(seeds=2, epochs=2, batch=16, train_trials=32, val_trials=8, model={"hidden": 6},
              task={"name": "delayed-xor", "delay": 4, "options": {"pulse": 2}}, forcing={"kind": "ef", "alpha": [0.5]})
@@ -99,7 +99,7 @@ def test_test_trials_are_a_stream_of_their_own():
     trainer = EnsembleTrainer(task, lambda k: ef.models.LeakyRNN(1, 4, 1, key=k),
                               lambda a, cell, key: ef.forcing.NoForcing(), ef.rules.BPTT(), optax.adam,
                               [Member(5, 0.0, 1e-3)], schedule)
-    key = trainer._streams(3)[0]
+    key = analysis_streams(trainer.analysis_keys, 3)[0]  # what HeldOutLoss draws its trials from
     assert (jax.random.key_data(key) == jax.random.key_data(evaluation_key(5))).all()
     assert (jax.random.key_data(key) == jax.random.key_data(_documented_key(5))).all()
     batches, val = eqx.filter_jit(trainer._epoch_data)(trainer.data_keys[0], 1, None)

@@ -18,7 +18,7 @@ from ..rules import AbstractLearningRule, Objective, sign_correct
 from ..tasks import AbstractTask
 from ._convergence import ConvergenceTracker
 from ._data import batch_keys, epoch_data, fixed_dataset, member_keys
-from ._dynamics import Analysis, Flossing, analysis_key, analysis_streams
+from ._dynamics import Analysis, Flossing, analysis_key
 from ._hooks import AbstractEpochHook, AdaptiveAlpha, DynamicsDiagnostics, FeedbackDiagnostics, GradientAlignment
 from ._host_hooks import AbstractHostHook, GradientFlossing, HeldOutLoss, HostRun, LyapunovExponents, Measured
 from ._step import MemberState, make_step, trainable_params, with_clip
@@ -287,9 +287,6 @@ class EnsembleTrainer:
         return EpochOutput(state.cell, state.opt_state, state.forcing, train_loss, val_loss, accuracy, extras)
 
     # ----- the host hooks (between the compiled programs) -----
-    def _streams(self, stream: int, epoch: int | None = None):
-        return analysis_streams(self.analysis_keys, stream, epoch)
-
     def _host_run(self, shards: Shards, tracker: ConvergenceTracker) -> HostRun:
         return HostRun(shards, tracker, self.analysis_keys, self._host_programs)
 
