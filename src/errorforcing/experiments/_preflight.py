@@ -120,9 +120,8 @@ def check_memory(config: TrainConfig) -> MemoryEstimate:
 
 def _first_alpha(forcing):
     """The forcing with its first α only (a forcing without a strength has one α already)."""
-    if "alpha" not in type(forcing).model_fields:
-        return forcing
-    return forcing.model_copy(update={"alpha": forcing.alpha[:1]})
+    alpha = forcing.own("alpha")
+    return forcing if alpha is None else forcing.model_copy(update={"alpha": alpha[:1]})
 
 
 def _fmt_bytes(n: float) -> str:
