@@ -4,22 +4,30 @@ the configurations of the Error Forcing paper — with or without sparse (`inter
 partial (`units`) forcing.
 
 Why: `jax.grad` of the `lax.scan` stores and differentiates every intermediate of the step.
-Here the forward pass stores r = φ(h̃) (and h̃ for the rate penalty) and sums the readout
-gradient, and the reverse scan carries the state adjoint (one [B,N]×[N,N] matmul per step) and
-the weight sums. Same gradient as autodiff
-(tests compare them in float64); `BPTT(fast=False)` forces the autodiff path.
+Here the forward pass stores r = φ(h̃) (or, with the rate penalty, h̃ alone: the reverse scan
+recomputes r = φ(h̃) from it, one stored [T,N,B] array instead of two) and sums the readout
+gradient, and the reverse scan carries the state adjoint (one [N,N]·[N,B] matmul per step) and
+the weight sums. Same gradient as autodiff (tests compare them in float64); `BPTT(fast=False)`
+forces the autodiff path.
+
+Every per-step array is batch-minor, [·, B]: the elementwise work (leak, tanh, φ′, the
+forcing's correction) then runs over rows of B = 128, whole vector registers, instead of rows
+of N = 50 with a remainder. Measured at the reference size (N = 50, batch 128, T = 1045, EF,
+rate penalty on, 10 members vmapped on one core, quiet machine, `benchmarks/bench_fast_bptt.py`):
+77.6 µs per member-step batch-major with r and h̃ stored, 66.7 batch-minor, 48.8 batch-minor
+storing h̃ alone. Unrolling the scans (2 or 4 steps: 98, 91 µs), writing the rank-n_out
+products (forcing, readout adjoint) as broadcast sums (52 µs), carrying the bias sum as a
+[N,B] array (54 µs) and the XLA CPU flags for XNNPACK, oneDNN, fast math and 512-bit vectors
+(77–84 µs, measured on the batch-major kernel) were all slower or no faster.
 
 The weight sums Σ_t δ_t r_{t-1}ᵀ (and Σ_t δ_t x_tᵀ) are accumulated inside the reverse scan,
 one small [N,B]·[B,N] product per step (`weight_sums="scan"`, the default). The alternative,
-`weight_sums="gemm"`, stores δ_t for all steps and forms each sum as one [N,T·B]·[T·B,N]
-product after the scan. Measured back to back at the reference size (N = 50, batch 128,
-T = 1045, EF, 10 members vmapped as in one training shard; `benchmarks/bench_weight_sums.py`;
-load ≈ 12 on 2 cores) the in-scan sums are faster on the CPU: 238 vs 277 µs CPU per
-member-step (1 member: 205 vs 260), although the GEMM alone runs 1.7× faster than the T small
-products. Storing δ writes and re-reads a [T,B,N] array (with members vmapped it is also
-transposed to put the member axis first), which costs more than the GEMM saves; done in time
-chunks of 64 or 220 steps it was slower still (323, 329 µs). The GEMM form also needs one more
-[T,B,N] array. (An accelerator may rank them the other way; measure there.)
+`weight_sums="gemm"`, stores δ_t for all steps and forms each sum as one product over time and
+batch after the scan: 208 µs per member-step against 48.8 in the measurement above (and, in
+the earlier batch-major kernel, 277 against 238 at load ≈ 12). Storing δ writes and re-reads a
+[T,N,B] array per member, and the product over (T, B) needs it transposed; that costs more than
+the GEMM saves. The in-scan sums reuse δ_t and r_t while they are in cache. (An accelerator may
+rank them the other way; measure there.)
 """
 
 from __future__ import annotations
