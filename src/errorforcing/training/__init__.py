@@ -12,7 +12,7 @@ from ._hooks import AbstractEpochHook, AdaptiveAlpha, DynamicsDiagnostics, Feedb
 from ._host_hooks import AbstractHostHook, GradientFlossing, HeldOutLoss, HostRun, LyapunovExponents
 from ._online import ContinualSchedule, ContinualTrainer
 from ._step import MemberState, clip_by_global_norm, make_step, with_clip
-from ._shards import COMPACT_ENV, THREADS_ENV, Shards, default_shards, threads_from_env, usable_cores
+from ._shards import COMPACT_ENV, MAX_SHARD_SIZE, THREADS_ENV, Shards, default_shards, threads_from_env, usable_cores
 
 __all__ = ["ConvergenceTracker", "EnsembleResult", "EnsembleTrainer", "Member", "Schedule", "member_keys",
            "held_out_loss", "evaluation_key",
@@ -21,5 +21,5 @@ __all__ = ["ConvergenceTracker", "EnsembleResult", "EnsembleTrainer", "Member", 
            "GradientAlignment", "AbstractHostHook", "HostRun", "GradientFlossing", "LyapunovExponents", "HeldOutLoss",
            "ContinualSchedule", "ContinualTrainer",
            "Analysis", "Flossing", "adapt_alpha", "analysis_key", "analysis_streams", "floss_cell", "forced_jacobian_norms", "lyapunov_key",
-           "sampled_jacobian_norms", "COMPACT_ENV", "THREADS_ENV", "Shards", "default_shards", "threads_from_env", "usable_cores",
+           "sampled_jacobian_norms", "COMPACT_ENV", "MAX_SHARD_SIZE", "THREADS_ENV", "Shards", "default_shards", "threads_from_env", "usable_cores",
            "task_lyapunov", "dynamics_diagnostics", "exact_step_gradients", "forcing_gain", "update_diagnostics"]

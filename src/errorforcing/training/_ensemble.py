@@ -182,7 +182,7 @@ class EnsembleTrainer:
             raise ValueError("clip_norm does not apply to an online rule (its per-step optimizer updates θ)")
         self.task, self.rule, self.schedule, self.objective = task, rule, schedule, objective
         self.adaptive_alpha, self.analysis = adaptive_alpha, analysis
-        self.shards = default_shards() if shards is None else shards
+        self.shards = default_shards(len(members)) if shards is None else shards
         self.compact = compact_mode(compact)
         self.members = members
         self.make_cell, self.make_forcing = make_cell, make_forcing

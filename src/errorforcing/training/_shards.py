@@ -3,7 +3,8 @@
 Why: XLA on the CPU runs one program's scan on one core; the per-step matmuls of a recurrent
 network (batch × N × N, N ≈ 50) are too small for its intra-op threads to help. Two programs
 dispatched from two threads do run on two cores, so an ensemble split into one shard per core
-trains nearly that many times faster. Shards have one size (the last padded with copies of the
+trains nearly that many times faster. A large ensemble is split further, so that no program
+holds over `MAX_SHARD_SIZE` members (measured faster and smaller, see there). Shards have one size (the last padded with copies of the
 last member, whose results are dropped), so the epoch program compiles once.
 
 Known: a batched LAPACK call on the CPU (jaxlib 0.10: solve, eigh, svd, eig, …) splits its batch
@@ -112,13 +113,24 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def default_shards() -> int:
-    """Parallel programs per ensemble: $ERRORFORCING_THREADS, else one per usable CPU core on
-    the CPU backend and one on an accelerator (which runs one program across all its cores)."""
+# CPU: the most members one program takes before the ensemble is split into more shards than
+# cores. Measured (fast EF-BPTT, N = 50, batch 128, T = 1045, one core): 61–62 µs per member-step
+# at 10–25 members, 68 at 50; 100 members as 4 shards of 25 on 2 cores took 0.132 s per
+# member-epoch and 2.7 GiB, as 2 shards of 50 0.145 s and 4.9 GiB (docs/performance.md).
+MAX_SHARD_SIZE = 25
+
+
+def default_shards(members: int | None = None) -> int:
+    """Programs per ensemble of `members`: $ERRORFORCING_THREADS, else on the CPU one per
+    usable core, or more where that would put over `MAX_SHARD_SIZE` members in one program
+    (the threads then share the cores), and one on an accelerator (which runs one program
+    across all its cores)."""
     threads = threads_from_env()
     if threads is not None:
         return threads
-    return usable_cores() if jax.default_backend() == "cpu" else 1
+    if jax.default_backend() != "cpu":
+        return 1
+    return max(usable_cores(), math.ceil((members or 0) / MAX_SHARD_SIZE))
 
 
 class Shards:
