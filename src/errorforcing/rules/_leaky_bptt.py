@@ -162,7 +162,7 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     # ----- reverse scan: the state adjoint, accumulating the recurrent-weight gradients -----
     # At step t the carry holds δ_{t+1}, which pairs with r_t and x_{t+1}:
     # Σ_t δ_t r_{t-1}ᵀ = Σ_t δ_{t+1} r_tᵀ + δ_0 r_{-1}ᵀ. Accumulating in the scan keeps memory
-    # at the stored [T,N,B] arrays (r; h̃ too with the rate penalty; h with a rate readout).
+    # at the stored [T,N,B] arrays (r, or h̃ alone with the rate penalty; h with a rate readout).
     if weight_sums not in ("scan", "gemm"):
         raise ValueError(f"weight_sums must be 'scan' or 'gemm', got {weight_sums!r}")
     in_scan = weight_sums == "scan"
