@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 import errorforcing as ef
 from errorforcing.rules import BPTT, Objective
+from errorforcing.training import usable_cores
 
 FORCINGS = {"ef": lambda: ef.forcing.ErrorForcing(alpha=0.5), "tf": lambda: ef.forcing.TeacherForcing(alpha=0.5),
             "none": lambda: ef.forcing.NoForcing()}
@@ -49,7 +50,7 @@ def main(members: int, delay: int, forcing: str, rate_reg: float, hidden: int, b
     T = trials.inputs.shape[1]
     return dict(members=members, T=T, hidden=hidden, batch=batch, forcing=forcing, rate_reg=rate_reg,
                 us_per_member_step=best / T / members * 1e6, first_call_seconds=first, load=os.getloadavg()[0],
-                affinity=len(os.sched_getaffinity(0)))
+                cores=usable_cores())
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ Why: XLA on the CPU runs one program's scan on one core; the per-step matmuls of
 network (batch × N × N, N ≈ 50) are too small for its intra-op threads to help. Two programs
 dispatched from two threads do run on two cores, so an ensemble split into one shard per core
 trains nearly that many times faster. A large ensemble is split further, so that no program
-holds over `MAX_SHARD_SIZE` members (measured faster and smaller, see there). Shards have one size (the last padded with copies of the
-last member, whose results are dropped), so the epoch program compiles once.
+holds over `MAX_SHARD_SIZE` members (measured faster and smaller, see there). Shards have one
+size (the last padded with copies of the last member, whose results are dropped), so the epoch
+program compiles once.
 
 Known: a batched LAPACK call on the CPU (jaxlib 0.10: solve, eigh, svd, eig, …) splits its batch
 over XLA's intra-op thread pool and waits for it; two shards doing so at once can each hold a
@@ -114,9 +115,9 @@ def usable_cores() -> int:
 
 
 # CPU: the most members one program takes before the ensemble is split into more shards than
-# cores. Measured (fast EF-BPTT, N = 50, batch 128, T = 1045, one core): 61–62 µs per member-step
-# at 10–25 members, 68 at 50; 100 members as 4 shards of 25 on 2 cores took 0.132 s per
-# member-epoch and 2.7 GiB, as 2 shards of 50 0.145 s and 4.9 GiB (docs/performance.md).
+# cores. Measured (fast EF-BPTT, N = 50, batch 128, T = 1045): 61–62 µs per member-step at 10–25
+# members on one core, 68 at 50; 100 members on 2 cores as 4 shards of 25 were 1.25x faster and
+# peaked at 2.7 instead of 4.8 GiB (docs/performance.md, "Scaling").
 MAX_SHARD_SIZE = 25
 
 
