@@ -8,7 +8,8 @@
   timed in the same run. The generic path (`RTRL(fast=False)`) is timed too.
 - e-prop and RFLO: per-step cost of one gradient relative to BPTT (`BPTT()`, the hand-written
   leaky-RNN path, and `BPTT(fast=False)`, autodiff) on the reference configuration: N = 50,
-  batch 128, delayed XOR with delay 1000 (T = 1045), causal error forcing (α = 0.5) for all.
+  batch 128, delayed XOR with delay 1000 (T = 1045), causal error forcing (α = 0.5) for all;
+  each rule's hand-written path (the default) and its generic trace path (`fast=False`).
 
 - The credit-assignment zoo (`bench_zoo`): one gradient of UORO, KF-RTRL and SnAp-1 next to
   RTRL (fast path), e-prop and BPTT (fast path), all on RTRL's size (N = 32, batch 32, T = 500,
@@ -123,13 +124,15 @@ def bench_local_rules(quick: bool = False) -> dict[str, Any]:
     trials = sample_batch(task, B, key=jax.random.key(1))
     forcing = ErrorForcing(alpha=0.5, causal=True)
     repeats = 2 if quick else 4
-    rules = {"bptt": BPTT(), "bptt_autodiff": BPTT(fast=False), "eprop": EProp(), "rflo": RFLO()}
+    rules = {"bptt": BPTT(), "bptt_autodiff": BPTT(fast=False), "eprop": EProp(), "rflo": RFLO(),
+             "eprop_generic": EProp(fast=False), "rflo_generic": RFLO(fast=False)}
     seconds = {name: _best_seconds(_gradient_fn(rule, cell, forcing, trials), repeats) for name, rule in rules.items()}
     result: dict[str, Any] = dict(hidden=N, batch=B, T=T, forcing="ef causal α=0.5", target_ratio=2.0,
                                   us_per_step={k: 1e6 * v / T for k, v in seconds.items()})
     for name in ("eprop", "rflo"):
         result[f"{name}_over_bptt"] = seconds[name] / seconds["bptt"]
         result[f"{name}_over_bptt_autodiff"] = seconds[name] / seconds["bptt_autodiff"]
+        result[f"{name}_generic_over_fast"] = seconds[f"{name}_generic"] / seconds[name]
     return result
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Callable
+from typing import Callable, ClassVar
 
 import equinox as eqx
 import jax
@@ -14,6 +14,7 @@ from .._types import Array, Float, Key, State
 from ..forcing import AbstractAdditiveForcing, AbstractForcing, process_noise
 from ..models import AbstractCell, frozen_grads
 from ._base import AbstractLearningRule, AbstractStepwiseRule
+from ._leaky_bptt import leaky_bptt, supports_fast_path
 from ._loss import Objective
 from ._online import AbstractOnlineRule, online_step
 from ._step import StepLoss, forced_step, time_major, trainable_spec
@@ -53,11 +54,22 @@ class AbstractTraceRule(AbstractOnlineRule, AbstractStepwiseRule):
     call (the same key gives the same B, so it is fixed); feedback_scale defaults to 1/N, the
     scale of the leaky RNN's initial W_out. In an ensemble every member gets its own B, drawn
     from its own seed (`for_member`); the key given here is then replaced.
+
+    Offline on the leaky RNN under no forcing, teacher forcing or a stopped additive correction
+    (where `BPTT` takes its fast path) the gradient is the hand-written BPTT's reverse pass with
+    the credit truncated as `recurrent_credit` says (`leaky_bptt(recurrent=..., feedback=B)`):
+    Σ_t L_t P_t = a Σ_s ē_s φ(h̃_{s-1})ᵀ with ē_s = L_s + κ_s D_{s+1} ē_{s+1} is BPTT's δ
+    recursion with W_recᵀ replaced by D's recurrent part and W_outᵀ by B. `fast=False` forces
+    the generic path (`_run_offline`), which tests compare it with in float64.
     """
 
     feedback: eqx.AbstractVar[str]
     key: eqx.AbstractVar[Key | None]
     feedback_scale: eqx.AbstractVar[float | None]
+    fast: eqx.AbstractVar[bool]
+    # what of ∂h_t/∂h̃_{t-1} the trace keeps, as `leaky_bptt`'s `recurrent`: "diagonal" when D_t
+    # holds a (W_rec)_ii φ'(h̃_i,t-1), "none" when D_t is the leak 1 - a alone
+    recurrent_credit: ClassVar[str]
 
     def __check_init__(self):
         name = type(self).__name__
@@ -84,10 +96,19 @@ class AbstractTraceRule(AbstractOnlineRule, AbstractStepwiseRule):
         scale = 1.0 / N if self.feedback_scale is None else self.feedback_scale
         return scale * jax.random.normal(self.key, (N, n_out), cell.W_out.dtype)
 
+    def uses_fast_path(self, cell: AbstractCell, forcing: AbstractForcing) -> bool:
+        """Whether `value_and_grad` runs the hand-written reverse pass (see the class docstring)."""
+        return self.fast and not self.online and supports_fast_path(cell, forcing)
+
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
         if self.online:
             loss, g_sum, *_ = self._run(cell, forcing, trials, key, objective, per_step=False,
                                         opt_state=self.online_init(cell))
+        elif self.uses_fast_path(cell, forcing):
+            noise = process_noise(trials, cell.n_rec, objective.noise_std, key)
+            loss, g = leaky_bptt(cell, forcing, trials, objective, noise, recurrent=self.recurrent_credit,
+                                 feedback=self.feedback_matrix(cell))
+            g_sum = _as_cell_grads(cell, {f: getattr(g, f) for f in ("W_rec", "W_in", "b", "W_out", "b_out")})
         else:
             loss, g_sum = self._run_offline(cell, forcing, trials, key, objective)
         return loss, frozen_grads(g_sum, cell), {}
@@ -244,6 +265,8 @@ class EProp(AbstractTraceRule):
     online: bool = eqx.field(default=False, static=True)
     lr: float | jax.Array | None = None
     optimizer: Callable[..., optax.GradientTransformation] | None = eqx.field(default=None, static=True)
+    fast: bool = eqx.field(default=True, static=True)
+    recurrent_credit: ClassVar[str] = "diagonal"
 
     def trace_decay(self, cell, h_prev):
         a = cell.leak

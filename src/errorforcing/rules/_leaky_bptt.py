@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from ..forcing import AbstractAdditiveForcing, AbstractForcing, AbstractTeacherForcing
 from ..models import LeakyRNN
+from .._types import Array, Float
 from ..tasks import Trials
 from ._loss import Objective, readout_penalty, trial_weights
 
@@ -59,12 +60,23 @@ def supports_fast_path(cell, forcing: AbstractForcing) -> bool:
     return isinstance(forcing, AbstractAdditiveForcing) and forcing.stop_gradient
 
 
+RECURRENT_CREDIT = ("full", "diagonal", "none")
+
+
 def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objective: Objective,
-               noise=None, *, weight_sums: str = "scan"):
+               noise=None, *, weight_sums: str = "scan", recurrent: str = "full",
+               feedback: Float[Array, "N n_out"] | None = None):
     """(loss, grads) of `objective` for the forced rollout; grads shaped like `cell`.
 
     `weight_sums`: "scan" accumulates the weight sums in the reverse scan, "gemm" stores δ and
     forms them as single products after it (same gradient; see the module docstring).
+
+    `recurrent` and `feedback` truncate the credit, for the trace rules' offline gradient
+    (`AbstractTraceRule`): "full" (BPTT) carries δ back through W_recᵀ; "diagonal" (e-prop)
+    through its diagonal alone, a φ'(h̃_t) ⊙ diag(W_rec) ⊙ δ_{t+1}; "none" (RFLO) through the
+    leak alone, (1 - a) δ_{t+1}. `feedback` (N × n_out, default W_outᵀ) replaces W_outᵀ on the
+    output error's path to the state. Truncated credit does not follow a teacher forcing's
+    dependence on W_out (the non-local path through W⁺).
 
     With g̃_t = ∂L/∂h̃_t and δ_t = ∂L/∂h_t (both total derivatives):
         g̃_t = ∂ℓ_reg/∂h̃_t + (1 - a) δ_{t+1} + a φ'(h̃_t) ⊙ W_recᵀ δ_{t+1}
@@ -86,7 +98,11 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
     N = cell.n_rec
     teacher = isinstance(forcing, AbstractTeacherForcing)
     additive = isinstance(forcing, AbstractAdditiveForcing)
-    teacher_flows = teacher and not forcing.stop_gradient
+    if recurrent not in RECURRENT_CREDIT:
+        raise ValueError(f"recurrent must be one of {RECURRENT_CREDIT}, got {recurrent!r}")
+    teacher_flows = teacher and not forcing.stop_gradient and recurrent == "full"
+    W_back = W_out.T if feedback is None else feedback  # [N, n_out]: the output error's way back
+    W_diag = jnp.diagonal(W)[:, None]
     causal = additive and forcing.causal
 
     # Time-major, batch-minor: every per-step array is [·, B], so the elementwise work runs over
@@ -155,7 +171,7 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
         loss = loss + objective.rate_reg * jnp.sum(w * jnp.mean(H_forced**2, axis=(0, 1))) / w_total
         reg_scale = 2.0 * objective.rate_reg / (T * N * w_total)
     if rate_readout:  # H: the pre-forcing states h_t
-        dH_from_y = jnp.einsum("on,tob->tnb", W_out, dY) * dphi(phi(H))
+        dH_from_y = jnp.einsum("no,tob->tnb", W_back, dY) * dphi(phi(H))
     else:
         dH_from_y = jnp.zeros((T, 0, B), dtype)  # computed per step below (see forward)
 
@@ -179,11 +195,16 @@ def leaky_bptt(cell: LeakyRNN, forcing: AbstractForcing, trials: Trials, objecti
             gW = gW + dh_next @ r.T
             if learn_in:
                 gWin = gWin + dh_next @ x_next.T
-        g = (1 - a) * dh_next + a * dphi(r) * (W.T @ dh_next)  # g̃_t
+        if recurrent == "full":  # g̃_t
+            g = (1 - a) * dh_next + a * dphi(r) * (W.T @ dh_next)
+        elif recurrent == "diagonal":
+            g = (1 - a) * dh_next + a * dphi(r) * (W_diag * dh_next)
+        else:
+            g = (1 - a) * dh_next
         if objective.rate_reg:
             g = g + reg_scale * wt * h_forced
         dh = (1 - c) * g if teacher else g
-        dh = dh + (dh_y if rate_readout else W_out.T @ dy)
+        dh = dh + (dh_y if rate_readout else W_back @ dy)
         dv = v[:0]
         if teacher_flows:  # cotangent c_t g̃_t of the teacher states W_outᵀ v_t
             cg = c * g

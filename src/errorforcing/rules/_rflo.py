@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import equinox as eqx
 import jax
@@ -31,6 +31,8 @@ class RFLO(AbstractTraceRule):
     online: bool = eqx.field(default=False, static=True)
     lr: float | jax.Array | None = None
     optimizer: Callable[..., optax.GradientTransformation] | None = eqx.field(default=None, static=True)
+    fast: bool = eqx.field(default=True, static=True)
+    recurrent_credit: ClassVar[str] = "none"
 
     def trace_decay(self, cell, h_prev):
         return jnp.full(h_prev.shape, 1 - cell.leak, h_prev.dtype)
