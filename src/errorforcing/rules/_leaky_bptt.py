@@ -2,6 +2,8 @@
 EF, feedback EF, their causal variants) and teacher forcing (gradient through W⁺ or stopped) —
 the configurations of the Error Forcing paper — with or without sparse (`interval`) and
 partial (`units`) forcing.
+With its credit through W_rec truncated (`recurrent="diagonal" | "none"`) and a feedback
+matrix in place of W_outᵀ it is also e-prop's and RFLO's offline gradient (`AbstractTraceRule`).
 
 Why: `jax.grad` of the `lax.scan` stores and differentiates every intermediate of the step.
 Here the forward pass stores r = φ(h̃) (or, with the rate penalty, h̃ alone: the reverse scan
@@ -36,9 +38,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._types import Array, Float
 from ..forcing import AbstractAdditiveForcing, AbstractForcing, AbstractTeacherForcing
 from ..models import LeakyRNN
-from .._types import Array, Float
 from ..tasks import Trials
 from ._loss import Objective, readout_penalty, trial_weights
 
