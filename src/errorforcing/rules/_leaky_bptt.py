@@ -2,6 +2,7 @@
 EF, feedback EF, their causal variants) and teacher forcing (gradient through W⁺ or stopped) —
 the configurations of the Error Forcing paper — with or without sparse (`interval`) and
 partial (`units`) forcing.
+
 With its credit through W_rec truncated (`recurrent="diagonal" | "none"`) and a feedback
 matrix in place of W_outᵀ it is also e-prop's and RFLO's offline gradient (`AbstractTraceRule`).
 
