@@ -1,6 +1,13 @@
 """Compaction (frozen members leave the epoch programs) changes cost, never numbers: an ensemble
 whose members converge and diverge at different epochs gives, bit for bit, the same parameters,
-curves, converged epochs and store rows with compaction as without, and compaction really ran."""
+curves, converged epochs and store rows with compaction as without, and compaction really ran.
+The default ("exact": fewer shards of the same program) is bit-identical in float32 too."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -18,8 +25,9 @@ CONFIG = dict(task={"name": "delayed-xor", "delay": 4}, model={"hidden": 8}, for
               patience=1, divergence=1.45, optim={"lr": [3e-2]})
 
 
-def _train(monkeypatch, compact: bool, **changes):
-    monkeypatch.setenv(COMPACT_ENV, "always" if compact else "off")  # "always": layouts not timing-dependent
+def _train(monkeypatch, compact: bool | str, **changes):
+    # "always": layouts not timing-dependent
+    monkeypatch.setenv(COMPACT_ENV, compact if isinstance(compact, str) else "always" if compact else "off")
     monkeypatch.setenv("ERRORFORCING_THREADS", "2")
     return ef.train(ef.TrainConfig(**(CONFIG | changes)), progress=False)
 
@@ -67,6 +75,51 @@ def test_compacted_ensemble_equals_the_uncompacted_one_bit_for_bit(monkeypatch):
     _assert_identical(compact, plain)
 
 
+@pytest.mark.parametrize("changes", [{}, dict(rule={"kind": "rflo"})], ids=["ef-bptt", "rflo"])
+def test_exact_compaction_packs_fewer_shards_of_the_same_program_bit_for_bit(monkeypatch, changes):
+    plain, exact = _train(monkeypatch, False, **changes), _train(monkeypatch, "exact", **changes)
+    assert plain.ensemble.layouts == [(1, 2, 4)]
+    # once 4 members froze (after epoch 4 for EF-BPTT, see above) the others go on in one shard of 4
+    assert [layout[1:] for layout in exact.ensemble.layouts] == [(2, 4), (1, 4)]
+    assert exact.ensemble.layouts[1][0] < plain.ensemble.epochs_done
+    _assert_identical(exact, plain)  # RFLO too, which "always" changes in the last bit
+
+
+# float32 (the default precision), XLA's optimisations on (as users run it), N = 50, batch 128:
+# members freeze after epochs 2, 3 (four), 4 (two) and 6, so from epoch 4 the remaining three,
+# then one, train in one shard of 4 in slots other than their own
+_FLOAT32_RUN = textwrap.dedent("""
+    import json, os, sys
+    import jax, numpy as np
+    import errorforcing as ef
+    cfg = ef.TrainConfig(task={"name": "delayed-xor", "delay": 10}, model={"hidden": 50},
+                         forcing={"kind": "ef", "alpha": [0.5]}, seeds=8, epochs=15, batch=128, train_trials=256,
+                         val_trials=128, test_trials=128, threshold=0.3, patience=1, optim={"lr": [1e-2]})
+    runs = {}
+    for mode in ("off", "exact"):
+        os.environ["ERRORFORCING_COMPACT"] = mode
+        runs[mode] = ef.train(cfg, progress=False).ensemble
+    a, b = runs["off"], runs["exact"]
+    leaves = [(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree_util.tree_leaves(a.cells),
+                                                              jax.tree_util.tree_leaves(b.cells))]
+    json.dump(dict(layouts=[a.layouts, b.layouts], dtype=str(leaves[0][0].dtype),
+                   converged=a.tracker.converged_epoch.tolist(),
+                   cells_equal=all(np.array_equal(x, y) for x, y in leaves),
+                   curves_equal=all(np.array_equal(getattr(a, n), getattr(b, n), equal_nan=True)
+                                    for n in ("train_curves", "val_curves", "test_loss"))), sys.stdout)
+""")
+
+
+def test_exact_compaction_is_bit_identical_in_float32():
+    env = os.environ | {"JAX_ENABLE_X64": "0", "JAX_DISABLE_MOST_OPTIMIZATIONS": "0", "ERRORFORCING_THREADS": "2"}
+    out = json.loads(subprocess.run([sys.executable, "-c", _FLOAT32_RUN], env=env, check=True, capture_output=True,
+                                    text=True).stdout)
+    assert out["dtype"] == "float32"
+    assert out["converged"] == [3, 6, 2, 4, 3, 4, 3, 3]
+    assert out["layouts"] == [[[1, 2, 4]], [[1, 2, 4], [4, 1, 4]]]
+    assert out["cells_equal"] and out["curves_equal"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("changes, rtol", [
     # flossing between epochs, Lyapunov exponents, per-epoch diagnostics and gradient alignment
@@ -106,6 +159,12 @@ def test_compact_layout_picks_the_smallest_bucket_then_the_fewest_slots(active, 
     assert compact_layout(active, count, full) == layout
 
 
+@pytest.mark.parametrize("active, count, layout", [(24, 2, (2, 12)), (13, 2, (2, 12)), (12, 2, (1, 12)),
+                                                   (1, 2, (1, 12)), (51, 4, (3, 25))])
+def test_exact_layout_keeps_the_shard_size(active, count, layout):
+    assert compact_layout(active, count, layout[1], exact=True) == layout
+
+
 def test_auto_compacts_into_a_new_size_only_when_the_saved_time_exceeds_a_compilation():
     # 1 s epochs, 12 → 6 saves 0.5 s an epoch: worth a 10 s compilation with 30 epochs left, not with 10
     assert worth_compiling(1.0, 10.0, 12, 6, remaining=30)
@@ -116,8 +175,8 @@ def test_auto_compacts_into_a_new_size_only_when_the_saved_time_exceeds_a_compil
 
 def test_compaction_mode_from_the_argument_or_the_environment(monkeypatch):
     monkeypatch.delenv(COMPACT_ENV, raising=False)
-    assert compact_mode(None) == "off" and compact_mode(True) == "auto" and compact_mode("always") == "always"
-    for value, mode in [("0", "off"), ("1", "auto"), ("always", "always"), ("off", "off")]:
+    assert compact_mode(None) == "exact" and compact_mode(True) == "auto" and compact_mode("always") == "always"
+    for value, mode in [("0", "off"), ("1", "auto"), ("always", "always"), ("off", "off"), ("exact", "exact")]:
         monkeypatch.setenv(COMPACT_ENV, value)
         assert compact_mode(None) == mode
     monkeypatch.setenv(COMPACT_ENV, "sometimes")

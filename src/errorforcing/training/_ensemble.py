@@ -161,13 +161,14 @@ class EnsembleTrainer:
 
     `shards` (default: one per CPU core) splits the members into that many equal programs run
     in parallel threads (see `_shards`); results do not depend on it beyond float rounding.
-    `compact` ("auto", "always" or "off"; default $ERRORFORCING_COMPACT, else "off") stops
-    computing frozen members: once enough have converged or diverged, the active ones are
-    re-sharded into smaller programs of a few fixed sizes (`_shards.compact_layout`; "auto"
-    only when the time saved outweighs a new size's compilation), with the same numbers as
-    without (each member keeps its own keys; frozen members keep their state as it was when
-    they froze; in float32 at the reference size only to rounding, see `_shards`, which is why
-    it is opt-in). The layouts that ran are in `EnsembleResult.layouts`.
+    `compact` ("exact", "auto", "always" or "off"; default $ERRORFORCING_COMPACT, else
+    "exact") stops computing frozen members: once a shard's worth of members has converged or
+    diverged, "exact" packs the active ones into fewer shards of the same program, with the
+    same numbers bit for bit as without (each member keeps its own keys; frozen members keep
+    their state as it was when they froze); "auto" and "always" also re-shard them into smaller
+    programs of a few fixed sizes (`_shards.compact_layout`; "auto" only when the time saved
+    outweighs a new size's compilation), equal only to rounding in float32 (see `_shards`).
+    The layouts that ran are in `EnsembleResult.layouts`.
     """
 
     def __init__(self, task: AbstractTask, make_cell: Callable[..., AbstractCell],
@@ -393,7 +394,7 @@ class EnsembleTrainer:
     def _compacted(self, everyone: Shards, current: Shards, active: np.ndarray) -> Shards | None:
         """A smaller layout holding only the `active` members, or None when it would not be smaller
         (in members per shard, then in member slots) than the `current` one."""
-        count, size = compact_layout(int(active.sum()), everyone.count, everyone.size)
+        count, size = compact_layout(int(active.sum()), everyone.count, everyone.size, self.compact == "exact")
         if (size, count * size) >= (current.size, current.count * current.size):
             return None
         return everyone.compact(np.flatnonzero(active), size)

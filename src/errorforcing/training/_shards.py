@@ -15,23 +15,27 @@ eigensolver and teacher forcing's solve). So a program that contains a LAPACK ca
 shards one after another; the trainer's common programs contain none (`forcing.spd_solve`).
 `ERRORFORCING_THREADS=1` runs one program, as before sharding.
 
-Compaction: members that converged or diverged are frozen, and computing them is waste. Once
-enough have frozen the trainer re-shards the active ones into smaller programs whose sizes come
-from a short list (`bucket_sizes`: the full shard size halved, rounded up, down to 2), so at
-most log2(size) + 1 programs are ever compiled (jit caches one per size). A member's step
-depends only on its own state and keys, so the numbers change only if XLA compiles a program
-of another batch size into kernels that round differently. Measured: a batch of 1 is
-simplified into other kernels (last-bit differences), so 1 is not a bucket unless the
-ensemble started with shards of 1; in float64 (tests/test_compaction.py) bit for bit for BPTT
-with error/teacher forcing, adaptive α, flossing, diagnostics and fixed data, RFLO to rounding
-(~1e-16); in float32 at the reference size (EF-BPTT, N = 50, batch 128, delayed XOR 100, 16
-seeds, shards of 8 → 4) the numbers after the first compaction differed by ~1e-6 relative
-(converged epochs equal). So compaction is OFF by
-default until that is understood: it is opt-in. A new size costs a compilation, so "auto"
-compacts into a size it has not compiled yet only when the epoch time
-that saves over the remaining epochs exceeds the compilation time it measured on the first
-layout (`worth_compiling`); "always" compacts at every smaller bucket (deterministic layouts,
-for tests), "off" (the default) never. `ERRORFORCING_COMPACT` (auto, always, off; 1 = auto,
+Compaction: members that converged or diverged are frozen, and computing them is waste. The
+trainer takes them out of the epoch programs in one of two ways. "exact" (the default) packs
+the active members into fewer shards of the same size: the program is the one already
+compiled, and a member's step depends only on its own state and keys, so the numbers are
+bit for bit those of not compacting in float32 as in float64 (tests/test_compaction.py; measured
+on EF-BPTT, N = 50, batch 128, delayed XOR 100, 16 seeds as 4 shards of 4 → 3 → 2). It saves a
+shard's compute each time a shard's worth of members has frozen: CPU time always, wall time
+where there are more shards than cores or a lone shard no longer shares memory bandwidth.
+"auto" and "always" also shrink the shards, to sizes from a short list (`bucket_sizes`: the
+full size halved, rounded up, down to 2; at most log2(size) + 1 programs are ever compiled),
+which saves wall time on as many cores as before but changes the numbers by rounding: XLA
+compiles a program of another batch size into kernels that round differently. Measured: a
+batch of 1 is simplified into other kernels, so 1 is not a bucket unless the ensemble started
+with shards of 1; in float64 bit for bit for BPTT with error/teacher forcing, adaptive α,
+flossing, diagnostics and fixed data, RFLO to rounding (~1e-16); in float32 at the reference
+size (EF-BPTT, N = 50, batch 128, delayed XOR 100, 16 seeds, shards of 8 → 4) ~1e-6 relative
+after the first compaction (converged epochs equal). A new size costs a compilation, so "auto"
+compacts into a size it has not compiled yet only when the epoch time that saves over the
+remaining epochs exceeds the compilation time it measured on the first layout
+(`worth_compiling`); "always" compacts at every smaller bucket (deterministic layouts, for
+tests); "off" never compacts. `ERRORFORCING_COMPACT` (exact, auto, always, off; 1 = auto,
 0 = off) sets the trainer's default.
 """
 
@@ -61,13 +65,13 @@ def threads_from_env() -> int | None:
     return int(value)
 
 
-COMPACT_MODES = ("auto", "always", "off")
+COMPACT_MODES = ("exact", "auto", "always", "off")
 
 
 def compact_mode(value: str | bool | None) -> str:
-    """A compaction mode from `value` (True = auto, False = off), else from $ERRORFORCING_COMPACT (default off)."""
+    """A compaction mode from `value` (True = auto, False = off), else from $ERRORFORCING_COMPACT (default exact)."""
     if value is None:
-        value = os.environ.get(COMPACT_ENV, "").strip().lower() or "off"
+        value = os.environ.get(COMPACT_ENV, "").strip().lower() or "exact"
         value = {"1": "auto", "0": "off"}.get(value, value)
     if isinstance(value, bool):
         value = "auto" if value else "off"
@@ -94,11 +98,11 @@ def bucket_sizes(full: int) -> list[int]:
     return sizes
 
 
-def compact_layout(active: int, count: int, full: int) -> tuple[int, int]:
+def compact_layout(active: int, count: int, full: int, exact: bool = False) -> tuple[int, int]:
     """(shards, size) for `active` members with at most `count` shards of at most `full`, sizes
-    from `bucket_sizes(full)`: the smallest size (the wall time of shards run in parallel), then
-    the fewest member slots (the CPU time)."""
-    buckets = bucket_sizes(full)
+    from `bucket_sizes(full)` (`full` alone when `exact`): the smallest size (the wall time of
+    shards run in parallel), then the fewest member slots (the CPU time)."""
+    buckets = [full] if exact else bucket_sizes(full)
     options = []
     for c in range(1, count + 1):
         fitting = [b for b in buckets if b * c >= active]
