@@ -21,10 +21,11 @@ SCALING_AXES = dict(hidden=(50, 100, 200, 400), members=(1, 20, 100), T=(145, 44
 MEMORY_LIMIT_GIB = 8.0  # issue 15: 100 members at T = 1045 must fit
 
 
-def _epoch_flops(members: int, T: int, B: int, N: int, n_batches: int) -> float:
-    """Matmul FLOPs of one epoch: forward W_rec φ(h) per step, backward (Wᵀ δ and δ φᵀ)."""
-    per_step = 3 * 2 * B * N * N
-    return members * n_batches * T * per_step
+def _epoch_flops(members: int, T: int, trials: int, N: int) -> float:
+    """Matmul FLOPs of one epoch that computes `trials` trials (the sum of its batch sizes,
+    `EnsembleTrainer.batch_sizes`): forward W_rec φ(h) per step, backward (Wᵀ δ and δ φᵀ)."""
+    per_trial_step = 3 * 2 * N * N
+    return members * trials * T * per_trial_step
 
 
 def numpy_matmul_gflops(B: int, N: int, repeats: int = 20_000, threads: int = 1) -> float:
@@ -90,10 +91,11 @@ def measure_training(members: int, epochs: int, checkpoint: bool, hidden: int = 
     trainer.run(on_epoch=on_epoch)
     per_epoch = min(times[1:])  # the first epoch includes compilation
     T = delay + 45
-    flops = _epoch_flops(members, T, REFERENCE["batch"], hidden, REFERENCE["n_batches"])
+    flops = _epoch_flops(members, T, sum(trainer.batch_sizes), hidden)
     return dict(members=members, hidden=hidden, T=T, checkpoint=checkpoint, threads=trainer.shards,
                 seconds_per_epoch=per_epoch,
                 seconds_per_member_epoch=per_epoch / members, compile_and_first_epoch=times[0],
+                trials_per_epoch=sum(trainer.batch_sizes),
                 gflops=flops / per_epoch / 1e9,
                 peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                 load=os.getloadavg()[0])  # the machine's 1-minute load when the run ended

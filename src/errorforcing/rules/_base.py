@@ -31,6 +31,15 @@ class AbstractLearningRule(eqx.Module):
         the trainer then takes its end-of-trial weights instead of applying an optimizer."""
         return False
 
+    @property
+    def ignores_padding(self) -> bool:
+        """True for a rule whose update on a batch is unchanged, up to float rounding, when the
+        batch's weight-0 padding trials are dropped: its normalisers count Σ mask or Σ weight
+        (never the batch size) and none of its random draws depends on the batch size. The
+        trainer then computes an epoch's padded last batch only up to its real trials
+        (`training.trims_padding`). False unless a rule declares it."""
+        return False
+
     def for_member(self, key: Key) -> "AbstractLearningRule":
         """This rule as one ensemble member's copy, anything random in it (e.g. a random feedback
         matrix B) drawn from `key`, which the trainer derives from the member's own seed. A rule

@@ -25,6 +25,10 @@ class BPTT(AbstractLearningRule):
     checkpoint: bool = False
     fast: bool = True
 
+    @property
+    def ignores_padding(self) -> bool:
+        return True
+
     def uses_fast_path(self, cell, forcing) -> bool:
         """Whether `value_and_grad` runs the hand-written reverse pass for this cell and forcing."""
         return self.fast and not self.checkpoint and supports_fast_path(cell, forcing)

@@ -78,6 +78,10 @@ class AbstractTraceRule(AbstractOnlineRule, AbstractStepwiseRule):
         if self.feedback == "random" and self.key is None:
             raise ValueError(f"{name}(feedback='random') needs an explicit key for the feedback matrix")
 
+    @property
+    def ignores_padding(self) -> bool:
+        return True
+
     def for_member(self, key: Key) -> "AbstractTraceRule":
         """Random feedback: this member's own B, drawn from `key` (the member's seed)."""
         if self.feedback != "random":

@@ -57,6 +57,10 @@ class RTRL(AbstractOnlineRule, AbstractStepwiseRule):
     fast: bool = eqx.field(default=True, static=True)
     optimizer: Callable[..., optax.GradientTransformation] | None = eqx.field(default=None, static=True)
 
+    @property
+    def ignores_padding(self) -> bool:
+        return True
+
     def value_and_grad(self, cell, forcing, trials, *, key, objective=Objective()):
         opt_state = self.online_init(cell) if self.online else None
         loss, g_sum, _, to_grads, _ = self._run(cell, forcing, trials, key, objective, per_step=False,

@@ -26,6 +26,10 @@ class TruncatedBPTT(AbstractLearningRule):
     k: int = eqx.field(static=True)
     checkpoint: bool = eqx.field(default=False, static=True)
 
+    @property
+    def ignores_padding(self) -> bool:
+        return True
+
     def __check_init__(self):
         if self.k < 1:
             raise ValueError(f"TruncatedBPTT.k must be >= 1, got {self.k}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..rules import AbstractLearningRule, Objective
 from ..tasks import AbstractTask, Trials, sample_batch
 
 
@@ -62,3 +63,12 @@ def pad_into_batches(trials: Trials, n_batches: int, batch_size: int) -> Trials:
     info["weight"] = weight
     padded = Trials(trials.inputs, trials.targets, trials.mask, info)
     return jax.tree_util.tree_map(pad_leaf, padded)
+
+
+def trims_padding(rule: AbstractLearningRule, objective: Objective) -> bool:
+    """Whether an epoch may compute its padded last batch only up to its real trials
+    (`Schedule.batch_sizes`): the rule's update ignores weight-0 trials (`rule.ignores_padding`)
+    and any process noise gives the real trials the same draws at any batch size (JAX's
+    partitionable threefry, the default, is prefix-stable along the leading axis)."""
+    no_noise = isinstance(objective.noise_std, (int, float)) and objective.noise_std == 0
+    return rule.ignores_padding and (no_noise or bool(jax.config.jax_threefry_partitionable))

@@ -17,12 +17,17 @@ from ..models import AbstractCell
 from ..rules import AbstractLearningRule, Objective, sign_correct
 from ..tasks import AbstractTask
 from ._convergence import ConvergenceTracker
-from ._data import batch_keys, epoch_data, fixed_dataset, member_keys
+from ._data import batch_keys, epoch_data, fixed_dataset, member_keys, trims_padding
 from ._dynamics import Analysis, Flossing, analysis_key
 from ._hooks import AbstractEpochHook, AdaptiveAlpha, DynamicsDiagnostics, FeedbackDiagnostics, GradientAlignment
 from ._host_hooks import AbstractHostHook, GradientFlossing, HeldOutLoss, HostRun, LyapunovExponents, Measured
 from ._step import MemberState, make_step, trainable_params, with_clip
 from ._shards import Shards, compact_layout, compact_mode, default_shards, worth_compiling
+
+
+# float32 lanes of a 512-bit vector: on the batch-minor fast BPTT a batch of 80 trials runs
+# faster than one of 77 (measured: docs/performance.md, "The last batch without its padding")
+PADDING_MULTIPLE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +85,16 @@ class Schedule:
     @property
     def n_batches(self) -> int:
         return math.ceil(self.n_train / self.batch_size)
+
+    def batch_sizes(self, trim_padding: bool) -> tuple[int, ...]:
+        """The trials each batch of an epoch computes: `batch_size` each (the last one padded
+        with weight-0 trials), except that with `trim_padding` the last batch stops at its real
+        trials rounded up to a multiple of PADDING_MULTIPLE."""
+        sizes = [self.batch_size] * self.n_batches
+        if trim_padding:
+            real = self.n_train - (self.n_batches - 1) * self.batch_size
+            sizes[-1] = min(self.batch_size, -(-real // PADDING_MULTIPLE) * PADDING_MULTIPLE)
+        return tuple(sizes)
 
 
 @dataclasses.dataclass
@@ -146,7 +161,9 @@ class EnsembleTrainer:
     `optimizer` and the members' lr are not used.
 
     The epoch program scans `make_step` (the pure per-batch step of one member's
-    `MemberState`) over the epoch's batches (`_data.epoch_data`); what it measures or changes
+    `MemberState`) over the epoch's batches (`_data.epoch_data`; the last one, padded with
+    weight-0 trials, computed only up to its real trials rounded up to 16 when the rule
+    `ignores_padding`: `self.batch_sizes`, `Schedule.batch_sizes`); what it measures or changes
     besides are `AbstractEpochHook`s (`self.hooks`). What runs on the host before, between and
     after the epochs are `AbstractHostHook`s (`self.host_hooks`: the test loss after training,
     always). The options below add built-in hooks of either kind, and `hooks` appends custom ones
@@ -190,6 +207,7 @@ class EnsembleTrainer:
         self.optimizer = optax.inject_hyperparams(optimizer)(learning_rate=members[0].lr)
         # the transformation the step applies: the clip, then the member's own lr
         self.update_rule = with_clip(self.optimizer, schedule.clip_norm)
+        self.batch_sizes = schedule.batch_sizes(trims_padding(rule, objective))
         for hook in hooks:
             if not isinstance(hook, (AbstractEpochHook, AbstractHostHook)):
                 raise TypeError(f"a hook is an AbstractEpochHook or an AbstractHostHook, got {type(hook).__name__}")
@@ -256,7 +274,8 @@ class EnsembleTrainer:
 
     # ----- one epoch of one member (vmapped over members, then jitted) -----
     def _member_epoch(self, cell, opt_state, forcing, rule, active, data_key, noise_key, epoch, fixed) -> EpochOutput:
-        n_batches = self.schedule.n_batches
+        sizes = self.batch_sizes
+        n_batches = len(sizes)
         batches, val = epoch_data(self.task, self.schedule, data_key, epoch, fixed)
         keys = batch_keys(noise_key, epoch, n_batches)
         state = MemberState(cell, opt_state, forcing, active)
@@ -276,10 +295,17 @@ class EnsembleTrainer:
             return (state.cell, state.opt_state, eqx.filter(state.forcing, eqx.is_array)), (
                 loss, jnp.sum(batch.info["weight"]))
 
-        (cell, opt_state, forcing_arrays), (losses, sizes) = jax.lax.scan(
-            batch_step, (cell, opt_state, forcing_arrays), (batches, keys, jnp.arange(n_batches)))
+        carry, xs = (cell, opt_state, forcing_arrays), (batches, keys, jnp.arange(n_batches))
+        if sizes[-1] == self.schedule.batch_size:
+            carry, (losses, weights) = jax.lax.scan(batch_step, carry, xs)
+        else:  # the last batch without the padding beyond its real trials (`trims_padding`)
+            carry, (losses, weights) = jax.lax.scan(batch_step, carry, jax.tree_util.tree_map(lambda x: x[:-1], xs))
+            last, key, i = jax.tree_util.tree_map(lambda x: x[-1], xs)
+            carry, (loss, weight) = batch_step(carry, (jax.tree_util.tree_map(lambda x: x[:sizes[-1]], last), key, i))
+            losses, weights = jnp.append(losses, loss), jnp.append(weights, weight)
+        cell, opt_state, forcing_arrays = carry
         state = MemberState(cell, opt_state, eqx.combine(forcing_arrays, forcing_static), active)
-        train_loss = jnp.sum(losses * sizes) / jnp.sum(sizes)
+        train_loss = jnp.sum(losses * weights) / jnp.sum(weights)
         _, outputs = simulate(cell, val, NoForcing())
         val_loss = self.task.held_out_error(outputs, val)
         accuracy = jnp.mean(sign_correct(outputs, val.targets, val.mask))

@@ -18,8 +18,10 @@ class AbstractEpochHook(eqx.Module):
 
     `before_epoch(state, rule, batches, keys, objective)`: curves measured on the epoch's data
     before it trains (batches [n_batches, batch_size, ...], keys [n_batches], both the ones
-    the epoch trains on). `after_batch(before, after, batch, index)`: the state after one
-    step, changed or not (index: batches seen since training began). `after_epoch(state,
+    the epoch trains on, the last batch padded to `batch_size`). `after_batch(before, after,
+    batch, index)`: the state after one step, changed or not, on the batch the step trained on
+    (the last one without most of its padding when the rule `ignores_padding`:
+    `Schedule.batch_sizes`; index: batches seen since training began). `after_epoch(state,
     rule)`: curves measured after the epoch's last step. The curves are named scalars, recorded
     as `EnsembleResult.extra_curves` (NaN for a member frozen before the epoch). Every
     method defaults to doing nothing."""
