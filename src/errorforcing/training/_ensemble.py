@@ -25,8 +25,8 @@ from ._step import MemberState, make_step, trainable_params, with_clip
 from ._shards import Shards, compact_layout, compact_mode, default_shards, worth_compiling
 
 
-# float32 lanes of a 512-bit vector: on the batch-minor fast BPTT a batch of 80 trials runs
-# faster than one of 77 (measured: docs/performance.md, "The last batch without its padding")
+# whole float32 vector registers (16 lanes of AVX-512, 2 × 8 of AVX2): on the batch-minor fast
+# BPTT a batch of 80 trials runs faster than one of 77 (docs/performance.md, "The last batch")
 PADDING_MULTIPLE = 16
 
 
@@ -287,22 +287,24 @@ class EnsembleTrainer:
         # only the forcing's arrays travel through the scan carry (its flags must stay Python values)
         forcing_arrays, forcing_static = eqx.partition(forcing, eqx.is_array)
 
-        def batch_step(carry, xs):
+        def step_on(carry, batch, key, i):
             cell, opt_state, forcing_arrays = carry
-            batch, key, i = xs
             state = MemberState(cell, opt_state, eqx.combine(forcing_arrays, forcing_static), active)
             state, loss = step(state, batch, key, (epoch - 1) * n_batches + i)
-            return (state.cell, state.opt_state, eqx.filter(state.forcing, eqx.is_array)), (
-                loss, jnp.sum(batch.info["weight"]))
+            return (state.cell, state.opt_state, eqx.filter(state.forcing, eqx.is_array)), loss
+
+        def batch_step(carry, xs):
+            batch, key, i = xs
+            if sizes[-1] == self.schedule.batch_size:
+                carry, loss = step_on(carry, batch, key, i)
+            else:  # the last batch without the padding beyond its real trials (`trims_padding`)
+                trimmed = jax.tree_util.tree_map(lambda x: x[:sizes[-1]], batch)
+                carry, loss = jax.lax.cond(i == n_batches - 1, lambda: step_on(carry, trimmed, key, i),
+                                           lambda: step_on(carry, batch, key, i))
+            return carry, (loss, jnp.sum(batch.info["weight"]))
 
         carry, xs = (cell, opt_state, forcing_arrays), (batches, keys, jnp.arange(n_batches))
-        if sizes[-1] == self.schedule.batch_size:
-            carry, (losses, weights) = jax.lax.scan(batch_step, carry, xs)
-        else:  # the last batch without the padding beyond its real trials (`trims_padding`)
-            carry, (losses, weights) = jax.lax.scan(batch_step, carry, jax.tree_util.tree_map(lambda x: x[:-1], xs))
-            last, key, i = jax.tree_util.tree_map(lambda x: x[-1], xs)
-            carry, (loss, weight) = batch_step(carry, (jax.tree_util.tree_map(lambda x: x[:sizes[-1]], last), key, i))
-            losses, weights = jnp.append(losses, loss), jnp.append(weights, weight)
+        carry, (losses, weights) = jax.lax.scan(batch_step, carry, xs)
         cell, opt_state, forcing_arrays = carry
         state = MemberState(cell, opt_state, eqx.combine(forcing_arrays, forcing_static), active)
         train_loss = jnp.sum(losses * weights) / jnp.sum(weights)
